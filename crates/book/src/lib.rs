@@ -1,0 +1,188 @@
+//! The price book: the latest trade per (asset, source), and for each asset a pre-rendered
+//! answer (median of fresh sources, with provenance) rebuilt when a price changes or when a
+//! source ages out, never per request. Readers are lock-free.
+
+pub mod aggregate;
+pub mod template;
+
+use std::{collections::HashMap, sync::Arc};
+
+use arc_swap::ArcSwap;
+use beast_core::{Tick, TickSink};
+use parking_lot::Mutex;
+
+pub use aggregate::{Answer, SourcePrice};
+pub use template::Template;
+
+/// What the book knows of an asset right now.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Fresh(Answer),
+    /// Only stale sources; `age_ms` is the age of the newest one.
+    Stale {
+        age_ms: i64,
+    },
+    /// The asset is known (mapped) but no price has arrived yet.
+    NoPrice,
+    /// The asset is not in the book.
+    Unknown,
+}
+
+/// What readers see of one asset: rebuilt by writers, swapped in whole.
+#[derive(Debug, Default)]
+struct View {
+    aggregate: Option<Answer>,
+    /// Pinned answers, one per source that has a fresh price.
+    pinned: Vec<(Arc<str>, Answer)>,
+    newest_received_ms: Option<i64>,
+    /// Rebuild once the clock reaches this: a source will have aged out.
+    rebuild_at_ms: i64,
+}
+
+struct AssetBook {
+    asset: Arc<str>,
+    /// Latest trade per source. Only feeds (one task per source) and the rare age-out rebuild
+    /// lock it, briefly and never across an await; readers never touch it.
+    sources: Mutex<Vec<SourcePrice>>,
+    /// Readers load this without locking.
+    view: ArcSwap<View>,
+}
+
+impl AssetBook {
+    fn rebuild(&self, sources: &[SourcePrice], now_ms: i64, max_age_ms: i64) {
+        let pinned = sources
+            .iter()
+            .filter_map(|s| {
+                aggregate::answer(&self.asset, sources, Some(&s.source), now_ms, max_age_ms)
+                    .map(|a| (s.source.clone(), a))
+            })
+            .collect();
+        self.view.store(Arc::new(View {
+            aggregate: aggregate::answer(&self.asset, sources, None, now_ms, max_age_ms),
+            pinned,
+            newest_received_ms: sources.iter().map(|s| s.received_ms).max(),
+            rebuild_at_ms: aggregate::fresh_until(sources, now_ms, max_age_ms),
+        }));
+    }
+}
+
+/// The book of every asset this node serves.
+pub struct Book {
+    /// Asset registry. Copy-on-write: assets are added rarely, looked up on every request.
+    assets: ArcSwap<HashMap<Arc<str>, Arc<AssetBook>>>,
+    /// Serializes registry writers (the copy-on-write above).
+    adding: Mutex<()>,
+    max_age_ms: i64,
+}
+
+impl Book {
+    /// A book where a source is fresh for `max_age_ms` after its last trade arrived.
+    pub fn new(max_age_ms: i64) -> Self {
+        Self {
+            assets: ArcSwap::default(),
+            adding: Mutex::new(()),
+            max_age_ms,
+        }
+    }
+
+    /// Makes assets known, so that a request for one answers "no price yet", not "unknown".
+    pub fn register<'a>(&self, assets: impl IntoIterator<Item = &'a str>) {
+        let _guard = self.adding.lock();
+        let mut map = HashMap::clone(&self.assets.load());
+        for asset in assets {
+            map.entry(Arc::from(asset)).or_insert_with_key(|a| {
+                Arc::new(AssetBook {
+                    asset: a.clone(),
+                    sources: Mutex::new(Vec::new()),
+                    view: ArcSwap::default(),
+                })
+            });
+        }
+        self.assets.store(Arc::new(map));
+    }
+
+    fn entry(&self, asset: &str) -> Option<Arc<AssetBook>> {
+        self.assets.load().get(asset).cloned()
+    }
+
+    /// The answer for `asset` (pinned to one source tag, if given) as of `now_ms`.
+    pub fn lookup(&self, asset: &str, source: Option<&str>, now_ms: i64) -> Lookup {
+        let Some(book) = self.entry(asset) else {
+            return Lookup::Unknown;
+        };
+        let mut view = book.view.load_full();
+        if now_ms >= view.rebuild_at_ms {
+            let sources = book.sources.lock();
+            book.rebuild(&sources, now_ms, self.max_age_ms);
+            drop(sources);
+            view = book.view.load_full();
+        }
+        let answer = match source {
+            None => view.aggregate.as_ref(),
+            Some(tag) => view
+                .pinned
+                .iter()
+                .find(|(s, _)| &**s == tag)
+                .map(|(_, a)| a),
+        };
+        match (answer, view.newest_received_ms) {
+            (Some(a), _) => Lookup::Fresh(a.clone()),
+            (None, Some(newest)) => Lookup::Stale {
+                age_ms: (now_ms - newest).max(0),
+            },
+            (None, None) => Lookup::NoPrice,
+        }
+    }
+
+    /// Applies a trade received at `tick.time_received_ms`.
+    pub fn apply_at(&self, tick: Tick, now_ms: i64) {
+        let book = match self.entry(&tick.asset) {
+            Some(b) => b,
+            None => {
+                self.register([&*tick.asset]);
+                match self.entry(&tick.asset) {
+                    Some(b) => b,
+                    None => return,
+                }
+            }
+        };
+        let mut sources = book.sources.lock();
+        let incoming = SourcePrice {
+            source: tick.source,
+            quote: tick.quote,
+            price: tick.price,
+            time_exchange_ms: tick.time_exchange_ms,
+            // History replayed on subscribe is as old as the trade itself.
+            received_ms: if tick.replayed {
+                tick.time_exchange_ms
+            } else {
+                tick.time_received_ms
+            },
+            replayed: tick.replayed,
+        };
+        match sources.iter_mut().find(|s| s.source == incoming.source) {
+            Some(existing) => {
+                let newer = incoming.time_exchange_ms >= existing.time_exchange_ms;
+                if incoming.replayed || (!existing.replayed && !newer) {
+                    return;
+                }
+                *existing = incoming;
+            }
+            None => {
+                sources.push(incoming);
+                sources.sort_by(|a, b| a.source.cmp(&b.source));
+            }
+        }
+        book.rebuild(&sources, now_ms, self.max_age_ms);
+    }
+}
+
+impl TickSink for Book {
+    fn apply(&self, tick: Tick) {
+        let now = tick.time_received_ms;
+        self.apply_at(tick, now);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! The one API error table: each variant maps to a status, a stable code and a message,
+//! used alike by HTTP, UDP and WebSocket answers.
+
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    #[error("an API key is required (Authorization: Bearer <key> or X-API-Key)")]
+    MissingKey,
+    #[error("the API key is not valid or has been revoked")]
+    InvalidKey,
+    #[error("rate limit of your tier exceeded, retry after {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error("monthly quota of your tier used up, it resets in {retry_after_s} s")]
+    QuotaExceeded { retry_after_s: u64 },
+    #[error("unknown asset {asset:?}")]
+    UnknownAsset { asset: String },
+    #[error("unknown source {source_tag:?} for this asset")]
+    UnknownSource { source_tag: String },
+    #[error("no price received yet for {asset}")]
+    NoPrice { asset: String },
+    #[error("no fresh price for {asset}: the newest is {age_ms} ms old")]
+    StalePrice { asset: String, age_ms: i64 },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not found")]
+    NotFound,
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::MissingKey | ApiError::InvalidKey => 401,
+            ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => 429,
+            ApiError::UnknownAsset { .. } | ApiError::UnknownSource { .. } | ApiError::NotFound => {
+                404
+            }
+            ApiError::NoPrice { .. } | ApiError::StalePrice { .. } => 503,
+            ApiError::BadRequest(_) => 400,
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MissingKey => "missing_api_key",
+            ApiError::InvalidKey => "invalid_api_key",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::QuotaExceeded { .. } => "quota_exceeded",
+            ApiError::UnknownAsset { .. } => "unknown_asset",
+            ApiError::UnknownSource { .. } => "unknown_source",
+            ApiError::NoPrice { .. } => "no_price_yet",
+            ApiError::StalePrice { .. } => "stale_price",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotFound => "not_found",
+        }
+    }
+
+    /// Seconds a client should wait, for answers that carry `Retry-After`.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after_s } | ApiError::QuotaExceeded { retry_after_s } => {
+                Some(*retry_after_s)
+            }
+            _ => None,
+        }
+    }
+
+    /// The JSON error object: `{"error":{"code":..,"message":..,...}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut body = json!({"code": self.code(), "message": self.to_string()});
+        if let Some(s) = self.retry_after_s() {
+            body["retry_after_s"] = json!(s);
+        }
+        if let ApiError::StalePrice { age_ms, .. } = self {
+            body["age_ms"] = json!(age_ms);
+        }
+        json!({ "error": body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_price_error_tells_the_age() {
+        let e = ApiError::StalePrice {
+            asset: "BTC".into(),
+            age_ms: 42_000,
+        };
+        assert_eq!(e.status(), 503);
+        let v = e.to_json();
+        assert_eq!(v["error"]["code"], "stale_price");
+        assert_eq!(v["error"]["age_ms"], 42_000);
+    }
+
+    #[test]
+    fn rate_limit_error_carries_retry_after() {
+        let e = ApiError::RateLimited { retry_after_s: 2 };
+        assert_eq!((e.status(), e.retry_after_s()), (429, Some(2)));
+        assert_eq!(e.to_json()["error"]["retry_after_s"], 2);
+    }
+}

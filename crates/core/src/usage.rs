@@ -1,0 +1,54 @@
+//! The usage event: one per metered request, whatever the protocol.
+
+use std::sync::Arc;
+
+/// Protocol a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Udp,
+    Ws,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Udp => "udp",
+            Protocol::Ws => "ws",
+        }
+    }
+}
+
+/// Which tier of the lookup answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheTier {
+    /// The in-process price book.
+    Memory,
+    /// Nothing answered (errors).
+    None,
+}
+
+impl CacheTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheTier::Memory => "memory",
+            CacheTier::None => "none",
+        }
+    }
+}
+
+/// One metered request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageEvent {
+    pub ts_ms: i64,
+    pub key_id: i64,
+    pub asset: Arc<str>,
+    /// Source tags that produced the answer, comma-joined (empty for errors).
+    pub source: Arc<str>,
+    pub protocol: Protocol,
+    pub node: Arc<str>,
+    pub status: u16,
+    pub latency_us: u32,
+    pub cache_tier: CacheTier,
+}

@@ -1,0 +1,192 @@
+//! One WebSocket connection of one exchange, run from its definition alone: connect, wait
+//! `connect_delay_ms`, subscribe, keep alive (`ping_*`, heartbeat replies), enforce the
+//! liveness deadline, normalize trades into ticks, and reconnect with backoff when anything
+//! ends the session.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use beast_core::{Tick, TickSink, now_ms};
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::{Instant, interval_at, sleep, timeout};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+
+use crate::{CompiledDefinition, FeedStats, Frame, RawTrade};
+
+/// A session that lasted this long resets the backoff to its minimum.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Exchange symbol (lower case) → (asset, quote).
+pub type SymbolTable = HashMap<String, (Arc<str>, Arc<str>)>;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("stopped")]
+    Stopped,
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("no frame for {0:?}: connection presumed dead")]
+    Silent(Duration),
+    #[error("closed by the exchange")]
+    Closed,
+    #[error(transparent)]
+    WebSocket(#[from] tungstenite::Error),
+}
+
+/// One connection's work: its share of the exchange's symbols.
+pub struct Connection {
+    pub def: Arc<CompiledDefinition>,
+    pub symbols: Vec<String>,
+    pub table: Arc<SymbolTable>,
+    pub sink: Arc<dyn TickSink>,
+    pub stats: Arc<FeedStats>,
+}
+
+impl Connection {
+    /// Runs until `cancel` fires, reconnecting with exponential backoff (1 s → 60 s, jitter).
+    pub async fn run(self, cancel: CancellationToken) {
+        let name = self.def.def.name.clone();
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(60))
+            .with_jitter()
+            .without_max_times();
+        let mut backoff = policy.build();
+        loop {
+            let started = Instant::now();
+            let end = self.session(&cancel).await;
+            self.stats.connection_down();
+            match end {
+                SessionEnd::Stopped => return,
+                end => tracing::warn!(exchange = %name, reason = %end, "feed connection ended"),
+            }
+            if started.elapsed() >= HEALTHY_AFTER {
+                backoff = policy.build();
+            }
+            let delay = backoff.next().unwrap_or(Duration::from_secs(60));
+            self.stats
+                .reconnects
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn session(&self, cancel: &CancellationToken) -> SessionEnd {
+        let d = &self.def.def;
+        let connect = tokio_tungstenite::connect_async(d.ws_url.as_str());
+        let mut ws = tokio::select! {
+            _ = cancel.cancelled() => return SessionEnd::Stopped,
+            r = timeout(CONNECT_TIMEOUT, connect) => match r {
+                Err(_) => return SessionEnd::ConnectTimeout(CONNECT_TIMEOUT),
+                Ok(Err(e)) => return e.into(),
+                Ok(Ok((ws, _))) => ws,
+            },
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return SessionEnd::Stopped,
+            _ = sleep(Duration::from_millis(d.connect_delay_ms)) => {}
+        }
+        for msg in self.def.subscribe_messages(&self.symbols, now_ms()) {
+            if let Err(e) = ws.send(Message::Text(msg.into())).await {
+                return e.into();
+            }
+        }
+        self.stats.connection_up();
+        tracing::info!(exchange = %d.name, symbols = self.symbols.len(), "feed subscribed");
+
+        let ping_period = Duration::from_secs(d.ping_interval_s.max(1));
+        let mut ping =
+            (d.ping_interval_s > 0).then(|| interval_at(Instant::now() + ping_period, ping_period));
+        let liveness = Duration::from_secs(d.liveness_timeout_s);
+        enum Event {
+            Stop,
+            Ping,
+            Frame(Result<Option<Result<Message, tungstenite::Error>>, tokio::time::error::Elapsed>),
+        }
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => Event::Stop,
+                _ = async { match ping.as_mut() { Some(p) => p.tick().await, None => std::future::pending().await } } => Event::Ping,
+                r = timeout(liveness, ws.next()) => Event::Frame(r),
+            };
+            let outgoing = match event {
+                Event::Stop => {
+                    let _ = ws.close(None).await;
+                    return SessionEnd::Stopped;
+                }
+                Event::Ping => Some(match self.def.ping_text(now_ms()) {
+                    Some(text) => Message::Text(text.into()),
+                    None => Message::Ping(Default::default()),
+                }),
+                Event::Frame(Err(_)) => return SessionEnd::Silent(liveness),
+                Event::Frame(Ok(None)) => return SessionEnd::Closed,
+                Event::Frame(Ok(Some(Err(e)))) => return e.into(),
+                Event::Frame(Ok(Some(Ok(msg)))) => {
+                    self.stats.frame_seen();
+                    match msg {
+                        Message::Text(text) => self.handle_text(text.as_str()),
+                        Message::Binary(bytes) => match std::str::from_utf8(&bytes) {
+                            Ok(text) => self.handle_text(text),
+                            Err(_) => {
+                                self.stats.parse_error();
+                                None
+                            }
+                        },
+                        Message::Close(_) => return SessionEnd::Closed,
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
+                    }
+                }
+            };
+            if let Some(msg) = outgoing
+                && let Err(e) = ws.send(msg).await
+            {
+                return e.into();
+            }
+        }
+    }
+
+    /// Handles one text frame; returns a reply to send, if any.
+    fn handle_text(&self, text: &str) -> Option<Message> {
+        match self.def.read_frame(text) {
+            Ok(Frame::Trades { trades, replayed }) => {
+                let received = now_ms();
+                for trade in trades {
+                    self.deliver(trade, replayed, received);
+                }
+                None
+            }
+            Ok(Frame::Heartbeat(reply)) => Some(Message::Text(reply.into())),
+            Ok(Frame::Text | Frame::Other) => None,
+            Err(e) => {
+                self.stats.parse_error();
+                tracing::debug!(exchange = %self.def.def.name, error = %e, "frame skipped");
+                None
+            }
+        }
+    }
+
+    fn deliver(&self, trade: RawTrade, replayed: bool, received: i64) {
+        let Some((asset, quote)) = self.table.get(&trade.symbol.to_ascii_lowercase()) else {
+            self.stats.unknown_symbol();
+            return;
+        };
+        self.stats.trade_seen();
+        self.sink.apply(Tick {
+            asset: asset.clone(),
+            source: self.stats.source.clone(),
+            quote: quote.clone(),
+            price: trade.price,
+            size: trade.size,
+            trade_id: trade.trade_id,
+            time_exchange_ms: trade.time_ms.unwrap_or(received),
+            time_received_ms: received,
+            replayed,
+        });
+    }
+}

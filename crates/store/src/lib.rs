@@ -1,0 +1,86 @@
+//! Persistence behind one trait, [`Store`], so callers never see the engine. SQLite
+//! (`sqlite`) is the embedded default; a PostgreSQL implementation follows the same trait.
+//! Schema changes are versioned migrations per engine; first start seeds the six exchanges,
+//! their asset maps, the tiers and the runtime parameters (`seed`).
+
+pub mod keys;
+mod seed;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use beast_core::{AssetMapping, ExchangeDefinition, Tier, UsageEvent};
+use serde::Serialize;
+
+pub use seed::{parameter_defaults, seeded_exchanges};
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored row {table}/{key} is invalid: {problem}")]
+    BadRow {
+        table: &'static str,
+        key: String,
+        problem: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("creating the data directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A row of `api_keys` (the raw key is never stored, only its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKeyRecord {
+    pub id: i64,
+    #[serde(skip)]
+    pub key_hash: String,
+    /// First characters of the key, to recognise it in listings.
+    pub key_prefix: String,
+    pub name: String,
+    pub tier: String,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+    /// Month (`YYYY-MM`) that `usage_count` counts.
+    pub usage_month: String,
+    pub usage_count: i64,
+}
+
+/// Changes whenever any key is added, changed or revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeysVersion {
+    pub count: i64,
+    pub last_update_ms: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn exchange_feeds(&self) -> Result<Vec<ExchangeDefinition>>;
+    async fn asset_map(&self) -> Result<Vec<AssetMapping>>;
+    async fn tiers(&self) -> Result<Vec<Tier>>;
+    /// `application_parameters` as name → value.
+    async fn parameters(&self) -> Result<Vec<(String, String)>>;
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+    async fn api_keys_version(&self) -> Result<KeysVersion>;
+    /// Stores a new key (by hash) for an existing tier.
+    async fn create_api_key(
+        &self,
+        key_hash: &str,
+        key_prefix: &str,
+        name: &str,
+        tier: &str,
+    ) -> Result<ApiKeyRecord>;
+    /// Revokes a key by id; false if there is no such active key.
+    async fn revoke_api_key(&self, id: i64) -> Result<bool>;
+
+    /// Writes a batch of usage events and folds the per-key monthly counters, in one
+    /// transaction.
+    async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()>;
+    async fn usage_count(&self) -> Result<i64>;
+}

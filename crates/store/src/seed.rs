@@ -1,0 +1,161 @@
+//! What a fresh store starts with: the six exchange definitions, the seeds' prewarm assets
+//! (25 per exchange) plus the major assets on every exchange, the tiers, and the runtime
+//! parameters. The data lives in `seed/*.json`.
+
+use std::collections::BTreeMap;
+
+use beast_core::{AssetMapping, ExchangeDefinition, Tier};
+use serde::Deserialize;
+
+use crate::{Result, StoreError};
+
+#[derive(Deserialize)]
+struct AssetSeed {
+    majors: Vec<String>,
+    exchanges: BTreeMap<String, ExchangeAssets>,
+}
+
+#[derive(Deserialize)]
+struct ExchangeAssets {
+    quote: String,
+    symbol: String,
+    prewarm: Vec<String>,
+}
+
+fn bad_seed(what: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Invalid(format!("built-in seed {what} is invalid: {e}"))
+}
+
+/// The six built-in exchange definitions.
+pub fn seeded_exchanges() -> Result<Vec<ExchangeDefinition>> {
+    serde_json::from_str(include_str!("../seed/exchanges.json"))
+        .map_err(|e| bad_seed("exchanges.json", e))
+}
+
+pub(crate) fn seeded_tiers() -> Result<Vec<Tier>> {
+    serde_json::from_str(include_str!("../seed/tiers.json")).map_err(|e| bad_seed("tiers.json", e))
+}
+
+/// Every seeded asset mapping: the prewarm lists, then the majors where not yet mapped.
+pub(crate) fn seeded_asset_map() -> Result<Vec<AssetMapping>> {
+    let seed: AssetSeed = serde_json::from_str(include_str!("../seed/assets.json"))
+        .map_err(|e| bad_seed("assets.json", e))?;
+    let mut rows = Vec::new();
+    for (exchange, ex) in &seed.exchanges {
+        let mut assets: Vec<(&String, &str)> = ex.prewarm.iter().map(|a| (a, "prewarm")).collect();
+        for major in &seed.majors {
+            match assets.iter_mut().find(|(a, _)| *a == major) {
+                Some(entry) => entry.1 = "major",
+                None => assets.push((major, "major")),
+            }
+        }
+        for (asset, category) in assets {
+            rows.push(AssetMapping {
+                exchange: exchange.clone(),
+                asset: asset.clone(),
+                symbol: ex
+                    .symbol
+                    .replace("{ASSET}", asset)
+                    .replace("{asset}", &asset.to_lowercase()),
+                quote: ex.quote.clone(),
+                enabled: true,
+                prewarm: true,
+                category: category.to_owned(),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Runtime parameters (`application_parameters`): name, default, what it does.
+pub fn parameter_defaults() -> &'static [(&'static str, &'static str, &'static str)] {
+    &[
+        (
+            "price_fresh_max_age_ms",
+            "30000",
+            "A source counts as fresh for this long after its last trade arrived",
+        ),
+        ("usage_batch_size", "1000", "Usage events written per batch"),
+        (
+            "usage_flush_ms",
+            "100",
+            "Longest time a usage event waits before its batch is written",
+        ),
+        (
+            "usage_channel_capacity",
+            "200000",
+            "Usage events buffered between requests and the batch writer",
+        ),
+        (
+            "keys_reload_ms",
+            "500",
+            "How often the node checks the store for new or revoked API keys",
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seeds_have_25_prewarm_assets_per_exchange_and_majors_everywhere() {
+        let rows = seeded_asset_map().unwrap();
+        // Coinbase's 25 already include the 8 majors; the others gain 8 rows each.
+        for (ex, expected) in [
+            ("coinbase", 25),
+            ("gemini", 33),
+            ("kraken", 33),
+            ("gateio", 33),
+            ("cryptocom", 33),
+            ("okx", 33),
+        ] {
+            let mine: Vec<_> = rows.iter().filter(|r| r.exchange == ex).collect();
+            assert_eq!(mine.len(), expected, "{ex}");
+            for major in ["BTC", "ETH", "SOL", "XRP", "DOGE", "LTC", "LINK", "AVAX"] {
+                assert!(
+                    mine.iter()
+                        .any(|r| r.asset == major && r.category == "major"),
+                    "{ex} lacks {major}"
+                );
+            }
+        }
+        assert_eq!(rows.len(), 150 + 5 * 8);
+        assert!(rows.iter().all(|r| r.prewarm && r.enabled));
+        let kraken_sc = rows
+            .iter()
+            .find(|r| r.exchange == "kraken" && r.asset == "SC")
+            .unwrap();
+        assert_eq!(
+            (kraken_sc.symbol.as_str(), kraken_sc.quote.as_str()),
+            ("SC/USD", "USD")
+        );
+        let gemini = rows
+            .iter()
+            .find(|r| r.exchange == "gemini" && r.asset == "CHILLGUY")
+            .unwrap();
+        assert_eq!(gemini.symbol, "chillguyusd");
+        let okx = rows
+            .iter()
+            .find(|r| r.exchange == "okx" && r.asset == "BTC")
+            .unwrap();
+        assert_eq!(
+            (okx.symbol.as_str(), okx.quote.as_str()),
+            ("BTC-USDT", "USDT")
+        );
+    }
+
+    #[test]
+    fn six_exchanges_and_six_tiers_are_seeded() {
+        assert_eq!(seeded_exchanges().unwrap().len(), 6);
+        let tiers: Vec<String> = seeded_tiers()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(
+            tiers,
+            ["demo", "free", "starter", "pro", "enterprise", "partner"]
+        );
+    }
+}

@@ -1,0 +1,438 @@
+//! The embedded SQLite store: `<data-dir>/beast.sqlite3`, WAL mode so the server and the
+//! `beast keys` command can use it at once.
+
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use async_trait::async_trait;
+use beast_core::{
+    AssetMapping, ExchangeDefinition, Tier, UsageEvent, definition::MatchRules, month_of, now_ms,
+};
+use sqlx::{
+    QueryBuilder, Row, SqlSafeStr, Sqlite, SqlitePool,
+    migrate::{Migration, MigrationType, Migrator},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
+};
+
+use crate::{ApiKeyRecord, KeysVersion, Result, Store, StoreError, parameter_defaults, seed};
+
+/// Rows per INSERT statement (9 binds a row, far below SQLite's variable limit).
+const USAGE_ROWS_PER_STATEMENT: usize = 1000;
+const SEED_VERSION: &str = "1";
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "core".into(),
+        MigrationType::Simple,
+        include_str!("../migrations/sqlite/0001_core.sql").into_sql_str(),
+        false,
+    )])
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/beast.sqlite3`, migrates and seeds it.
+    pub async fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("beast.sqlite3"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        migrator().run(&pool).await?;
+        let store = Self { pool };
+        store.seed().await?;
+        Ok(store)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn seed(&self) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for (name, value, description) in parameter_defaults() {
+            sqlx::query(
+                "INSERT INTO application_parameters (name, value, description, updated_at_ms) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(description)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let seeded: Option<String> = sqlx::query_scalar(
+            "SELECT value FROM application_parameters WHERE name = 'seed_version'",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if seeded.is_none() {
+            for tier in seed::seeded_tiers()? {
+                sqlx::query(
+                    "INSERT INTO rate_limit_template (name, requests_per_second, burst, monthly_quota, \
+                     reports_enabled, monthly_report_allowance, unlimited) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&tier.name)
+                .bind(tier.requests_per_second)
+                .bind(tier.burst)
+                .bind(tier.monthly_quota as i64)
+                .bind(tier.reports_enabled)
+                .bind(tier.monthly_report_allowance as i64)
+                .bind(tier.unlimited)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for def in seed::seeded_exchanges()? {
+                insert_exchange(&mut tx, &def, now).await?;
+            }
+            for m in seed::seeded_asset_map()? {
+                sqlx::query(
+                    "INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&m.exchange)
+                .bind(&m.asset)
+                .bind(&m.symbol)
+                .bind(&m.quote)
+                .bind(m.enabled)
+                .bind(m.prewarm)
+                .bind(&m.category)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO application_parameters (name, value, description, updated_at_ms) \
+                 VALUES ('seed_version', ?, 'Version of the built-in seed data applied', ?)",
+            )
+            .bind(SEED_VERSION)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tracing::info!("store seeded with the built-in exchanges, assets and tiers");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn insert_exchange(
+    tx: &mut sqlx::SqliteConnection,
+    d: &ExchangeDefinition,
+    now: i64,
+) -> Result<()> {
+    let rules = |r: &MatchRules| serde_json::to_string(r).unwrap_or_else(|_| "{}".into());
+    sqlx::query(
+        "INSERT INTO exchange_feeds (name, source, enabled, ws_url, subscribe_template, symbol_template, \
+         symbol_separator, max_symbols_per_message, max_symbols_per_connection, connect_delay_ms, \"match\", \
+         snapshot_match, items_path, symbol_path, symbol_pattern, price_path, size_path, time_path, \
+         trade_id_path, time_format, ping_interval_s, ping_payload, heartbeat_match, heartbeat_reply, \
+         liveness_timeout_s, rest_url, rest_price_path, rest_time_path, updated_at_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&d.name)
+    .bind(&d.source)
+    .bind(d.enabled)
+    .bind(&d.ws_url)
+    .bind(&d.subscribe_template)
+    .bind(&d.symbol_template)
+    .bind(&d.symbol_separator)
+    .bind(d.max_symbols_per_message)
+    .bind(d.max_symbols_per_connection)
+    .bind(d.connect_delay_ms as i64)
+    .bind(rules(&d.match_rules))
+    .bind(rules(&d.snapshot_match))
+    .bind(&d.items_path)
+    .bind(&d.symbol_path)
+    .bind(&d.symbol_pattern)
+    .bind(&d.price_path)
+    .bind(&d.size_path)
+    .bind(&d.time_path)
+    .bind(&d.trade_id_path)
+    .bind(d.time_format.as_str())
+    .bind(d.ping_interval_s as i64)
+    .bind(&d.ping_payload)
+    .bind(rules(&d.heartbeat_match))
+    .bind(&d.heartbeat_reply)
+    .bind(d.liveness_timeout_s as i64)
+    .bind(&d.rest_url)
+    .bind(&d.rest_price_path)
+    .bind(&d.rest_time_path)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+fn exchange_from_row(row: &SqliteRow) -> Result<ExchangeDefinition> {
+    let name: String = row.try_get("name")?;
+    let bad = |problem: String| StoreError::BadRow {
+        table: "exchange_feeds",
+        key: name.clone(),
+        problem,
+    };
+    let rules = |col: &str| -> Result<MatchRules> {
+        let text: String = row.try_get(col)?;
+        serde_json::from_str(&text).map_err(|e| bad(format!("`{col}` is not a JSON object: {e}")))
+    };
+    let time_format: String = row.try_get("time_format")?;
+    let u64_of = |col: &str| -> Result<u64> { Ok(row.try_get::<i64, _>(col)?.max(0) as u64) };
+    Ok(ExchangeDefinition {
+        source: row.try_get("source")?,
+        enabled: row.try_get("enabled")?,
+        ws_url: row.try_get("ws_url")?,
+        subscribe_template: row.try_get("subscribe_template")?,
+        symbol_template: row.try_get("symbol_template")?,
+        symbol_separator: row.try_get("symbol_separator")?,
+        max_symbols_per_message: row.try_get("max_symbols_per_message")?,
+        max_symbols_per_connection: row.try_get("max_symbols_per_connection")?,
+        connect_delay_ms: u64_of("connect_delay_ms")?,
+        match_rules: rules("match")?,
+        snapshot_match: rules("snapshot_match")?,
+        items_path: row.try_get("items_path")?,
+        symbol_path: row.try_get("symbol_path")?,
+        symbol_pattern: row.try_get("symbol_pattern")?,
+        price_path: row.try_get("price_path")?,
+        size_path: row.try_get("size_path")?,
+        time_path: row.try_get("time_path")?,
+        trade_id_path: row.try_get("trade_id_path")?,
+        time_format: serde_json::from_value(serde_json::Value::String(time_format.clone()))
+            .map_err(|_| bad(format!("unknown time_format {time_format:?}")))?,
+        ping_interval_s: u64_of("ping_interval_s")?,
+        ping_payload: row.try_get("ping_payload")?,
+        heartbeat_match: rules("heartbeat_match")?,
+        heartbeat_reply: row.try_get("heartbeat_reply")?,
+        liveness_timeout_s: u64_of("liveness_timeout_s")?,
+        rest_url: row.try_get("rest_url")?,
+        rest_price_path: row.try_get("rest_price_path")?,
+        rest_time_path: row.try_get("rest_time_path")?,
+        name,
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        key_hash: row.try_get("key_hash")?,
+        key_prefix: row.try_get("key_prefix")?,
+        name: row.try_get("name")?,
+        tier: row.try_get("tier")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        revoked_at_ms: row.try_get("revoked_at_ms")?,
+        usage_month: row.try_get("usage_month")?,
+        usage_count: row.try_get("usage_count")?,
+    })
+}
+
+macro_rules! select_keys {
+    ($($tail:literal)?) => {
+        concat!(
+            "SELECT id, key_hash, key_prefix, name, tier, created_at_ms, revoked_at_ms, usage_month, \
+             usage_count FROM api_keys",
+            $($tail)?
+        )
+    };
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn exchange_feeds(&self) -> Result<Vec<ExchangeDefinition>> {
+        let rows = sqlx::query("SELECT * FROM exchange_feeds ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(exchange_from_row).collect()
+    }
+
+    async fn asset_map(&self) -> Result<Vec<AssetMapping>> {
+        let rows: Vec<(String, String, String, String, bool, bool, String)> = sqlx::query_as(
+            "SELECT exchange, asset, symbol, quote, enabled, prewarm, category FROM exchange_asset_map \
+             ORDER BY exchange, asset",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(exchange, asset, symbol, quote, enabled, prewarm, category)| AssetMapping {
+                    exchange,
+                    asset,
+                    symbol,
+                    quote,
+                    enabled,
+                    prewarm,
+                    category,
+                },
+            )
+            .collect())
+    }
+
+    async fn tiers(&self) -> Result<Vec<Tier>> {
+        let rows: Vec<(String, i64, i64, i64, bool, i64, bool)> = sqlx::query_as(
+            "SELECT name, requests_per_second, burst, monthly_quota, reports_enabled, \
+             monthly_report_allowance, unlimited FROM rate_limit_template ORDER BY requests_per_second",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, rps, burst, quota, reports, allowance, unlimited)| Tier {
+                    name,
+                    requests_per_second: rps.clamp(0, u32::MAX as i64) as u32,
+                    burst: burst.clamp(0, u32::MAX as i64) as u32,
+                    monthly_quota: quota.max(0) as u64,
+                    reports_enabled: reports,
+                    monthly_report_allowance: allowance.max(0) as u64,
+                    unlimited,
+                },
+            )
+            .collect())
+    }
+
+    async fn parameters(&self) -> Result<Vec<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT name, value FROM application_parameters ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(select_keys!(" ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn api_keys_version(&self) -> Result<KeysVersion> {
+        let (count, revoked, last): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(revoked_at_ms), COALESCE(MAX(updated_at_ms), 0) FROM api_keys",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(KeysVersion {
+            count: count * 1_000_000 + revoked,
+            last_update_ms: last,
+        })
+    }
+
+    async fn create_api_key(
+        &self,
+        key_hash: &str,
+        key_prefix: &str,
+        name: &str,
+        tier: &str,
+    ) -> Result<ApiKeyRecord> {
+        let tier_exists: Option<String> =
+            sqlx::query_scalar("SELECT name FROM rate_limit_template WHERE name = ?")
+                .bind(tier)
+                .fetch_optional(&self.pool)
+                .await?;
+        if tier_exists.is_none() {
+            let tiers: Vec<String> = self.tiers().await?.into_iter().map(|t| t.name).collect();
+            return Err(StoreError::Invalid(format!(
+                "unknown tier {tier:?} (tiers: {})",
+                tiers.join(", ")
+            )));
+        }
+        let now = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO api_keys (key_hash, key_prefix, name, tier, created_at_ms, updated_at_ms, usage_month) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(key_hash)
+        .bind(key_prefix)
+        .bind(name)
+        .bind(tier)
+        .bind(now)
+        .bind(now)
+        .bind(month_of(now))
+        .fetch_one(&self.pool)
+        .await?;
+        let row = sqlx::query(select_keys!(" WHERE id = ?"))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        key_from_row(&row)
+    }
+
+    async fn revoke_api_key(&self, id: i64) -> Result<bool> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at_ms = ?, updated_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in events.chunks(USAGE_ROWS_PER_STATEMENT) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO usage_logs (ts_ms, key_id, asset, source, protocol, node, status, latency_us, cache_tier) ",
+            );
+            q.push_values(chunk, |mut row, e| {
+                row.push_bind(e.ts_ms)
+                    .push_bind(e.key_id)
+                    .push_bind(e.asset.to_string())
+                    .push_bind(e.source.to_string())
+                    .push_bind(e.protocol.as_str())
+                    .push_bind(e.node.to_string())
+                    .push_bind(i64::from(e.status))
+                    .push_bind(i64::from(e.latency_us))
+                    .push_bind(e.cache_tier.as_str());
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        // Fold the batch into per-key monthly counters: one set-based update per batch.
+        let mut per_key: HashMap<i64, (i64, i64)> = HashMap::new();
+        for e in events.iter().filter(|e| e.status == 200) {
+            let entry = per_key.entry(e.key_id).or_insert((e.ts_ms, 0));
+            entry.0 = entry.0.max(e.ts_ms);
+            entry.1 += 1;
+        }
+        if !per_key.is_empty() {
+            let folded: Vec<(i64, String, i64)> = per_key
+                .into_iter()
+                .map(|(id, (ts, n))| (id, month_of(ts), n))
+                .collect();
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("WITH c(id, month, n) AS (");
+            q.push_values(&folded, |mut row, (id, month, n)| {
+                row.push_bind(*id).push_bind(month.clone()).push_bind(*n);
+            });
+            q.push(
+                ") UPDATE api_keys SET usage_count = CASE WHEN api_keys.usage_month = c.month \
+                 THEN api_keys.usage_count + c.n ELSE c.n END, usage_month = c.month FROM c WHERE api_keys.id = c.id",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn usage_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM usage_logs")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}

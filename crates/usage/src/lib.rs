@@ -1,0 +1,183 @@
+//! Metering: every request yields a [`UsageEvent`]; events go through a bounded channel to a
+//! batch writer (flush on size or interval) and into the store, never on the request path.
+//! Nothing is dropped silently: a full channel makes the request wait (backpressure, counted)
+//! instead of losing the event, and shutdown drains the channel before the writer exits.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use beast_core::UsageEvent;
+use beast_store::Store;
+use serde::Serialize;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
+
+/// Attempts to write one batch before its events are counted as dropped.
+const WRITE_ATTEMPTS: usize = 8;
+
+/// Counters of the pipeline (`dropped` must read 0).
+#[derive(Debug, Default)]
+pub struct UsageStats {
+    queued: AtomicU64,
+    written: AtomicU64,
+    batches: AtomicU64,
+    backpressured: AtomicU64,
+    write_retries: AtomicU64,
+    dropped: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct UsageStatsSnapshot {
+    pub queued: u64,
+    pub written: u64,
+    pub batches: u64,
+    pub backpressured: u64,
+    pub write_retries: u64,
+    pub dropped: u64,
+}
+
+impl UsageStats {
+    pub fn snapshot(&self) -> UsageStatsSnapshot {
+        UsageStatsSnapshot {
+            queued: self.queued.load(Relaxed),
+            written: self.written.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            backpressured: self.backpressured.load(Relaxed),
+            write_retries: self.write_retries.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+        }
+    }
+}
+
+/// Where request handlers send usage events. Cheap to clone.
+#[derive(Clone)]
+pub struct UsageSink {
+    tx: mpsc::Sender<UsageEvent>,
+    stats: Arc<UsageStats>,
+}
+
+impl UsageSink {
+    /// Queues an event. Never blocks while there is room; when the channel is full the
+    /// caller waits for room rather than losing the event.
+    pub async fn record(&self, event: UsageEvent) {
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(event)) => {
+                self.stats.backpressured.fetch_add(1, Relaxed);
+                if self.tx.send(event).await.is_err() {
+                    self.stats.dropped.fetch_add(1, Relaxed);
+                    return;
+                }
+            }
+            Err(TrySendError::Closed(_)) => {
+                self.stats.dropped.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        self.stats.queued.fetch_add(1, Relaxed);
+    }
+
+    pub fn stats(&self) -> &Arc<UsageStats> {
+        &self.stats
+    }
+}
+
+/// Batching settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    pub capacity: usize,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+}
+
+/// The batch writer's half of the pipeline.
+pub struct UsageWriter {
+    rx: mpsc::Receiver<UsageEvent>,
+    stats: Arc<UsageStats>,
+    options: WriterOptions,
+}
+
+pub fn pipeline(options: WriterOptions) -> (UsageSink, UsageWriter) {
+    let (tx, rx) = mpsc::channel(options.capacity.max(1));
+    let stats = Arc::new(UsageStats::default());
+    (
+        UsageSink {
+            tx,
+            stats: stats.clone(),
+        },
+        UsageWriter { rx, stats, options },
+    )
+}
+
+impl UsageWriter {
+    /// Writes batches until `stop` fires, then stops accepting, drains and writes the rest.
+    pub async fn run(mut self, store: Arc<dyn Store>, stop: CancellationToken) {
+        let size = self.options.batch_size.max(1);
+        let mut batch = Vec::with_capacity(size);
+        loop {
+            let got = tokio::select! {
+                n = self.rx.recv_many(&mut batch, size) => n,
+                _ = stop.cancelled() => break,
+            };
+            if got == 0 {
+                break;
+            }
+            let deadline = tokio::time::Instant::now() + self.options.flush_interval;
+            while batch.len() < size {
+                let room = size - batch.len();
+                match tokio::time::timeout_at(deadline, self.rx.recv_many(&mut batch, room)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            self.write(&*store, &mut batch).await;
+        }
+        self.rx.close();
+        while self.rx.recv_many(&mut batch, size).await > 0 {
+            self.write(&*store, &mut batch).await;
+        }
+        tracing::info!(
+            written = self.stats.written.load(Relaxed),
+            "usage writer drained"
+        );
+    }
+
+    async fn write(&self, store: &dyn Store, batch: &mut Vec<UsageEvent>) {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(WRITE_ATTEMPTS)
+            .build();
+        loop {
+            match store.insert_usage(batch).await {
+                Ok(()) => {
+                    self.stats.written.fetch_add(batch.len() as u64, Relaxed);
+                    self.stats.batches.fetch_add(1, Relaxed);
+                    break;
+                }
+                Err(e) => match delays.next() {
+                    Some(delay) => {
+                        self.stats.write_retries.fetch_add(1, Relaxed);
+                        tracing::warn!(error = %e, rows = batch.len(), "usage batch write failed, retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => {
+                        self.stats.dropped.fetch_add(batch.len() as u64, Relaxed);
+                        tracing::error!(error = %e, rows = batch.len(), "usage batch lost after retries");
+                        break;
+                    }
+                },
+            }
+        }
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+use std::sync::Arc;
+
+use beast_core::{CacheTier, Protocol, UsageEvent};
+use beast_store::{SqliteStore, Store, keys};
+
+use super::*;
+
+fn event(key_id: i64, status: u16) -> UsageEvent {
+    UsageEvent {
+        ts_ms: beast_core::now_ms(),
+        key_id,
+        asset: "BTC".into(),
+        source: "a-ws".into(),
+        protocol: Protocol::Http,
+        node: "n1".into(),
+        status,
+        latency_us: 10,
+        cache_tier: CacheTier::Memory,
+    }
+}
+
+#[tokio::test]
+async fn every_event_is_written_even_when_the_channel_is_tiny() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let key = store
+        .create_api_key(&keys::hash_key_hex("k"), "k", "", "pro")
+        .await
+        .unwrap();
+    let (sink, writer) = pipeline(WriterOptions {
+        capacity: 8,
+        batch_size: 50,
+        flush_interval: Duration::from_millis(20),
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.run(store.clone(), stop.clone()));
+    let mut senders = Vec::new();
+    for i in 0..10 {
+        let sink = sink.clone();
+        senders.push(tokio::spawn(async move {
+            for n in 0..300 {
+                sink.record(event(key.id, if (i + n) % 10 == 0 { 429 } else { 200 }))
+                    .await;
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(store.usage_count().await.unwrap(), 3000);
+    let stats = sink.stats().snapshot();
+    assert_eq!(
+        (stats.queued, stats.written, stats.dropped),
+        (3000, 3000, 0)
+    );
+    assert!(
+        stats.backpressured > 0,
+        "a channel of 8 must have pushed back"
+    );
+    let stored = store.api_keys().await.unwrap();
+    assert_eq!(
+        stored[0].usage_count, 2700,
+        "only successful requests count toward the quota"
+    );
+}
+
+#[tokio::test]
+async fn stopping_drains_what_is_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let (sink, writer) = pipeline(WriterOptions {
+        capacity: 10_000,
+        batch_size: 100,
+        flush_interval: Duration::from_secs(3600),
+    });
+    for _ in 0..1234 {
+        sink.record(event(1, 200)).await;
+    }
+    let stop = CancellationToken::new();
+    stop.cancel();
+    writer.run(store.clone(), stop).await;
+    assert_eq!(store.usage_count().await.unwrap(), 1234);
+}
