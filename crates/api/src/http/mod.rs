@@ -1,0 +1,95 @@
+//! The HTTP API, one file per endpoint. Keyed endpoints: `/price`, `/prices`. Public:
+//! `/exchanges`, `/assets`, `/health`. Every error is JSON from the one error table.
+
+mod assets;
+mod exchanges;
+mod health;
+mod price;
+mod prices;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::Response,
+    routing::get,
+};
+use beast_core::ApiError;
+use serde::de::DeserializeOwned;
+
+use crate::{AppState, keys::KeyEntry};
+
+/// The price listener's routes.
+pub fn price_router(state: AppState) -> Router {
+    Router::new()
+        .route("/price", get(price::price))
+        .route("/prices", get(prices::prices))
+        .route("/exchanges", get(exchanges::exchanges))
+        .route("/assets", get(assets::assets))
+        .route("/health", get(health::health))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// A health listener's routes (`/health` only).
+pub fn health_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    error_response(&ApiError::NotFound)
+}
+
+/// A JSON body with a status.
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The JSON answer for an error, with `Retry-After` where it applies.
+pub(crate) fn error_response(error: &ApiError) -> Response {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json_response(status, error.to_json().to_string().into_bytes());
+    if let Some(secs) = error.retry_after_s() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// The key a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+pub(crate) fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Arc<KeyEntry>, ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let raw = bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or(ApiError::MissingKey)?;
+    state.keys.authenticate(raw)
+}
+
+/// Parses a query string into `T`; a bad query is a JSON 400, not a plain-text rejection.
+pub(crate) fn parse_query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))
+}

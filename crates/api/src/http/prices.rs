@@ -1,0 +1,106 @@
+//! `GET /prices?assets=BTC,ETH`: several assets in one request. One rate-limit token per
+//! request; each asset is metered (one usage row each) and counts toward the quota.
+
+use std::time::Instant;
+
+use axum::{
+    extract::{RawQuery, State},
+    http::{HeaderMap, StatusCode},
+    response::Response,
+};
+use beast_core::{ApiError, Protocol, now_ms};
+use serde::Deserialize;
+
+use super::{authenticate, error_response, json_response, parse_query};
+use crate::{AppState, state::normalize_asset};
+
+/// Most assets in one request.
+const MAX_ASSETS: usize = 100;
+
+#[derive(Debug, Deserialize)]
+pub struct PricesQuery {
+    /// Comma-separated asset names (`BTC,ETH`), at most 100.
+    assets: Option<String>,
+}
+
+fn requested_assets(query: Result<PricesQuery, ApiError>) -> Result<Vec<String>, ApiError> {
+    let list = query?
+        .assets
+        .ok_or_else(|| ApiError::BadRequest("assets is required".into()))?;
+    let mut assets: Vec<String> = list
+        .split(',')
+        .map(normalize_asset)
+        .collect::<Result<_, _>>()?;
+    assets.dedup();
+    if assets.len() > MAX_ASSETS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_ASSETS} assets per request"
+        )));
+    }
+    Ok(assets)
+}
+
+pub async fn prices(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let started = Instant::now();
+    let key = match authenticate(&state, &headers) {
+        Ok(key) => key,
+        Err(e) => return error_response(&e),
+    };
+    let now = now_ms();
+    let assets = match requested_assets(parse_query(query.as_deref()))
+        .and_then(|a| key.admit(now).map(|()| a))
+    {
+        Ok(assets) => assets,
+        Err(e) => {
+            state
+                .meter(&key, "", Err(&e), Protocol::Http, started)
+                .await;
+            return error_response(&e);
+        }
+    };
+    let results: Vec<_> = assets
+        .iter()
+        .map(|a| (a, state.price_answer(a, None, now)))
+        .collect();
+    let mut body = b"{\"prices\":{".to_vec();
+    let mut first = true;
+    for (asset, answer) in results
+        .iter()
+        .filter_map(|(a, r)| r.as_ref().ok().map(|x| (a, x)))
+    {
+        body.extend_from_slice(if first { b"\"" } else { b",\"" });
+        body.extend_from_slice(asset.as_bytes());
+        body.extend_from_slice(b"\":");
+        answer.template.render_into(now, &mut body);
+        first = false;
+    }
+    let errors: serde_json::Map<String, serde_json::Value> = results
+        .iter()
+        .filter_map(|(a, r)| {
+            r.as_ref()
+                .err()
+                .map(|e| ((*a).clone(), e.to_json()["error"].clone()))
+        })
+        .collect();
+    body.extend_from_slice(b"},\"errors\":");
+    body.extend_from_slice(serde_json::Value::Object(errors).to_string().as_bytes());
+    body.push(b'}');
+    let served = results.iter().filter(|(_, r)| r.is_ok()).count();
+    key.count_success(served as u64);
+    for (asset, result) in &results {
+        state
+            .meter(&key, asset, result.as_ref(), Protocol::Http, started)
+            .await;
+    }
+    let status = match results.iter().find_map(|(_, r)| r.as_ref().err()) {
+        Some(e) if served == 0 => {
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+        }
+        _ => StatusCode::OK,
+    };
+    json_response(status, body)
+}

@@ -1,0 +1,12 @@
+//! Serving prices to key holders. `state` holds what every protocol shares (book, keys,
+//! usage sink, catalog) and the one lookup every protocol answers with; `keys` authenticates,
+//! rate-limits and enforces quotas in memory; `http` has one file per endpoint.
+
+pub mod catalog;
+pub mod http;
+pub mod keys;
+pub mod state;
+
+pub use catalog::Catalog;
+pub use keys::KeyRing;
+pub use state::AppState;

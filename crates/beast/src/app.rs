@@ -1,0 +1,274 @@
+//! Wiring. [`Application::build`] opens the store, starts feeds (or the simulator and feeds
+//! pointed at it), loads keys, starts the usage writer and binds every listener of the node's
+//! roles, logging the addresses actually bound. [`Application::run_until_stopped`] serves
+//! until the token fires, then shuts down in order: stop accepting and drain in-flight
+//! requests, stop feeds, flush usage, close the store.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
+
+use anyhow::Context;
+use axum::Router;
+use beast_api::{AppState, Catalog, KeyRing, http};
+use beast_book::Book;
+use beast_feeds::{CompiledDefinition, FeedRegistry};
+use beast_simulator::{Simulator, SimulatorOptions};
+use beast_store::{SqliteStore, Store, parameter_defaults};
+use beast_usage::WriterOptions;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::config::{Role, Settings};
+
+/// Runtime parameters read from `application_parameters`.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    fresh_max_age_ms: i64,
+    usage: WriterOptions,
+    keys_reload: Duration,
+}
+
+impl Params {
+    fn from_rows(rows: &[(String, String)]) -> Self {
+        let get = |name: &str| -> u64 {
+            let default = parameter_defaults()
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, v, _)| *v);
+            let stored = rows
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str());
+            match stored.map(str::parse::<u64>) {
+                Some(Ok(v)) if v > 0 => v,
+                Some(_) => {
+                    tracing::warn!(parameter = name, value = ?stored, "invalid parameter, using its default");
+                    default.and_then(|d| d.parse().ok()).unwrap_or(1)
+                }
+                None => default.and_then(|d| d.parse().ok()).unwrap_or(1),
+            }
+        };
+        Self {
+            fresh_max_age_ms: get("price_fresh_max_age_ms") as i64,
+            usage: WriterOptions {
+                capacity: get("usage_channel_capacity") as usize,
+                batch_size: get("usage_batch_size") as usize,
+                flush_interval: Duration::from_millis(get("usage_flush_ms")),
+            },
+            keys_reload: Duration::from_millis(get("keys_reload_ms")),
+        }
+    }
+}
+
+pub struct Application {
+    servers: Vec<(TcpListener, Router)>,
+    addresses: Vec<(String, SocketAddr)>,
+    simulator: Option<SocketAddr>,
+    store: Arc<SqliteStore>,
+    /// Feeds, key reload, simulator: stopped after the listeners have drained.
+    background: CancellationToken,
+    tracker: TaskTracker,
+    /// Stopped last, so every usage event of a served request is written.
+    usage_stop: CancellationToken,
+    usage_writer: JoinHandle<()>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let roles = settings.roles()?;
+        let store = Arc::new(
+            SqliteStore::open(&settings.data_dir)
+                .await
+                .with_context(|| format!("opening the store in {}", settings.data_dir.display()))?,
+        );
+        let params = Params::from_rows(&store.parameters().await?);
+        let background = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let mut definitions = store.exchange_feeds().await?;
+        let mappings = store.asset_map().await?;
+        let catalog = Arc::new(Catalog::new(&definitions, &mappings));
+        let simulator = match settings.simulate {
+            false => None,
+            true => {
+                let sim =
+                    Simulator::start(SimulatorOptions::default(), background.clone(), &tracker)
+                        .await
+                        .context("starting the exchange simulator")?;
+                tracing::info!(addr = %sim.addr(), "exchange simulator listening");
+                for def in &mut definitions {
+                    if !sim.redirect(def) {
+                        tracing::warn!(exchange = %def.name, "not simulated: left pointing at its real endpoint");
+                    }
+                }
+                Some(sim.addr())
+            }
+        };
+
+        let book = Arc::new(Book::new(params.fresh_max_age_ms));
+        book.register(catalog.assets.keys().map(String::as_str));
+        let runs_feeds = roles
+            .iter()
+            .any(|r| matches!(r, Role::Price | Role::Webhook));
+        let compiled = if runs_feeds {
+            definitions
+                .into_iter()
+                .filter_map(|d| {
+                    let name = d.name.clone();
+                    CompiledDefinition::compile(d)
+                        .map_err(|e| tracing::error!(exchange = %name, error = %e, "exchange not started"))
+                        .ok()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let feeds = Arc::new(FeedRegistry::start(
+            compiled,
+            &mappings,
+            book.clone(),
+            &background,
+            &tracker,
+        ));
+
+        let keys = Arc::new(KeyRing::default());
+        let version = keys.load(&*store).await?;
+        tracker.spawn(keys.clone().keep_in_step(
+            store.clone(),
+            version,
+            params.keys_reload,
+            background.clone(),
+        ));
+
+        let (usage, writer) = beast_usage::pipeline(params.usage);
+        let usage_stop = CancellationToken::new();
+        let usage_writer = tokio::spawn(writer.run(store.clone(), usage_stop.clone()));
+
+        let state = AppState {
+            book,
+            keys,
+            usage,
+            catalog,
+            feeds,
+            node: settings.node_id.as_str().into(),
+            roles: settings
+                .roles
+                .split(',')
+                .map(|r| r.trim().to_owned())
+                .collect(),
+            started: Instant::now(),
+        };
+        let mut wanted: Vec<(&str, SocketAddr, Router)> = Vec::new();
+        for role in &roles {
+            match role {
+                Role::Price => {
+                    wanted.push((
+                        "price-http",
+                        settings.price_http,
+                        http::price_router(state.clone()),
+                    ));
+                    wanted.push((
+                        "price-health",
+                        settings.price_health,
+                        http::health_router(state.clone()),
+                    ));
+                }
+                Role::Report => {
+                    wanted.push((
+                        "report-http",
+                        settings.report_http,
+                        http::health_router(state.clone()),
+                    ));
+                    wanted.push((
+                        "report-health",
+                        settings.report_health,
+                        http::health_router(state.clone()),
+                    ));
+                }
+                Role::Webhook => wanted.push((
+                    "webhook-health",
+                    settings.webhook_health,
+                    http::health_router(state.clone()),
+                )),
+            }
+        }
+        let mut servers = Vec::new();
+        let mut addresses = Vec::new();
+        for (name, addr, router) in wanted {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {name} on {addr}"))?;
+            let bound = listener.local_addr()?;
+            tracing::info!(listener = name, addr = %bound, "listening");
+            addresses.push((name.to_owned(), bound));
+            servers.push((listener, router));
+        }
+        Ok(Self {
+            servers,
+            addresses,
+            simulator,
+            store,
+            background,
+            tracker,
+            usage_stop,
+            usage_writer,
+        })
+    }
+
+    /// Every listener's name and bound address.
+    pub fn addresses(&self) -> &[(String, SocketAddr)] {
+        &self.addresses
+    }
+
+    pub fn address(&self, name: &str) -> Option<SocketAddr> {
+        self.addresses
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    pub fn simulator_address(&self) -> Option<SocketAddr> {
+        self.simulator
+    }
+
+    pub fn store(&self) -> Arc<SqliteStore> {
+        self.store.clone()
+    }
+
+    pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let mut servers = tokio::task::JoinSet::new();
+        for (listener, router) in self.servers {
+            let stop = stop.clone();
+            servers.spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            });
+        }
+        let mut first_error = None;
+        while let Some(done) = servers.join_next().await {
+            let result = done
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r.map_err(anyhow::Error::from));
+            if let Err(e) = result {
+                tracing::error!(error = %e, "listener failed, shutting down");
+                stop.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+        tracing::info!("listeners drained; stopping feeds");
+        self.background.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop within 10 s");
+        }
+        self.usage_stop.cancel();
+        self.usage_writer.await.context("usage writer")?;
+        let rows = self.store.usage_count().await?;
+        self.store.close().await;
+        tracing::info!(usage_rows = rows, "stopped");
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,54 @@
+//! One module per subcommand.
+
+mod exchanges;
+mod keys;
+mod serve;
+mod simulate;
+
+use crate::cli::{Cli, Command};
+
+/// Runs a parsed command line to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(&cli.config, &args).await,
+            Command::Simulate(args) => simulate::run(&args).await,
+            Command::Keys(cmd) => keys::run(&cli.config, cmd).await,
+            Command::Exchanges(cmd) => exchanges::run(&cli.config, cmd).await,
+        }
+    })
+}
+
+/// The store named by the settings (for commands that work on it directly).
+async fn open_store(
+    config: &crate::config::ConfigArgs,
+) -> anyhow::Result<beast_store::SqliteStore> {
+    let settings = config.settings(&Default::default())?;
+    beast_store::SqliteStore::open(&settings.data_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", settings.data_dir.display()))
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

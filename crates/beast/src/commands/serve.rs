@@ -1,0 +1,26 @@
+//! `beast serve`: run a node until SIGTERM or Ctrl-C, then shut down gracefully.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app::Application,
+    config::{ConfigArgs, ServeArgs},
+    telemetry,
+};
+
+pub async fn run(config: &ConfigArgs, args: &ServeArgs) -> anyhow::Result<()> {
+    let settings = config.settings(args)?;
+    telemetry::init(&settings.log_format)?;
+    rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("installing the TLS crypto provider"))?;
+    let app = Application::build(settings).await?;
+    let stop = CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        trigger.cancel();
+    });
+    app.run_until_stopped(stop).await
+}

@@ -1,0 +1,254 @@
+//! One typed settings tree. Layers, lowest first: built-in defaults < `beast.toml` <
+//! environment (`BEAST_*`, and the seeds' `SERVER_TYPE`) < command-line flags. Clap reads the
+//! flags and the environment; the file sits below them. Unknown keys in the file are errors.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// A node's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Data directory; the SQLite database is `<data_dir>/beast.sqlite3`.
+    pub data_dir: PathBuf,
+    /// Comma-separated roles: `price`, `report`, `webhook`.
+    pub roles: String,
+    pub price_http: SocketAddr,
+    pub price_health: SocketAddr,
+    pub report_http: SocketAddr,
+    pub report_health: SocketAddr,
+    pub webhook_health: SocketAddr,
+    /// This node's name in usage rows and status.
+    pub node_id: String,
+    /// Run the built-in exchange simulator and point every feed at it.
+    pub simulate: bool,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        Self {
+            data_dir: PathBuf::from("./beast-data"),
+            roles: "price,report".into(),
+            price_http: any(8080),
+            price_health: any(8081),
+            report_http: any(9090),
+            report_health: any(9091),
+            webhook_health: any(8083),
+            node_id: default_node_id(),
+            simulate: false,
+            log_format: "text".into(),
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node-1".into())
+}
+
+/// A role a node plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Price,
+    Report,
+    Webhook,
+}
+
+impl Settings {
+    pub fn roles(&self) -> anyhow::Result<Vec<Role>> {
+        let mut roles = Vec::new();
+        for name in self
+            .roles
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
+            let role = match name {
+                "price" => Role::Price,
+                "report" => Role::Report,
+                "webhook" => Role::Webhook,
+                other => bail!("unknown role {other:?} (roles: price, report, webhook)"),
+            };
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
+        if roles.is_empty() {
+            bail!("no role given (roles: price, report, webhook)");
+        }
+        Ok(roles)
+    }
+}
+
+/// Where settings come from; flattened into every command that needs them.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ConfigArgs {
+    /// Settings file (TOML, same keys as the flags with `_`); missing default file is fine.
+    #[arg(
+        long,
+        env = "BEAST_CONFIG",
+        default_value = "beast.toml",
+        global = true
+    )]
+    pub config: PathBuf,
+    /// Data directory [default: ./beast-data]
+    #[arg(long, env = "BEAST_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Flags (and environment) of `beast serve`; unset ones fall through to the file and defaults.
+#[derive(Debug, Clone, Args, Default, Serialize)]
+pub struct ServeArgs {
+    /// Roles to run, comma-separated: price, report, webhook [default: price,report]
+    #[arg(long, env = "BEAST_ROLES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<String>,
+    /// Price API listener [default: 0.0.0.0:8080]
+    #[arg(long, env = "BEAST_PRICE_HTTP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_http: Option<SocketAddr>,
+    /// Price health listener [default: 0.0.0.0:8081]
+    #[arg(long, env = "BEAST_PRICE_HEALTH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_health: Option<SocketAddr>,
+    /// Report API listener [default: 0.0.0.0:9090]
+    #[arg(long, env = "BEAST_REPORT_HTTP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_http: Option<SocketAddr>,
+    /// Report health listener [default: 0.0.0.0:9091]
+    #[arg(long, env = "BEAST_REPORT_HEALTH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_health: Option<SocketAddr>,
+    /// Webhook health listener [default: 0.0.0.0:8083]
+    #[arg(long, env = "BEAST_WEBHOOK_HEALTH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_health: Option<SocketAddr>,
+    /// Node name in usage rows and status [default: the host name]
+    #[arg(long, env = "BEAST_NODE_ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Run the built-in exchange simulator and point every feed at it (no internet needed)
+    #[arg(long, env = "BEAST_SIMULATE", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulate: Option<bool>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "BEAST_LOG_FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+}
+
+/// The seeds' `SERVER_TYPE` as roles.
+fn roles_of_server_type(server_type: &str) -> anyhow::Result<&'static str> {
+    Ok(match server_type {
+        "APP_SERVER" => "price",
+        "REPORT_SERVER" => "report",
+        "APP_REPORT_SERVER" => "price,report",
+        "WEBHOOK_SERVER" => "webhook",
+        other => bail!(
+            "unknown SERVER_TYPE {other:?} (APP_SERVER, REPORT_SERVER, APP_REPORT_SERVER, WEBHOOK_SERVER)"
+        ),
+    })
+}
+
+impl ConfigArgs {
+    /// Defaults < file < `overrides` (flags and environment, as read by clap).
+    pub fn settings(&self, overrides: &ServeArgs) -> anyhow::Result<Settings> {
+        let mut merged = match std::fs::read_to_string(&self.config) {
+            Ok(text) => toml::from_str::<serde_json::Value>(&text)
+                .with_context(|| format!("reading {}", self.config.display()))?,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && self.config == PathBuf::from("beast.toml") =>
+            {
+                serde_json::json!({})
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.config.display())),
+        };
+        let mut layer = serde_json::to_value(overrides)?;
+        if overrides.roles.is_none()
+            && let Ok(server_type) = std::env::var("SERVER_TYPE")
+        {
+            layer["roles"] = roles_of_server_type(server_type.trim())?.into();
+        }
+        if let Some(dir) = &self.data_dir {
+            layer["data_dir"] = serde_json::to_value(dir)?;
+        }
+        if let (Some(base), Some(top)) = (merged.as_object_mut(), layer.as_object()) {
+            base.extend(top.clone());
+        }
+        serde_json::from_value(merged)
+            .with_context(|| format!("invalid settings (file {})", self.config.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(text: &str) -> (tempfile::TempDir, ConfigArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("beast.toml");
+        std::fs::write(&path, text).unwrap();
+        (
+            dir,
+            ConfigArgs {
+                config: path,
+                data_dir: None,
+            },
+        )
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let (_d, args) = with_file(
+            "price_http = \"127.0.0.1:1111\"\nnode_id = \"from-file\"\nsimulate = true\n",
+        );
+        let flags = ServeArgs {
+            node_id: Some("from-flag".into()),
+            ..Default::default()
+        };
+        let s = args.settings(&flags).unwrap();
+        assert_eq!(s.price_http, "127.0.0.1:1111".parse().unwrap());
+        assert_eq!(s.node_id, "from-flag");
+        assert!(s.simulate);
+        assert_eq!(s.report_http, Settings::default().report_http);
+    }
+
+    #[test]
+    fn a_typo_in_the_file_is_an_error_naming_the_key() {
+        let (_d, args) = with_file("price_htp = \"127.0.0.1:1\"\n");
+        let e = format!("{:#}", args.settings(&ServeArgs::default()).unwrap_err());
+        assert!(e.contains("price_htp"), "{e}");
+    }
+
+    #[test]
+    fn roles_are_parsed_and_checked() {
+        let s = Settings {
+            roles: "price, webhook,price".into(),
+            ..Default::default()
+        };
+        assert_eq!(s.roles().unwrap(), vec![Role::Price, Role::Webhook]);
+        assert!(
+            Settings {
+                roles: "pricee".into(),
+                ..Default::default()
+            }
+            .roles()
+            .is_err()
+        );
+        assert_eq!(
+            roles_of_server_type("APP_REPORT_SERVER").unwrap(),
+            "price,report"
+        );
+        assert!(roles_of_server_type("X").is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! The `beast` binary: parse the command line, run the command, print the whole cause chain
+//! of a fatal error.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = beast::cli::Cli::parse();
+    match beast::commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
