@@ -1,0 +1,274 @@
+//! The real `beast` binary, driven as a user would: `keys create`, `serve --simulate` on
+//! loopback port 0 (bound addresses read from its JSON logs), traffic, SIGTERM.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use futures_util::{StreamExt, stream};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::usage_rows;
+
+const BIN: &str = env!("CARGO_BIN_EXE_beast");
+
+fn beast(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+struct Node {
+    child: Child,
+    listeners: HashMap<String, SocketAddr>,
+}
+
+impl Node {
+    /// Starts `beast serve` and waits until it has logged `expected` listeners.
+    fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)], expected: usize) -> Node {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(cwd)
+            .args(args)
+            .args(["--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("TEST_LOG").is_some() {
+                    eprintln!("{line}");
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let mut listeners = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while listeners.len() < expected {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("node did not start");
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "listening" {
+                let addr = v["addr"].as_str().unwrap().parse().unwrap();
+                listeners.insert(v["listener"].as_str().unwrap().to_owned(), addr);
+            }
+        }
+        Node { child, listeners }
+    }
+
+    /// SIGTERM, then the exit status within 20 s.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn get(client: &reqwest::Client, url: String, key: &str) -> (StatusCode, Value) {
+    let r = client
+        .get(url)
+        .header("X-API-Key", key)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_binary_serves_keyed_prices_and_flushes_every_request_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let created = beast(&data, &["keys", "create", "--tier", "pro", "--name", "e2e"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().trim().to_owned();
+    assert!(
+        key.starts_with("tb_") && key.len() == 67,
+        "last line is the key: {stdout}"
+    );
+
+    let data_arg = data.to_str().unwrap();
+    let local = "127.0.0.1:0";
+    let node = Node::start(
+        dir.path(),
+        &[
+            "--data-dir",
+            data_arg,
+            "serve",
+            "--simulate",
+            "--price-http",
+            local,
+            "--price-health",
+            local,
+            "--report-http",
+            local,
+            "--report-health",
+            local,
+        ],
+        &[],
+        4,
+    );
+    let price = node.listeners["price-http"];
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut fresh = false;
+    while started.elapsed() < Duration::from_secs(10) && !fresh {
+        fresh = get(&client, format!("http://{price}/price?asset=SOL"), &key)
+            .await
+            .0
+            == StatusCode::OK;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fresh, "SOL not fresh within 10 s");
+    let served: Vec<StatusCode> = stream::iter(0..1000)
+        .map(|_| get(&client, format!("http://{price}/price?asset=BTC"), &key))
+        .buffer_unordered(8)
+        .map(|(s, _)| s)
+        .collect()
+        .await;
+    assert!(served.iter().all(|s| *s == StatusCode::OK));
+
+    let status = node.terminate();
+    assert!(status.success(), "exit status {status}");
+    let warm_up = usage_rows(&data, "WHERE asset = 'SOL'").await;
+    assert_eq!(usage_rows(&data, "").await - warm_up, 1000);
+    assert_eq!(
+        usage_rows(&data, "WHERE asset = 'BTC' AND status = 200").await,
+        1000
+    );
+
+    let listed = String::from_utf8(beast(&data, &["keys", "list"]).stdout).unwrap();
+    assert!(
+        listed.contains("e2e") && listed.contains("1001"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&key), "keys list never shows the key");
+    assert!(beast(&data, &["keys", "revoke", "1"]).status.success());
+    let again = beast(&data, &["keys", "revoke", "1"]);
+    assert!(
+        !again.status.success() && String::from_utf8_lossy(&again.stderr).contains("no active key")
+    );
+    let bad_tier = beast(&data, &["keys", "create", "--tier", "gold"]);
+    assert!(String::from_utf8_lossy(&bad_tier.stderr).contains("unknown tier \"gold\""));
+}
+
+#[tokio::test]
+async fn roles_and_addresses_come_from_file_environment_and_flags_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(
+        dir.path().join("beast.toml"),
+        format!(
+            "data_dir = {:?}\nnode_id = \"from-file\"\nreport_http = \"127.0.0.1:0\"\nreport_health = \"127.0.0.1:0\"\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let health = |addr: SocketAddr| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("http://{addr}/health"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+
+    // SERVER_TYPE picks the report role only; the file gives addresses and the node name.
+    let node = Node::start(
+        dir.path(),
+        &["serve"],
+        &[("SERVER_TYPE", "REPORT_SERVER")],
+        2,
+    );
+    assert_eq!(
+        node.listeners
+            .keys()
+            .filter(|k| k.starts_with("price"))
+            .count(),
+        0
+    );
+    let h = health(node.listeners["report-health"]).await;
+    assert_eq!(
+        (h["node"].as_str(), h["roles"].clone()),
+        (Some("from-file"), serde_json::json!(["report"]))
+    );
+    assert!(node.terminate().success());
+
+    // The environment beats the file; a flag beats the environment.
+    let node = Node::start(
+        dir.path(),
+        &["serve"],
+        &[
+            ("SERVER_TYPE", "REPORT_SERVER"),
+            ("BEAST_NODE_ID", "from-env"),
+        ],
+        2,
+    );
+    assert_eq!(
+        health(node.listeners["report-http"]).await["node"],
+        "from-env"
+    );
+    assert!(node.terminate().success());
+    let node = Node::start(
+        dir.path(),
+        &["serve", "--node-id", "from-flag", "--roles", "report"],
+        &[("BEAST_NODE_ID", "from-env"), ("SERVER_TYPE", "APP_SERVER")],
+        2,
+    );
+    assert_eq!(
+        health(node.listeners["report-http"]).await["node"],
+        "from-flag"
+    );
+    assert!(node.terminate().success());
+    assert!(
+        data.join("beast.sqlite3").exists(),
+        "the file's data_dir was used"
+    );
+}

@@ -1,0 +1,203 @@
+//! `spawn_app()`: a node on loopback port 0 with a temp data dir and the simulator.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use beast::{app::Application, config::Settings};
+use beast_store::{SqliteStore, Store, keys};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub price: SocketAddr,
+    pub health: SocketAddr,
+    pub data_dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    stop: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Logs stay silent unless `TEST_LOG` is set.
+pub fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = beast::telemetry::init("text");
+    }
+}
+
+/// Runs SQL on a data dir's database (to set up what no command does yet).
+pub async fn sql(data_dir: &Path, statements: &[&str]) {
+    let url = format!("sqlite://{}", data_dir.join("beast.sqlite3").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    for s in statements {
+        sqlx::query(sqlx::AssertSqlSafe(*s))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+}
+
+pub async fn usage_rows(data_dir: &Path, filter: &str) -> i64 {
+    let url = format!("sqlite://{}", data_dir.join("beast.sqlite3").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let q = format!("SELECT COUNT(*) FROM usage_logs {filter}");
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| async {}).await
+}
+
+/// Spawns a node after `prepare` has run on its (already seeded) data dir.
+pub async fn spawn_app_with<F, Fut>(prepare: F) -> TestApp
+where
+    F: FnOnce(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    init_logs();
+    let data_dir = tempfile::tempdir().unwrap();
+    SqliteStore::open(data_dir.path())
+        .await
+        .unwrap()
+        .close()
+        .await;
+    prepare(data_dir.path().to_owned()).await;
+    let local = "127.0.0.1:0".parse().unwrap();
+    let settings = Settings {
+        data_dir: data_dir.path().to_owned(),
+        price_http: local,
+        price_health: local,
+        report_http: local,
+        report_health: local,
+        webhook_health: local,
+        node_id: "test-node".into(),
+        simulate: true,
+        ..Settings::default()
+    };
+    let app = Application::build(settings).await.unwrap();
+    let price = app.address("price-http").unwrap();
+    let health = app.address("price-health").unwrap();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
+    TestApp {
+        price,
+        health,
+        data_dir,
+        client: reqwest::Client::new(),
+        stop,
+        handle: Some(handle),
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestApp {
+    /// Active keys as the running node reports them.
+    pub async fn active_keys(&self) -> i64 {
+        self.get("/health", None).await.body["keys"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Waits until the node reports `n` active keys.
+    pub async fn wait_active_keys(&self, n: i64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.active_keys().await != n {
+            assert!(
+                Instant::now() < deadline,
+                "node did not reach {n} active keys within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Creates a key in the store (as `beast keys create` does) and waits until the running
+    /// node accepts it. Returns the raw key and its id.
+    pub async fn key_with_id(&self, tier: &str) -> (String, i64) {
+        let before = self.active_keys().await;
+        let store = SqliteStore::open(self.data_dir.path()).await.unwrap();
+        let key = keys::generate_key();
+        let record = store
+            .create_api_key(
+                &keys::hash_key_hex(&key),
+                &keys::display_prefix(&key),
+                "test",
+                tier,
+            )
+            .await
+            .unwrap();
+        store.close().await;
+        self.wait_active_keys(before + 1, Duration::from_secs(5))
+            .await;
+        (key, record.id)
+    }
+
+    pub async fn key(&self, tier: &str) -> String {
+        self.key_with_id(tier).await.0
+    }
+
+    pub async fn get(&self, path_and_query: &str, key: Option<&str>) -> Reply {
+        self.get_at(self.price, path_and_query, key).await
+    }
+
+    pub async fn get_at(&self, addr: SocketAddr, path_and_query: &str, key: Option<&str>) -> Reply {
+        let mut req = self.client.get(format!("http://{addr}{path_and_query}"));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let bytes = resp.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{path_and_query}: body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Waits (up to `within`) until `asset` answers 200.
+    pub async fn wait_fresh(&self, asset: &str, key: &str, within: Duration) -> Reply {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.get(&format!("/price?asset={asset}"), Some(key)).await;
+            if r.status == StatusCode::OK || Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns once usage is flushed.
+    pub async fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,119 @@
+//! Keys and tiers on a running node: live creation and revocation, GCRA rate limits, monthly
+//! quotas, unlimited partner keys.
+
+use std::time::{Duration, Instant};
+
+use beast_store::{SqliteStore, Store};
+use reqwest::StatusCode;
+
+use crate::helpers::{spawn_app, spawn_app_with, sql};
+
+#[tokio::test]
+async fn a_key_created_or_revoked_while_running_takes_effect_within_a_second() {
+    let app = spawn_app().await;
+    let started = Instant::now();
+    let (key, id) = app.key_with_id("pro").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "accepted after {:?}",
+        started.elapsed()
+    );
+    assert_ne!(
+        app.get("/price?asset=BTC", Some(&key)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let store = SqliteStore::open(app.data_dir.path()).await.unwrap();
+    assert!(store.revoke_api_key(id).await.unwrap());
+    assert!(
+        !store.revoke_api_key(id).await.unwrap(),
+        "revoking twice is refused"
+    );
+    store.close().await;
+    let revoked = Instant::now();
+    app.wait_active_keys(0, Duration::from_secs(1)).await;
+    assert!(revoked.elapsed() < Duration::from_secs(1));
+    let r = app.get("/price?asset=BTC", Some(&key)).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_api_key"))
+    );
+}
+
+#[tokio::test]
+async fn requests_over_the_tier_rate_get_429_with_retry_after() {
+    let app = spawn_app_with(|dir| async move {
+        sql(
+            &dir,
+            &["INSERT INTO rate_limit_template VALUES ('tight', 1, 5, 1000000, 0, 0, 0)"],
+        )
+        .await;
+    })
+    .await;
+    let key = app.key("tight").await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let r = app.get("/price?asset=NOSUCHCOIN", Some(&key)).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(r.body["error"]["code"], "rate_limited");
+            let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=2).contains(&retry), "retry-after {retry}");
+        }
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [404, 404, 404, 404, 404, 429, 429, 429],
+        "burst of 5, then limited"
+    );
+}
+
+#[tokio::test]
+async fn the_monthly_quota_runs_out_exactly_at_the_tier_number() {
+    let app = spawn_app_with(|dir| async move {
+        sql(
+            &dir,
+            &["INSERT INTO rate_limit_template VALUES ('tiny', 1000, 1000, 5, 0, 0, 0)"],
+        )
+        .await;
+    })
+    .await;
+    let key = app.key("tiny").await;
+    let first = app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let mut ok = 1;
+    let mut refused = None;
+    for _ in 0..10 {
+        let r = app.get("/price?asset=BTC", Some(&key)).await;
+        match r.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused = Some(r);
+                break;
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    assert_eq!(ok, 5, "exactly the quota is served");
+    let r = refused.expect("the 6th request is refused");
+    assert_eq!(r.body["error"]["code"], "quota_exceeded");
+    let retry: i64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(
+        retry > 0 && retry <= 31 * 24 * 3600,
+        "resets at the month's end, got {retry}"
+    );
+}
+
+#[tokio::test]
+async fn partner_keys_are_never_limited() {
+    let app = spawn_app().await;
+    let key = app.key("partner").await;
+    let statuses: Vec<u16> = futures_util::future::join_all(
+        (0..300).map(|_| app.get("/price?asset=NOSUCHCOIN", Some(&key))),
+    )
+    .await
+    .into_iter()
+    .map(|r| r.status.as_u16())
+    .collect();
+    assert!(statuses.iter().all(|s| *s == 404), "{statuses:?}");
+}

@@ -1,0 +1,235 @@
+//! Prices over HTTP: freshness of every seeded asset, aggregation, provenance, errors.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use reqwest::StatusCode;
+
+use crate::helpers::{spawn_app, spawn_app_with, sql};
+
+#[tokio::test]
+async fn every_seeded_prewarm_asset_has_a_fresh_price_within_ten_seconds() {
+    let app = spawn_app().await;
+    let key = app.key("partner").await;
+    let listing = app.get("/assets", None).await.body;
+    let assets: Vec<String> = listing["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| {
+            a["sources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["prewarm"] == true)
+        })
+        .map(|a| a["asset"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        assets.len(),
+        149,
+        "150 seeded prewarm rows, CRO on both Kraken and Crypto.com"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut missing: BTreeSet<String> = assets.iter().cloned().collect();
+    while !missing.is_empty() && std::time::Instant::now() < deadline {
+        let wanted: Vec<&str> = missing.iter().map(String::as_str).take(100).collect();
+        let r = app
+            .get(&format!("/prices?assets={}", wanted.join(",")), Some(&key))
+            .await;
+        for (asset, answer) in r.body["prices"].as_object().unwrap() {
+            assert_eq!(answer["asset"], *asset);
+            assert!(answer["sources_used"].as_u64().unwrap() >= 1);
+            assert!(answer["age_ms"].as_i64().unwrap() < 30_000);
+            missing.remove(asset);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        missing.is_empty(),
+        "no fresh price within 10 s for {missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn btc_is_the_median_of_the_usd_sources_with_every_source_listed() {
+    let app = spawn_app().await;
+    let key = app.key("pro").await;
+    let r = app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.headers["content-type"], "application/json");
+    let b = &r.body;
+    assert_eq!(b["asset"], "BTC");
+    assert_eq!(b["quote"], "USD");
+    let sources = b["sources"].as_array().unwrap();
+    let mut used: Vec<f64> = sources
+        .iter()
+        .filter(|s| s["used"] == true)
+        .map(|s| {
+            assert_eq!(s["quote"], "USD", "USDT is never folded into a USD median");
+            s["price"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(used.len() as u64, b["sources_used"].as_u64().unwrap());
+    used.sort_by(f64::total_cmp);
+    let median = if used.len() % 2 == 1 {
+        used[used.len() / 2]
+    } else {
+        (used[used.len() / 2 - 1] + used[used.len() / 2]) / 2.0
+    };
+    let served: f64 = b["price"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (served - median).abs() < 1e-6,
+        "served {served}, median of used {median}"
+    );
+    // Once every exchange has traded BTC, all six are listed with their own quote.
+    let r = app.get("/price?asset=BTC", Some(&key)).await;
+    let tags: BTreeSet<&str> = r.body["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["source"].as_str().unwrap())
+        .collect();
+    assert!(
+        tags.contains("coinbase-ws") && tags.contains("kraken-ws"),
+        "{tags:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_caller_can_pin_one_exchange() {
+    let app = spawn_app().await;
+    let key = app.key("pro").await;
+    app.wait_fresh("ETH", &key, Duration::from_secs(10)).await;
+    let mut r = app.get("/price?asset=ETH&source=okx", Some(&key)).await;
+    for _ in 0..50 {
+        if r.status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r = app.get("/price?asset=ETH&source=okx", Some(&key)).await;
+    }
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (r.body["quote"].as_str(), r.body["sources_used"].as_u64()),
+        (Some("USDT"), Some(1))
+    );
+    assert_eq!(r.body["sources"][0]["source"], "okx-ws");
+    let r = app.get("/price?asset=TEER&source=okx", Some(&key)).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_source"))
+    );
+}
+
+#[tokio::test]
+async fn errors_are_json_with_stable_codes() {
+    let app = spawn_app_with(|dir| async move {
+        // A mapped asset no feed subscribes to: known, but without a price.
+        sql(&dir, &["INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
+                     VALUES ('kraken', 'ADA', 'ADA/USD', 'USD', 1, 0, 'on-demand')"])
+        .await;
+    })
+    .await;
+    let key = app.key("pro").await;
+    let cases = [
+        (
+            "/price?asset=BTC",
+            None,
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+        ),
+        (
+            "/price?asset=BTC",
+            Some("tb_not_a_key"),
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+        ),
+        (
+            "/price?asset=NOSUCHCOIN",
+            Some(key.as_str()),
+            StatusCode::NOT_FOUND,
+            "unknown_asset",
+        ),
+        (
+            "/price?asset=BTC-USD",
+            Some(key.as_str()),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/price",
+            Some(key.as_str()),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/price?asset=ADA",
+            Some(key.as_str()),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_price_yet",
+        ),
+        ("/nowhere", None, StatusCode::NOT_FOUND, "not_found"),
+    ];
+    for (path, k, status, code) in cases {
+        let r = app.get(path, k).await;
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {}",
+            r.body
+        );
+        assert!(!r.body["error"]["message"].as_str().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn an_asset_with_only_stale_sources_answers_503_with_its_age() {
+    let app = spawn_app_with(|dir| async move {
+        sql(&dir, &["UPDATE application_parameters SET value = '1' WHERE name = 'price_fresh_max_age_ms'"]).await;
+    })
+    .await;
+    let key = app.key("pro").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = app.get("/price?asset=BTC", Some(&key)).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("stale_price")),
+        "{}",
+        r.body
+    );
+    assert!(r.body["error"]["age_ms"].as_i64().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn public_endpoints_list_exchanges_assets_and_health() {
+    let app = spawn_app().await;
+    let ex = app.get("/exchanges", None).await;
+    assert_eq!(ex.status, StatusCode::OK);
+    let names: Vec<&str> = ex.body["exchanges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["coinbase", "cryptocom", "gateio", "gemini", "kraken", "okx"]
+    );
+    let assets = app.get("/assets", None).await.body;
+    let btc = assets["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["asset"] == "BTC")
+        .unwrap()
+        .clone();
+    assert_eq!(btc["sources"].as_array().unwrap().len(), 6);
+    for addr in [app.price, app.health] {
+        let h = app.get_at(addr, "/health", None).await;
+        assert_eq!(
+            (h.status, h.body["node"].as_str()),
+            (StatusCode::OK, Some("test-node"))
+        );
+        assert_eq!(h.body["feeds"]["total"], 6);
+    }
+}
