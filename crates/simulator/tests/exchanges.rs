@@ -1,0 +1,901 @@
+//! Real WebSocket and HTTP clients against a started simulator. Each exchange is driven with the
+//! messages its seeded definition (`crates/store/seed/exchanges.json`) sends, and its frames are
+//! checked for the real wire shapes and value types.
+
+// Helpers outside `#[test]` functions: panicking on a broken expectation is how these fail.
+#![allow(clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use beast_core::ExchangeDefinition;
+use beast_simulator::{Simulator, SimulatorOptions};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Every subscribed symbol must have a live trade within this long of subscribing.
+const TRADES_WITHIN: Duration = Duration::from_secs(2);
+/// Snapshot trades are at least this old.
+const SNAPSHOT_AGE_MS: i64 = 1_000;
+/// Live trades are at most this old when they arrive.
+const LIVE_AGE_MS: i64 = 3_000;
+
+const SEED_EXCHANGES: &str = include_str!("../../store/seed/exchanges.json");
+const SEED_ASSETS: &str = include_str!("../../store/seed/assets.json");
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+struct Harness {
+    simulator: Simulator,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        Harness::with(SimulatorOptions::default()).await
+    }
+
+    async fn with(options: SimulatorOptions) -> Harness {
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let simulator = Simulator::start(options, cancel.clone(), &tracker)
+            .await
+            .expect("simulator starts");
+        Harness {
+            simulator,
+            cancel,
+            tracker,
+        }
+    }
+
+    /// The seeded definition of `name`, pointed at this simulator.
+    fn definition(&self, name: &str) -> ExchangeDefinition {
+        let definitions: Vec<ExchangeDefinition> =
+            serde_json::from_str(SEED_EXCHANGES).expect("seeded definitions parse");
+        let mut definition = definitions
+            .into_iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("no seeded definition for {name}"));
+        assert!(
+            self.simulator.redirect(&mut definition),
+            "{name} is simulated"
+        );
+        definition
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// BTC, ETH, SOL and the first other prewarmed asset, written the way `exchange` writes symbols.
+fn symbols(exchange: &str) -> Vec<String> {
+    const MAJORS: [&str; 3] = ["BTC", "ETH", "SOL"];
+    let assets: Value = serde_json::from_str(SEED_ASSETS).expect("seeded assets parse");
+    let entry = &assets["exchanges"][exchange];
+    let template = entry["symbol"].as_str().expect("symbol template");
+    let prewarm = entry["prewarm"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|asset| !MAJORS.contains(asset))
+        .expect("a prewarmed minor asset");
+    MAJORS
+        .into_iter()
+        .chain([prewarm])
+        .map(|asset| {
+            template
+                .replace("{ASSET}", asset)
+                .replace("{asset}", &asset.to_lowercase())
+        })
+        .collect()
+}
+
+/// Replaces `{TS}` (unix ms) and `{TS_S}` (unix s) as the connector does.
+fn render_times(template: &str, ms: i64) -> String {
+    template
+        .replace("{TS_S}", &(ms / 1_000).to_string())
+        .replace("{TS}", &ms.to_string())
+}
+
+/// The subscribe message(s) the connector would send for `symbols`, one per line.
+fn subscribe_messages(definition: &ExchangeDefinition, symbols: &[String], ms: i64) -> Vec<String> {
+    let joined = symbols
+        .iter()
+        .map(|symbol| definition.symbol_template.replace("{SYMBOL}", symbol))
+        .collect::<Vec<_>>()
+        .join(&definition.symbol_separator);
+    render_times(
+        &definition.subscribe_template.replace("{SYMBOLS}", &joined),
+        ms,
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+async fn connect(definition: &ExchangeDefinition) -> Ws {
+    let (ws, _) = connect_async(definition.ws_url.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", definition.ws_url));
+    ws
+}
+
+/// Connects and sends the definition's subscribe message(s) for `symbols`.
+async fn subscribe(definition: &ExchangeDefinition, symbols: &[String], ms: i64) -> Ws {
+    let mut ws = connect(definition).await;
+    for message in subscribe_messages(definition, symbols, ms) {
+        send(&mut ws, &message).await;
+    }
+    ws
+}
+
+async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+/// The next text frame, or `None` once `deadline` passes. Panics if the server closes.
+async fn next_text(ws: &mut Ws, deadline: Instant) -> Option<String> {
+    loop {
+        let message = match timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            ws.next(),
+        )
+        .await
+        {
+            Err(_) => return None,
+            Ok(message) => message,
+        };
+        match message {
+            Some(Ok(Message::Text(text))) => return Some(text.to_string()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("connection ended unexpectedly: {other:?}"),
+        }
+    }
+}
+
+/// Feeds every text frame to `done` until it returns true; false if `within` passes first.
+async fn read_until(ws: &mut Ws, within: Duration, mut done: impl FnMut(&str) -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while let Some(text) = next_text(ws, deadline).await {
+        if done(&text) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Waits for the server to close the connection, skipping frames; the close code, if any.
+async fn wait_for_close(ws: &mut Ws, within: Duration) -> Option<u16> {
+    let deadline = Instant::now() + within;
+    loop {
+        let message = timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            ws.next(),
+        )
+        .await
+        .expect("the server closes the connection in time");
+        match message {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("frame is not JSON ({e}): {text}"))
+}
+
+/// GET a URL: status and JSON body (`Null` when the body is not JSON).
+async fn http_get(url: &str) -> (u16, Value) {
+    let response = reqwest::get(url).await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Live trades seen per symbol: ids must increase, prices be positive plain decimals and
+/// timestamps recent.
+#[derive(Default)]
+struct Tally {
+    last_id: HashMap<String, u64>,
+}
+
+impl Tally {
+    fn live(&mut self, symbol: &str, id: u64, price: &str, time_ms: i64) {
+        let value: f64 = price
+            .parse()
+            .unwrap_or_else(|_| panic!("{symbol} price {price}"));
+        assert!(
+            value > 0.0 && !price.contains(['e', 'E']),
+            "{symbol} price {price}"
+        );
+        let age = now_ms() - time_ms;
+        assert!(
+            (-1_000..LIVE_AGE_MS).contains(&age),
+            "{symbol} live trade is {age} ms old"
+        );
+        if let Some(previous) = self.last_id.insert(symbol.to_owned(), id) {
+            assert!(id > previous, "{symbol} trade id {id} after {previous}");
+        }
+    }
+
+    fn covers(&self, symbols: &[String]) -> bool {
+        symbols
+            .iter()
+            .all(|symbol| self.last_id.contains_key(symbol))
+    }
+}
+
+fn rfc3339_ms(text: &str) -> i64 {
+    let time = OffsetDateTime::parse(text, &Rfc3339).unwrap_or_else(|e| panic!("{text}: {e}"));
+    (time.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn string(value: &Value) -> &str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {value}"))
+}
+
+fn digits(value: &Value) -> u64 {
+    string(value)
+        .parse()
+        .unwrap_or_else(|_| panic!("expected digits, got {value}"))
+}
+
+fn uint(value: &Value) -> u64 {
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("expected an unsigned integer, got {value}"))
+}
+
+fn int(value: &Value) -> i64 {
+    value
+        .as_i64()
+        .unwrap_or_else(|| panic!("expected an integer, got {value}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per exchange
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn coinbase_acks_snapshots_streams_trades_and_heartbeats() {
+    let harness = Harness::start().await;
+    let definition = harness.definition("coinbase");
+    let symbols = symbols("coinbase");
+    let messages = subscribe_messages(&definition, &symbols, now_ms());
+    assert_eq!(
+        messages.len(),
+        2,
+        "market_trades and heartbeats are separate messages"
+    );
+    let mut ws = subscribe(&definition, &symbols, now_ms()).await;
+
+    let (mut acks, mut snapshots, mut heartbeats) = (Vec::new(), 0, 0);
+    let mut sequence: Option<u64> = None;
+    let mut tally = Tally::default();
+    let done = read_until(&mut ws, TRADES_WITHIN, |text| {
+        let frame = parse(text);
+        let number = uint(&frame["sequence_num"]);
+        assert_eq!(
+            number,
+            sequence.map_or(0, |n| n + 1),
+            "sequence_num counts every message"
+        );
+        sequence = Some(number);
+        assert_eq!(frame["client_id"], "");
+        rfc3339_ms(string(&frame["timestamp"]));
+        let event = &frame["events"][0];
+        match string(&frame["channel"]) {
+            "subscriptions" => acks.push(event["subscriptions"].clone()),
+            "heartbeats" => {
+                assert_eq!(uint(&event["heartbeat_counter"]), heartbeats + 1);
+                assert!(string(&event["current_time"]).contains(" +0000 UTC m=+"));
+                heartbeats += 1;
+            }
+            "market_trades" => {
+                let trades = event["trades"].as_array().expect("trades array");
+                assert!(!trades.is_empty());
+                let times: Vec<i64> = trades
+                    .iter()
+                    .map(|t| rfc3339_ms(string(&t["time"])))
+                    .collect();
+                for trade in trades {
+                    assert!(symbols.contains(&string(&trade["product_id"]).to_owned()));
+                    assert!(matches!(string(&trade["side"]), "BUY" | "SELL"));
+                    assert!(string(&trade["size"]).parse::<f64>().expect("size") > 0.0);
+                }
+                match string(&event["type"]) {
+                    "snapshot" => {
+                        snapshots += 1;
+                        assert!(
+                            times.windows(2).all(|w| w[0] >= w[1]),
+                            "newest first: {times:?}"
+                        );
+                        assert!(times.iter().all(|&t| now_ms() - t >= SNAPSHOT_AGE_MS));
+                        assert_eq!(trades.len(), 5 * symbols.len());
+                    }
+                    "update" => {
+                        for (trade, time) in trades.iter().zip(times) {
+                            let id = digits(&trade["trade_id"]);
+                            tally.live(
+                                string(&trade["product_id"]),
+                                id,
+                                string(&trade["price"]),
+                                time,
+                            );
+                        }
+                    }
+                    other => panic!("unexpected event type {other}"),
+                }
+            }
+            other => panic!("unexpected channel {other}"),
+        }
+        tally.covers(&symbols) && heartbeats > 0
+    })
+    .await;
+
+    assert!(
+        done,
+        "trades for {symbols:?} and a heartbeat within {TRADES_WITHIN:?}"
+    );
+    assert_eq!(snapshots, 1);
+    assert_eq!(
+        acks,
+        [
+            json!({"market_trades": symbols}),
+            json!({"market_trades": symbols, "heartbeats": ["heartbeats"]}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn gemini_acks_streams_nanosecond_trades_and_answers_pings_and_garbage() {
+    let harness = Harness::start().await;
+    let definition = harness.definition("gemini");
+    let symbols = symbols("gemini");
+    assert!(symbols.iter().all(|s| s == &s.to_lowercase()));
+    let mut ws = subscribe(&definition, &symbols, now_ms()).await;
+
+    let ack = next_text(&mut ws, Instant::now() + TRADES_WITHIN)
+        .await
+        .expect("ack");
+    assert_eq!(parse(&ack), json!({"id": 1, "status": 200, "result": null}));
+
+    let mut tally = Tally::default();
+    let done = read_until(&mut ws, TRADES_WITHIN, |text| {
+        let trade = parse(text);
+        let nanos = uint(&trade["E"]);
+        assert!(
+            nanos > 1_000_000_000_000_000_000,
+            "E is in nanoseconds: {nanos}"
+        );
+        assert!(trade["m"].is_boolean() && string(&trade["q"]).parse::<f64>().is_ok());
+        let time_ms = (nanos / 1_000_000) as i64;
+        tally.live(
+            string(&trade["s"]),
+            uint(&trade["t"]),
+            string(&trade["p"]),
+            time_ms,
+        );
+        tally.covers(&symbols)
+    })
+    .await;
+    assert!(done, "trades for {symbols:?} within {TRADES_WITHIN:?}");
+
+    send(&mut ws, r#"{"id":42,"method":"ping"}"#).await;
+    send(&mut ws, r#"{"id":43,"method":"subscribe","params":"#).await;
+    let (mut pong, mut error) = (None, None);
+    read_until(&mut ws, TRADES_WITHIN, |text| {
+        let frame = parse(text);
+        if frame["id"] == 42 {
+            pong = Some(frame);
+        } else if frame["status"] == 400 {
+            error = Some(frame);
+        }
+        pong.is_some() && error.is_some()
+    })
+    .await;
+    assert_eq!(pong.expect("ping answered")["status"], 200);
+    assert_eq!(error.expect("garbage answered")["error"]["code"], -1002);
+}
+
+#[tokio::test]
+async fn kraken_greets_acks_each_symbol_and_streams_numeric_prices() {
+    let harness = Harness::start().await;
+    let definition = harness.definition("kraken");
+    let symbols = symbols("kraken");
+    let mut ws = connect(&definition).await;
+
+    let status = parse(
+        &next_text(&mut ws, Instant::now() + TRADES_WITHIN)
+            .await
+            .expect("status"),
+    );
+    assert_eq!(
+        (status["channel"].as_str(), status["type"].as_str()),
+        (Some("status"), Some("update"))
+    );
+    assert_eq!(status["data"][0]["system"], "online");
+    uint(&status["data"][0]["connection_id"]);
+
+    let req_id = now_ms();
+    for message in subscribe_messages(&definition, &symbols, req_id) {
+        send(&mut ws, &message).await;
+    }
+    let (mut acked, mut snapshots, mut heartbeats) = (Vec::new(), Vec::new(), 0);
+    let mut tally = Tally::default();
+    let done = read_until(&mut ws, TRADES_WITHIN, |text| {
+        let frame = parse(text);
+        if frame["method"] == "subscribe" {
+            assert_eq!(frame["success"], true, "{frame}");
+            assert_eq!(int(&frame["req_id"]), req_id);
+            assert_eq!(frame["result"]["snapshot"], true);
+            acked.push(string(&frame["result"]["symbol"]).to_owned());
+            return false;
+        }
+        match string(&frame["channel"]) {
+            "heartbeat" => heartbeats += 1,
+            "trade" => {
+                let data = frame["data"].as_array().expect("data array");
+                let symbol = string(&data[0]["symbol"]);
+                assert!(
+                    data.iter().all(|t| t["symbol"] == symbol),
+                    "one symbol per frame"
+                );
+                for trade in data {
+                    let timestamp = string(&trade["timestamp"]);
+                    assert_eq!(
+                        timestamp.len(),
+                        "2024-05-27T12:43:11.798009Z".len(),
+                        "{timestamp}"
+                    );
+                    assert!(
+                        trade["price"].is_number() && trade["qty"].is_number(),
+                        "{trade}"
+                    );
+                    assert!(!trade["qty"].to_string().contains(['e', 'E']), "{trade}");
+                    assert!(matches!(string(&trade["ord_type"]), "limit" | "market"));
+                }
+                match string(&frame["type"]) {
+                    "snapshot" => {
+                        assert!(acked.iter().any(|s| s == symbol), "ack before snapshot");
+                        let times: Vec<i64> = data
+                            .iter()
+                            .map(|t| rfc3339_ms(string(&t["timestamp"])))
+                            .collect();
+                        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+                        assert!(times.iter().all(|&t| now_ms() - t >= SNAPSHOT_AGE_MS));
+                        snapshots.push(symbol.to_owned());
+                    }
+                    "update" => {
+                        for trade in data {
+                            let time = rfc3339_ms(string(&trade["timestamp"]));
+                            let price = trade["price"].to_string();
+                            tally.live(symbol, uint(&trade["trade_id"]), &price, time);
+                        }
+                    }
+                    other => panic!("unexpected type {other}"),
+                }
+            }
+            other => panic!("unexpected channel {other}"),
+        }
+        tally.covers(&symbols) && heartbeats > 0
+    })
+    .await;
+    assert!(
+        done,
+        "trades for {symbols:?} and a heartbeat within {TRADES_WITHIN:?}"
+    );
+    assert_eq!(acked, symbols);
+    assert_eq!(snapshots, symbols);
+
+    let ping_id = now_ms() + 1;
+    send(&mut ws, &render_times(&definition.ping_payload, ping_id)).await;
+    let mut pong = None;
+    read_until(&mut ws, TRADES_WITHIN, |text| {
+        let frame = parse(text);
+        let is_pong = frame["method"] == "pong";
+        pong = is_pong.then_some(frame);
+        is_pong
+    })
+    .await;
+    let pong = pong.expect("pong");
+    assert_eq!(int(&pong["req_id"]), ping_id);
+    rfc3339_ms(string(&pong["time_in"]));
+    rfc3339_ms(string(&pong["time_out"]));
+}
+
+#[tokio::test]
+async fn gateio_acks_and_sends_one_trade_per_frame_and_pongs() {
+    let harness = Harness::start().await;
+    let definition = harness.definition("gateio");
+    let symbols = symbols("gateio");
+    let mut ws = subscribe(&definition, &symbols, now_ms()).await;
+
+    let ack = parse(
+        &next_text(&mut ws, Instant::now() + TRADES_WITHIN)
+            .await
+            .expect("ack"),
+    );
+    assert_eq!(ack["channel"], "spot.trades");
+    assert_eq!(ack["event"], "subscribe");
+    assert_eq!(ack["result"], json!({"status": "success"}));
+    assert!(uint(&ack["time_ms"]) / 1_000 == uint(&ack["time"]));
+
+    let mut tally = Tally::default();
+    let done = read_until(&mut ws, TRADES_WITHIN, |text| {
+        let frame = parse(text);
+        assert_eq!(
+            (frame["channel"].as_str(), frame["event"].as_str()),
+            (Some("spot.trades"), Some("update"))
+        );
+        let trade = &frame["result"];
+        assert!(trade.is_object(), "one trade per frame: {frame}");
+        let created = string(&trade["create_time_ms"]);
+        assert!(created.contains('.'), "{created}");
+        let created_ms = created.parse::<f64>().expect("fractional ms") as i64;
+        assert_eq!(created_ms / 1_000, int(&trade["create_time"]));
+        assert!(string(&trade["amount"]).parse::<f64>().expect("amount") > 0.0);
+        let price = string(&trade["price"]);
+        tally.live(
+            string(&trade["currency_pair"]),
+            uint(&trade["id"]),
+            price,
+            created_ms,
+        );
+        tally.covers(&symbols)
+    })
+    .await;
+    assert!(done, "trades for {symbols:?} within {TRADES_WITHIN:?}");
+
+    send(&mut ws, &render_times(&definition.ping_payload, now_ms())).await;
+    let mut pong = None;
+    read_until(&mut ws, TRADES_WITHIN, |text| {
+        let frame = parse(text);
+        let is_pong = frame["channel"] == "spot.pong";
+        pong = is_pong.then_some(frame);
+        is_pong
+    })
+    .await;
+    let pong = pong.expect("spot.pong");
+    assert_eq!(
+        (
+            pong["event"].as_str(),
+            pong["error"].is_null(),
+            pong["result"].is_null()
+        ),
+        (Some(""), true, true)
+    );
+}
+
+#[tokio::test]
+async fn cryptocom_echoes_the_request_id_once_then_pushes_with_id_minus_one() {
+    let harness = Harness::start().await;
+    let definition = harness.definition("cryptocom");
+    let symbols = symbols("cryptocom");
+    let mut ws = subscribe(&definition, &symbols, now_ms()).await;
+
+    let mut first_pushes = Vec::new();
+    let mut tally = Tally::default();
+    let done = read_until(&mut ws, TRADES_WITHIN, |text| {
+        let frame = parse(text);
+        assert_eq!(
+            (frame["method"].as_str(), frame["code"].as_i64()),
+            (Some("subscribe"), Some(0))
+        );
+        let result = &frame["result"];
+        let instrument = string(&result["instrument_name"]);
+        assert_eq!(result["channel"], "trade");
+        assert_eq!(
+            string(&result["subscription"]),
+            format!("trade.{instrument}")
+        );
+        let data = result["data"].as_array().expect("data array");
+        assert!(!data.is_empty());
+        for trade in data {
+            assert_eq!(trade["i"], instrument);
+            assert!(matches!(string(&trade["s"]), "BUY" | "SELL"));
+            string(&trade["q"]);
+        }
+        match int(&frame["id"]) {
+            1 => {
+                assert!(!tally.last_id.contains_key(instrument), "echo comes first");
+                assert!(
+                    data.iter()
+                        .all(|t| now_ms() - int(&t["t"]) >= SNAPSHOT_AGE_MS)
+                );
+                first_pushes.push(instrument.to_owned());
+            }
+            -1 => {
+                for trade in data.iter().rev() {
+                    let id = digits(&trade["d"]);
+                    tally.live(instrument, id, string(&trade["p"]), int(&trade["t"]));
+                }
+            }
+            other => panic!("unexpected id {other}"),
+        }
+        tally.covers(&symbols)
+    })
+    .await;
+    assert!(done, "trades for {symbols:?} within {TRADES_WITHIN:?}");
+    assert_eq!(first_pushes, symbols);
+}
+
+fn short_heartbeat() -> SimulatorOptions {
+    SimulatorOptions {
+        cryptocom_heartbeat: Duration::from_millis(300),
+        ..SimulatorOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn cryptocom_closes_a_connection_that_ignores_its_heartbeat() {
+    let harness = Harness::with(short_heartbeat()).await;
+    let definition = harness.definition("cryptocom");
+    let mut ws = subscribe(&definition, &symbols("cryptocom")[..1], now_ms()).await;
+
+    let mut heartbeat = None;
+    read_until(&mut ws, TRADES_WITHIN, |text| {
+        let frame = parse(text);
+        let is_heartbeat = frame["method"] == "public/heartbeat";
+        heartbeat = is_heartbeat.then_some(frame);
+        is_heartbeat
+    })
+    .await;
+    let heartbeat = heartbeat.expect("a heartbeat");
+    assert_eq!(heartbeat["code"], 0);
+    assert!(
+        uint(&heartbeat["id"]) > 1_600_000_000_000,
+        "ids are unix ms"
+    );
+
+    let sent = Instant::now();
+    assert_eq!(
+        wait_for_close(&mut ws, Duration::from_secs(2)).await,
+        Some(1000)
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_millis(200),
+        "closed after {:?}",
+        sent.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn cryptocom_keeps_a_connection_that_answers_its_heartbeats() {
+    let harness = Harness::with(short_heartbeat()).await;
+    let definition = harness.definition("cryptocom");
+    let symbol = &symbols("cryptocom")[..1];
+    let mut ws = subscribe(&definition, symbol, now_ms()).await;
+
+    let deadline = Instant::now() + Duration::from_millis(1_500);
+    let (mut answered, mut pushes) = (0, 0);
+    // `next_text` panics if the server closes: a 300 ms heartbeat must be answered by 600 ms.
+    while let Some(text) = next_text(&mut ws, deadline).await {
+        let frame = parse(&text);
+        if frame["method"] == "public/heartbeat" {
+            let reply = definition
+                .heartbeat_reply
+                .replace("{$.id}", &frame["id"].to_string());
+            send(&mut ws, &reply).await;
+            answered += 1;
+        } else if frame["id"] == -1 {
+            pushes += 1;
+        }
+    }
+    assert!(answered >= 3, "answered {answered} heartbeats");
+    assert!(pushes >= 10, "only {pushes} trade pushes in 1.5 s");
+}
+
+#[tokio::test]
+async fn okx_acks_each_arg_streams_trades_and_answers_ping_and_garbage() {
+    let harness = Harness::start().await;
+    let definition = harness.definition("okx");
+    let symbols = symbols("okx");
+    let mut ws = subscribe(&definition, &symbols, now_ms()).await;
+
+    let (mut acked, mut conn_ids) = (Vec::new(), Vec::new());
+    let mut tally = Tally::default();
+    let done = read_until(&mut ws, TRADES_WITHIN, |text| {
+        let frame = parse(text);
+        if frame["event"] == "subscribe" {
+            assert_eq!(frame["arg"]["channel"], "trades");
+            acked.push(string(&frame["arg"]["instId"]).to_owned());
+            conn_ids.push(string(&frame["connId"]).to_owned());
+            return false;
+        }
+        assert_eq!(frame["arg"]["channel"], "trades", "{frame}");
+        let inst_id = string(&frame["arg"]["instId"]);
+        for trade in frame["data"].as_array().expect("data array") {
+            assert_eq!(trade["instId"], inst_id, "one instId per frame");
+            assert!(matches!(string(&trade["side"]), "buy" | "sell"));
+            assert!(string(&trade["sz"]).parse::<f64>().expect("sz") > 0.0);
+            let ts = digits(&trade["ts"]) as i64;
+            tally.live(inst_id, digits(&trade["tradeId"]), string(&trade["px"]), ts);
+        }
+        tally.covers(&symbols)
+    })
+    .await;
+    assert!(done, "trades for {symbols:?} within {TRADES_WITHIN:?}");
+    assert_eq!(acked, symbols);
+    assert_eq!(conn_ids[0].len(), 8);
+    assert!(conn_ids.iter().all(|id| id == &conn_ids[0]));
+
+    send(&mut ws, &definition.ping_payload).await;
+    assert!(
+        read_until(&mut ws, TRADES_WITHIN, |text| text == "pong").await,
+        "text pong"
+    );
+
+    send(&mut ws, r#"{"op":"subscribe","args":"#).await;
+    let mut error = None;
+    read_until(&mut ws, TRADES_WITHIN, |text| {
+        let frame = parse(text);
+        let is_error = frame["event"] == "error";
+        error = is_error.then_some(frame);
+        is_error
+    })
+    .await;
+    assert_eq!(error.expect("error frame")["code"], "60012");
+}
+
+#[tokio::test]
+async fn websocket_ping_frames_get_pong_frames_on_every_exchange() {
+    let harness = Harness::start().await;
+    for &name in Simulator::exchanges() {
+        let mut ws = connect(&harness.definition(name)).await;
+        ws.send(Message::Ping(name.as_bytes().to_vec().into()))
+            .await
+            .expect("ping");
+        let pong = timeout(TRADES_WITHIN, async {
+            while let Some(Ok(message)) = ws.next().await {
+                if let Message::Pong(payload) = message {
+                    return Some(payload);
+                }
+            }
+            None
+        })
+        .await
+        .expect("pong in time");
+        assert_eq!(pong.as_deref(), Some(name.as_bytes()), "{name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// REST and lifecycle
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_rest_ticker_has_a_btc_price_at_the_definitions_price_path() {
+    let harness = Harness::start().await;
+    // The definition's JSONPath, and the same location as a JSON pointer.
+    let paths: HashMap<&str, [(&str, &str); 2]> = HashMap::from([
+        (
+            "coinbase",
+            [
+                ("$.trades[0].price", "/trades/0/price"),
+                ("$.trades[0].time", "/trades/0/time"),
+            ],
+        ),
+        (
+            "gemini",
+            [
+                ("$.last", "/last"),
+                ("$.volume.timestamp", "/volume/timestamp"),
+            ],
+        ),
+        (
+            "kraken",
+            [("$.result.*.c[0]", "/result/XXBTZUSD/c/0"), ("", "")],
+        ),
+        ("gateio", [("$[0].last", "/0/last"), ("", "")]),
+        (
+            "cryptocom",
+            [
+                ("$.result.data[0].a", "/result/data/0/a"),
+                ("$.result.data[0].t", "/result/data/0/t"),
+            ],
+        ),
+        (
+            "okx",
+            [
+                ("$.data[0].last", "/data/0/last"),
+                ("$.data[0].ts", "/data/0/ts"),
+            ],
+        ),
+    ]);
+    let mut prices = Vec::new();
+    for &name in Simulator::exchanges() {
+        let definition = harness.definition(name);
+        let [(price_path, price_pointer), (time_path, time_pointer)] = paths[name];
+        assert_eq!(definition.rest_price_path, price_path, "{name}");
+        assert_eq!(definition.rest_time_path, time_path, "{name}");
+        let url = definition.rest_url.replace("{SYMBOL}", &symbols(name)[0]);
+        let (status, body) = http_get(&url).await;
+        assert_eq!(status, 200, "{url}");
+        let price: f64 = string(body.pointer(price_pointer).unwrap_or(&Value::Null))
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} price in {body}"));
+        assert!(
+            (60_800.0..67_200.0).contains(&price),
+            "{name} BTC at {price}"
+        );
+        if !time_pointer.is_empty() {
+            assert!(
+                body.pointer(time_pointer).is_some(),
+                "{name} time in {body}"
+            );
+        }
+        prices.push(price);
+    }
+    let (low, high) = prices
+        .iter()
+        .fold((f64::MAX, 0.0_f64), |(l, h), &p| (l.min(p), h.max(p)));
+    assert!(high / low < 1.01, "exchanges agree within 1 %: {prices:?}");
+    assert!(high > low, "but not exactly: {prices:?}");
+}
+
+#[tokio::test]
+async fn unknown_exchanges_and_paths_are_not_found() {
+    let harness = Harness::start().await;
+    let base = format!("http://{}", harness.simulator.addr());
+    for path in [
+        "/binance/api/v3/ticker/price?symbol=BTCUSDT",
+        "/okx/api/v5/market/books?instId=BTC-USDT",
+        "/okx/api/v5/market/ticker",
+        "/gemini/v1/pubticker/",
+    ] {
+        let (status, _) = http_get(&format!("{base}{path}")).await;
+        assert_eq!(status, 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn cancelling_stops_every_task_and_closes_open_connections() {
+    let harness = Harness::start().await;
+    let definition = harness.definition("okx");
+    let mut ws = subscribe(&definition, &symbols("okx")[..1], now_ms()).await;
+    let ack = next_text(&mut ws, Instant::now() + TRADES_WITHIN)
+        .await
+        .expect("ack");
+    assert_eq!(parse(&ack)["event"], "subscribe");
+
+    harness.cancel.cancel();
+    harness.tracker.close();
+    timeout(Duration::from_secs(2), harness.tracker.wait())
+        .await
+        .expect("every simulator task ends");
+    assert_eq!(
+        wait_for_close(&mut ws, Duration::from_secs(2)).await,
+        Some(1001)
+    );
+    assert!(
+        TcpStream::connect(harness.simulator.addr()).await.is_err(),
+        "listener closed"
+    );
+}
