@@ -2,7 +2,10 @@
 //! environment (`BEAST_*`, and the seeds' `SERVER_TYPE`) < command-line flags. Clap reads the
 //! flags and the environment; the file sits below them. Unknown keys in the file are errors.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -167,7 +170,7 @@ impl ConfigArgs {
                 .with_context(|| format!("reading {}", self.config.display()))?,
             Err(e)
                 if e.kind() == std::io::ErrorKind::NotFound
-                    && self.config == PathBuf::from("beast.toml") =>
+                    && self.config == Path::new("beast.toml") =>
             {
                 serde_json::json!({})
             }

@@ -76,7 +76,7 @@ pub fn answer(
         .collect();
     let quote = chosen_quote(&fresh)?;
     let mut used: Vec<&SourcePrice> = fresh.into_iter().filter(|s| &*s.quote == quote).collect();
-    used.sort_by(|a, b| a.price.value().cmp(&b.price.value()));
+    used.sort_by_key(|s| s.price.value());
     let price = median(&used);
     let spread = Price::from_decimal(used[used.len() - 1].price.value() - used[0].price.value());
     let oldest = used.iter().map(|s| s.received_ms).min().unwrap_or(now_ms);

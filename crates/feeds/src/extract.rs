@@ -177,11 +177,7 @@ impl CompiledDefinition {
                     .ok_or_else(|| bad("time_path", time_problem(self.def.time_format)))?,
             ),
         };
-        let trade_id = self
-            .trade_id
-            .as_ref()
-            .and_then(|p| get(p))
-            .and_then(scalar_text);
+        let trade_id = self.trade_id.as_ref().and_then(get).and_then(scalar_text);
         out.push(RawTrade {
             symbol,
             price,

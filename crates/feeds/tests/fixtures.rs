@@ -1,5 +1,6 @@
 //! Connector parsing on real recorded frames: every fixture in `tests/fixtures/<exchange>.json`
 //! (each cites where its frames come from) is run through that exchange's seeded definition.
+#![allow(clippy::unwrap_used)]
 
 use beast_core::ExchangeDefinition;
 use beast_feeds::{CompiledDefinition, Frame};
