@@ -7,12 +7,13 @@ mod health;
 mod price;
 mod prices;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     Router,
     body::Body,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    extract::FromRequestParts,
+    http::{HeaderValue, StatusCode, header, request::Parts},
     response::Response,
     routing::get,
 };
@@ -68,24 +69,37 @@ pub(crate) fn error_response(error: &ApiError) -> Response {
     response
 }
 
-/// The key a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
-pub(crate) fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Arc<KeyEntry>, ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    let raw = bearer
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or(ApiError::MissingKey)?;
-    state.keys.authenticate(raw)
+/// An authenticated request: the key it presents (`Authorization: Bearer <key>` or
+/// `X-API-Key: <key>`) and when it started. Requests without a valid key are refused here,
+/// before any handler runs, and are not metered (there is no key to meter them to).
+pub(crate) struct Keyed {
+    pub key: Arc<KeyEntry>,
+    pub started: Instant,
+}
+
+impl FromRequestParts<AppState> for Keyed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let started = Instant::now();
+        let headers = &parts.headers;
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
+        let raw = bearer
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or(ApiError::MissingKey);
+        match raw.and_then(|k| state.keys.authenticate(k)) {
+            Ok(key) => Ok(Self { key, started }),
+            Err(e) => Err(error_response(&e)),
+        }
+    }
 }
 
 /// Parses a query string into `T`; a bad query is a JSON 400, not a plain-text rejection.

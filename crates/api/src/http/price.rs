@@ -1,16 +1,14 @@
 //! `GET /price?asset=BTC[&source=okx]`: the current price of one asset, metered.
 
-use std::time::Instant;
-
 use axum::{
     extract::{RawQuery, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::Response,
 };
 use beast_core::{ApiError, Protocol, now_ms};
 use serde::Deserialize;
 
-use super::{authenticate, error_response, json_response, parse_query};
+use super::{Keyed, error_response, json_response, parse_query};
 use crate::{AppState, state::normalize_asset};
 
 #[derive(Debug, Deserialize)]
@@ -23,14 +21,9 @@ pub struct PriceQuery {
 
 pub async fn price(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Keyed { key, started }: Keyed,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let started = Instant::now();
-    let key = match authenticate(&state, &headers) {
-        Ok(key) => key,
-        Err(e) => return error_response(&e),
-    };
     let now = now_ms();
     let query = parse_query::<PriceQuery>(query.as_deref());
     let requested = query

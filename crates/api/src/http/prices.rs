@@ -1,17 +1,15 @@
 //! `GET /prices?assets=BTC,ETH`: several assets in one request. One rate-limit token per
 //! request; each asset is metered (one usage row each) and counts toward the quota.
 
-use std::time::Instant;
-
 use axum::{
     extract::{RawQuery, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::Response,
 };
 use beast_core::{ApiError, Protocol, now_ms};
 use serde::Deserialize;
 
-use super::{authenticate, error_response, json_response, parse_query};
+use super::{Keyed, error_response, json_response, parse_query};
 use crate::{AppState, state::normalize_asset};
 
 /// Most assets in one request.
@@ -42,14 +40,9 @@ fn requested_assets(query: Result<PricesQuery, ApiError>) -> Result<Vec<String>,
 
 pub async fn prices(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Keyed { key, started }: Keyed,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let started = Instant::now();
-    let key = match authenticate(&state, &headers) {
-        Ok(key) => key,
-        Err(e) => return error_response(&e),
-    };
     let now = now_ms();
     let assets = match requested_assets(parse_query(query.as_deref()))
         .and_then(|a| key.admit(now).map(|()| a))
