@@ -55,6 +55,7 @@ pub struct ApiKeyRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeysVersion {
     pub count: i64,
+    pub revoked: i64,
     pub last_update_ms: i64,
 }
 

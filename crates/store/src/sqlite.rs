@@ -324,7 +324,8 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(KeysVersion {
-            count: count * 1_000_000 + revoked,
+            count,
+            revoked,
             last_update_ms: last,
         })
     }
