@@ -47,7 +47,7 @@ impl AppState {
         asset: &str,
         source: Option<&str>,
         now: i64,
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<Arc<Answer>, ApiError> {
         let pinned = match source {
             None => None,
             Some(wanted) => {
@@ -76,28 +76,35 @@ impl AppState {
         }
     }
 
-    /// Records one metered answer for `key`.
+    /// Records one metered answer for `key`. `requested` is the asset as the caller wrote it:
+    /// an answer already carries its asset (no allocation), an error row gets the normalized
+    /// name when the request had a valid one.
     pub async fn meter(
         &self,
         key: &KeyEntry,
-        asset: &str,
+        requested: &str,
         outcome: Result<&Answer, &ApiError>,
         protocol: Protocol,
         started: Instant,
     ) {
-        let (status, source, tier) = match outcome {
-            Ok(answer) => (200, answer.sources_used.clone(), CacheTier::Memory),
-            Err(e) => (e.status(), Arc::from(""), CacheTier::None),
+        let (asset, status, source, tier) = match outcome {
+            Ok(answer) => (
+                answer.asset.clone(),
+                200,
+                answer.sources_used.clone(),
+                CacheTier::Memory,
+            ),
+            Err(e) => {
+                let asset = normalize_asset(requested)
+                    .unwrap_or_else(|_| requested.chars().take(2 * MAX_ASSET_LEN).collect());
+                (asset.into(), e.status(), Arc::from(""), CacheTier::None)
+            }
         };
         self.usage
             .record(UsageEvent {
                 ts_ms: now_ms(),
                 key_id: key.id,
-                asset: asset
-                    .chars()
-                    .take(2 * MAX_ASSET_LEN)
-                    .collect::<String>()
-                    .into(),
+                asset,
                 source,
                 protocol,
                 node: self.node.clone(),

@@ -30,6 +30,8 @@ impl SourcePrice {
 /// A rendered answer and what it was built from.
 #[derive(Debug, Clone)]
 pub struct Answer {
+    /// The asset, shared with the book (usage rows reuse it without allocating).
+    pub asset: Arc<str>,
     pub template: Template,
     /// Source tags used, comma-joined (what usage rows record).
     pub sources_used: Arc<str>,
@@ -64,7 +66,7 @@ fn chosen_quote<'a>(fresh: &[&'a SourcePrice]) -> Option<&'a str> {
 /// Renders the answer from the fresh sources among `all` (or only `pinned`, if given).
 /// `None` when no source qualifies.
 pub fn answer(
-    asset: &str,
+    asset: &Arc<str>,
     all: &[SourcePrice],
     pinned: Option<&str>,
     now_ms: i64,
@@ -125,6 +127,7 @@ pub fn answer(
         .collect::<Vec<_>>()
         .join(",");
     Some(Answer {
+        asset: asset.clone(),
         template: w.finish(),
         sources_used: sources_used.into(),
     })

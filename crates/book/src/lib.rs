@@ -17,11 +17,10 @@ pub use template::Template;
 /// What the book knows of an asset right now.
 #[derive(Debug, Clone)]
 pub enum Lookup {
-    Fresh(Answer),
+    /// The rendered answer, shared: serving it copies no template.
+    Fresh(Arc<Answer>),
     /// Only stale sources; `age_ms` is the age of the newest one.
-    Stale {
-        age_ms: i64,
-    },
+    Stale { age_ms: i64 },
     /// The asset is known (mapped) but no price has arrived yet.
     NoPrice,
     /// The asset is not in the book.
@@ -31,9 +30,9 @@ pub enum Lookup {
 /// What readers see of one asset: rebuilt by writers, swapped in whole.
 #[derive(Debug, Default)]
 struct View {
-    aggregate: Option<Answer>,
+    aggregate: Option<Arc<Answer>>,
     /// Pinned answers, one per source that has a fresh price.
-    pinned: Vec<(Arc<str>, Answer)>,
+    pinned: Vec<(Arc<str>, Arc<Answer>)>,
     newest_received_ms: Option<i64>,
     /// Rebuild once the clock reaches this: a source will have aged out.
     rebuild_at_ms: i64,
@@ -54,11 +53,12 @@ impl AssetBook {
             .iter()
             .filter_map(|s| {
                 aggregate::answer(&self.asset, sources, Some(&s.source), now_ms, max_age_ms)
-                    .map(|a| (s.source.clone(), a))
+                    .map(|a| (s.source.clone(), Arc::new(a)))
             })
             .collect();
         self.view.store(Arc::new(View {
-            aggregate: aggregate::answer(&self.asset, sources, None, now_ms, max_age_ms),
+            aggregate: aggregate::answer(&self.asset, sources, None, now_ms, max_age_ms)
+                .map(Arc::new),
             pinned,
             newest_received_ms: sources.iter().map(|s| s.received_ms).max(),
             rebuild_at_ms: aggregate::fresh_until(sources, now_ms, max_age_ms),

@@ -1,15 +1,18 @@
 //! `GET /price?asset=BTC[&source=okx]`: the current price of one asset, metered.
 
+use std::sync::Arc;
+
 use axum::{
     extract::{RawQuery, State},
     http::StatusCode,
     response::Response,
 };
+use beast_book::Answer;
 use beast_core::{ApiError, Protocol, now_ms};
 use serde::Deserialize;
 
 use super::{Keyed, error_response, json_response, parse_query};
-use crate::{AppState, state::normalize_asset};
+use crate::{AppState, keys::KeyEntry, state::normalize_asset};
 
 #[derive(Debug, Deserialize)]
 pub struct PriceQuery {
@@ -26,41 +29,40 @@ pub async fn price(
 ) -> Response {
     let now = now_ms();
     let query = parse_query::<PriceQuery>(query.as_deref());
-    let requested = query
-        .as_ref()
-        .ok()
-        .and_then(|q| q.asset.clone())
-        .unwrap_or_default();
-    let outcome = query.and_then(|q| {
-        let asset = normalize_asset(
-            q.asset
-                .as_deref()
-                .ok_or_else(|| ApiError::BadRequest("asset is required".into()))?,
-        )?;
-        key.admit(now)?;
-        state
-            .price_answer(&asset, q.source.as_deref(), now)
-            .map(|a| (asset, a))
-    });
+    let outcome = match &query {
+        Ok(q) => answer(&state, &key, q, now),
+        Err(e) => Err(e.clone()),
+    };
     let response = match &outcome {
-        Ok((_, answer)) => {
+        Ok(answer) => {
             key.count_success(1);
             json_response(StatusCode::OK, answer.template.render(now))
         }
         Err(e) => error_response(e),
     };
-    let asset = outcome
+    let requested = query
         .as_ref()
-        .map(|(a, _)| a.as_str())
-        .unwrap_or(requested.trim());
+        .ok()
+        .and_then(|q| q.asset.as_deref())
+        .unwrap_or("");
     state
-        .meter(
-            &key,
-            asset,
-            outcome.as_ref().map(|(_, a)| a),
-            Protocol::Http,
-            started,
-        )
+        .meter(&key, requested, outcome.as_deref(), Protocol::Http, started)
         .await;
     response
+}
+
+/// Admission (rate limit, quota) and lookup for one well-formed query.
+fn answer(
+    state: &AppState,
+    key: &KeyEntry,
+    q: &PriceQuery,
+    now: i64,
+) -> Result<Arc<Answer>, ApiError> {
+    let asset = q
+        .asset
+        .as_deref()
+        .ok_or_else(|| ApiError::BadRequest("asset is required".into()))?;
+    let asset = normalize_asset(asset)?;
+    key.admit(now)?;
+    state.price_answer(&asset, q.source.as_deref(), now)
 }

@@ -86,7 +86,7 @@ pub async fn prices(
     key.count_success(served as u64);
     for (asset, result) in &results {
         state
-            .meter(&key, asset, result.as_ref(), Protocol::Http, started)
+            .meter(&key, asset, result.as_deref(), Protocol::Http, started)
             .await;
     }
     let status = match results.iter().find_map(|(_, r)| r.as_ref().err()) {

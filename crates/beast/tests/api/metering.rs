@@ -20,7 +20,7 @@ async fn a_thousand_requests_then_shutdown_leave_exactly_a_thousand_rows() {
             async move {
                 app.get(
                     if i % 10 == 0 {
-                        "/price?asset=NOSUCHCOIN"
+                        "/price?asset=nosuchcoin"
                     } else {
                         "/price?asset=BTC"
                     },
