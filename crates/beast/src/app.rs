@@ -62,7 +62,6 @@ impl Params {
 pub struct Application {
     servers: Vec<(TcpListener, Router)>,
     addresses: Vec<(String, SocketAddr)>,
-    simulator: Option<SocketAddr>,
     store: Arc<SqliteStore>,
     /// Feeds, key reload, simulator: stopped after the listeners have drained.
     background: CancellationToken,
@@ -87,22 +86,17 @@ impl Application {
         let mut definitions = store.exchange_feeds().await?;
         let mappings = store.asset_map().await?;
         let catalog = Arc::new(Catalog::new(&definitions, &mappings));
-        let simulator = match settings.simulate {
-            false => None,
-            true => {
-                let sim =
-                    Simulator::start(SimulatorOptions::default(), background.clone(), &tracker)
-                        .await
-                        .context("starting the exchange simulator")?;
-                tracing::info!(addr = %sim.addr(), "exchange simulator listening");
-                for def in &mut definitions {
-                    if !sim.redirect(def) {
-                        tracing::warn!(exchange = %def.name, "not simulated: left pointing at its real endpoint");
-                    }
+        if settings.simulate {
+            let sim = Simulator::start(SimulatorOptions::default(), background.clone(), &tracker)
+                .await
+                .context("starting the exchange simulator")?;
+            tracing::info!(addr = %sim.addr(), "exchange simulator listening");
+            for def in &mut definitions {
+                if !sim.redirect(def) {
+                    tracing::warn!(exchange = %def.name, "not simulated: left pointing at its real endpoint");
                 }
-                Some(sim.addr())
             }
-        };
+        }
 
         let book = Arc::new(Book::new(params.fresh_max_age_ms));
         book.register(catalog.assets.keys().map(String::as_str));
@@ -205,7 +199,6 @@ impl Application {
         Ok(Self {
             servers,
             addresses,
-            simulator,
             store,
             background,
             tracker,
@@ -214,24 +207,11 @@ impl Application {
         })
     }
 
-    /// Every listener's name and bound address.
-    pub fn addresses(&self) -> &[(String, SocketAddr)] {
-        &self.addresses
-    }
-
     pub fn address(&self, name: &str) -> Option<SocketAddr> {
         self.addresses
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, a)| *a)
-    }
-
-    pub fn simulator_address(&self) -> Option<SocketAddr> {
-        self.simulator
-    }
-
-    pub fn store(&self) -> Arc<SqliteStore> {
-        self.store.clone()
     }
 
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {

@@ -9,7 +9,6 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use beast_core::{AssetMapping, ExchangeDefinition, Tier, UsageEvent};
-use serde::Serialize;
 
 pub use seed::{parameter_defaults, seeded_exchanges};
 pub use sqlite::SqliteStore;
@@ -35,10 +34,9 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A row of `api_keys` (the raw key is never stored, only its hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
     pub id: i64,
-    #[serde(skip)]
     pub key_hash: String,
     /// First characters of the key, to recognise it in listings.
     pub key_prefix: String,
