@@ -1,5 +1,5 @@
-//! What this node lists: exchanges and, per asset, the exchanges that map it. Built from the
-//! store's rows at start; read by the public `/exchanges` and `/assets` endpoints and used to
+//! What this node lists: exchanges and, per asset, the enabled exchanges that map it. Built
+//! from the store's rows, rebuilt whenever they change; read by the public `/exchanges` and `/assets` endpoints and used to
 //! resolve a pinned `source`.
 
 use std::collections::BTreeMap;
@@ -43,10 +43,11 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(definitions: &[ExchangeDefinition], mappings: &[AssetMapping]) -> Self {
+        // Only enabled exchanges price anything.
         let source_of = |exchange: &str| {
             definitions
                 .iter()
-                .find(|d| d.name == exchange)
+                .find(|d| d.name == exchange && d.enabled)
                 .map(|d| d.source.clone())
         };
         let mut assets: BTreeMap<String, AssetListing> = BTreeMap::new();

@@ -1,12 +1,16 @@
 //! Serving prices to key holders. `state` holds what every protocol shares (book, keys,
 //! usage sink, catalog) and the one lookup every protocol answers with; `keys` authenticates,
-//! rate-limits and enforces quotas in memory; `http` has one file per endpoint.
+//! rate-limits and enforces quotas in memory; `http` has one file per endpoint; `admin` is the
+//! admin API; `manage` changes exchanges and mappings live.
 
+pub mod admin;
 pub mod catalog;
 pub mod http;
 pub mod keys;
+pub mod manage;
 pub mod state;
 
+pub use admin::AdminKey;
 pub use catalog::Catalog;
 pub use keys::KeyRing;
 pub use state::AppState;

@@ -1,76 +1,94 @@
-//! What every protocol shares, and the one price lookup they all answer with.
+//! What every protocol shares, and the one price lookup they all answer with: memory first,
+//! then (for an asset that is mapped but not live, or gone stale) the exchange's REST ticker.
 
 use std::{sync::Arc, time::Instant};
 
+use arc_swap::ArcSwap;
 use beast_book::{Answer, Book, Lookup};
-use beast_core::{ApiError, CacheTier, Protocol, UsageEvent, now_ms};
-use beast_feeds::FeedRegistry;
+use beast_core::{ApiError, CacheTier, MAX_ASSET_LEN, Protocol, UsageEvent, now_ms};
+use beast_feeds::FeedManager;
+use beast_store::Store;
 use beast_usage::UsageSink;
 
-use crate::{Catalog, KeyRing, keys::KeyEntry};
-
-/// Longest asset name accepted.
-const MAX_ASSET_LEN: usize = 20;
+use crate::{AdminKey, Catalog, KeyRing, keys::KeyEntry};
 
 #[derive(Clone)]
 pub struct AppState {
     pub book: Arc<Book>,
     pub keys: Arc<KeyRing>,
     pub usage: UsageSink,
-    pub catalog: Arc<Catalog>,
-    pub feeds: Arc<FeedRegistry>,
+    /// Swapped whole when exchanges or mappings change.
+    pub catalog: Arc<ArcSwap<Catalog>>,
+    pub feeds: Arc<FeedManager>,
+    pub store: Arc<dyn Store>,
+    pub admin: Arc<AdminKey>,
+    /// Serializes applying the exchange configuration; holds the revision last applied.
+    pub applied: Arc<tokio::sync::Mutex<i64>>,
     /// This node's name in usage rows and status.
     pub node: Arc<str>,
     pub roles: Arc<[String]>,
     pub started: Instant,
 }
 
+/// An answer and the tier that produced it.
+pub type Served = (Arc<Answer>, CacheTier);
+
 /// A normalized asset name (`btc ` → `BTC`), or why it is not one.
 pub fn normalize_asset(raw: &str) -> Result<String, ApiError> {
-    let asset = raw.trim().to_ascii_uppercase();
-    if asset.is_empty()
-        || asset.len() > MAX_ASSET_LEN
-        || !asset.chars().all(|c| c.is_ascii_alphanumeric())
-    {
-        return Err(ApiError::BadRequest(format!(
+    beast_core::normalize_asset(raw).ok_or_else(|| {
+        ApiError::BadRequest(format!(
             "asset must be 1 to {MAX_ASSET_LEN} letters or digits, got {:?}",
             raw.chars().take(40).collect::<String>()
-        )));
-    }
-    Ok(asset)
+        ))
+    })
 }
 
 impl AppState {
-    /// The current answer for an asset, optionally pinned to one source.
-    pub fn price_answer(
+    /// The current answer for an asset, optionally pinned to one source (an exchange name or
+    /// a source tag). Memory answers at once; otherwise the asset is fetched on demand from
+    /// the best exchange that lists it, and an honest error (no price yet, stale with its age)
+    /// is returned when that gives nothing.
+    pub async fn price_answer(
         &self,
         asset: &str,
         source: Option<&str>,
         now: i64,
-    ) -> Result<Arc<Answer>, ApiError> {
-        let pinned = match source {
+    ) -> Result<Served, ApiError> {
+        let pinned: Option<Arc<str>> = match source {
             None => None,
             Some(wanted) => {
-                let tag = self
-                    .catalog
+                let catalog = self.catalog.load();
+                let tag = catalog
                     .source_tag(wanted)
-                    .filter(|tag| self.catalog.lists(asset, tag))
+                    .filter(|tag| catalog.lists(asset, tag))
                     .ok_or_else(|| ApiError::UnknownSource {
                         source_tag: wanted.chars().take(40).collect(),
                     })?;
-                Some(tag)
+                Some(tag.into())
             }
         };
+        let pinned = pinned.as_deref();
         match self.book.lookup(asset, pinned, now) {
-            Lookup::Fresh(answer) => Ok(answer),
+            Lookup::Fresh(answer) => return Ok((answer, CacheTier::Memory)),
+            Lookup::Unknown => {
+                return Err(ApiError::UnknownAsset {
+                    asset: asset.to_owned(),
+                });
+            }
+            Lookup::Stale { .. } | Lookup::NoPrice => {}
+        }
+        let fresh_now = || matches!(self.book.lookup(asset, pinned, now_ms()), Lookup::Fresh(_));
+        let fetched = self.feeds.fetch_now(asset, pinned, fresh_now).await;
+        if let Err(e) = &fetched {
+            tracing::debug!(asset, error = %e, "no on-demand price");
+        }
+        match self.book.lookup(asset, pinned, now_ms()) {
+            Lookup::Fresh(answer) => Ok((answer, CacheTier::Rest)),
             Lookup::Stale { age_ms } => Err(ApiError::StalePrice {
                 asset: asset.to_owned(),
                 age_ms,
             }),
-            Lookup::NoPrice => Err(ApiError::NoPrice {
-                asset: asset.to_owned(),
-            }),
-            Lookup::Unknown => Err(ApiError::UnknownAsset {
+            Lookup::NoPrice | Lookup::Unknown => Err(ApiError::NoPrice {
                 asset: asset.to_owned(),
             }),
         }
@@ -83,16 +101,16 @@ impl AppState {
         &self,
         key: &KeyEntry,
         requested: &str,
-        outcome: Result<&Answer, &ApiError>,
+        outcome: Result<&Served, &ApiError>,
         protocol: Protocol,
         started: Instant,
     ) {
         let (asset, status, source, tier) = match outcome {
-            Ok(answer) => (
+            Ok((answer, tier)) => (
                 answer.asset.clone(),
                 200,
                 answer.sources_used.clone(),
-                CacheTier::Memory,
+                *tier,
             ),
             Err(e) => {
                 let asset = normalize_asset(requested)

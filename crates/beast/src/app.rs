@@ -8,9 +8,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
 use anyhow::Context;
 use axum::Router;
-use beast_api::{AppState, Catalog, KeyRing, http};
+use beast_api::{AdminKey, AppState, Catalog, KeyRing, http};
 use beast_book::Book;
-use beast_feeds::{CompiledDefinition, FeedRegistry};
+use beast_core::ExchangeDefinition;
+use beast_feeds::{FeedManager, FeedOptions, Redirect, RestClient};
 use beast_simulator::{Simulator, SimulatorOptions};
 use beast_store::{SqliteStore, Store, parameter_defaults};
 use beast_usage::WriterOptions;
@@ -22,9 +23,11 @@ use crate::config::{Role, Settings};
 /// Runtime parameters read from `application_parameters`.
 #[derive(Debug, Clone, Copy)]
 struct Params {
-    fresh_max_age_ms: i64,
     usage: WriterOptions,
     keys_reload: Duration,
+    exchanges_reload: Duration,
+    rest_timeout: Duration,
+    feeds: FeedOptions,
 }
 
 impl Params {
@@ -47,14 +50,23 @@ impl Params {
                 None => default.and_then(|d| d.parse().ok()).unwrap_or(1),
             }
         };
+        let ms = |name: &str| get(name).min(i64::MAX as u64) as i64;
         Self {
-            fresh_max_age_ms: get("price_fresh_max_age_ms") as i64,
             usage: WriterOptions {
                 capacity: get("usage_channel_capacity") as usize,
                 batch_size: get("usage_batch_size") as usize,
                 flush_interval: Duration::from_millis(get("usage_flush_ms")),
             },
             keys_reload: Duration::from_millis(get("keys_reload_ms")),
+            exchanges_reload: Duration::from_millis(get("exchanges_reload_ms")),
+            rest_timeout: Duration::from_millis(get("rest_timeout_ms")),
+            feeds: FeedOptions {
+                fresh_max_age_ms: ms("price_fresh_max_age_ms"),
+                pair_quiet_ms: ms("pair_quiet_ms"),
+                rest_fallback_ms: ms("rest_fallback_ms"),
+                rest_concurrency: get("rest_concurrency") as usize,
+                on_demand_retry_ms: ms("on_demand_retry_ms"),
+            },
         }
     }
 }
@@ -83,45 +95,39 @@ impl Application {
         let background = CancellationToken::new();
         let tracker = TaskTracker::new();
 
-        let mut definitions = store.exchange_feeds().await?;
-        let mappings = store.asset_map().await?;
-        let catalog = Arc::new(Catalog::new(&definitions, &mappings));
-        if settings.simulate {
-            let sim = Simulator::start(SimulatorOptions::default(), background.clone(), &tracker)
+        let mut addresses = Vec::new();
+        let redirect: Option<Redirect> = if settings.simulate {
+            let options = SimulatorOptions {
+                bind: settings.simulator_addr,
+                ..SimulatorOptions::default()
+            };
+            let sim = Simulator::start(options, background.clone(), &tracker)
                 .await
                 .context("starting the exchange simulator")?;
-            tracing::info!(addr = %sim.addr(), "exchange simulator listening");
-            for def in &mut definitions {
-                if !sim.redirect(def) {
+            tracing::info!(listener = "simulator", addr = %sim.addr(), "listening");
+            addresses.push(("simulator".to_owned(), sim.addr()));
+            Some(Arc::new(move |def: &mut ExchangeDefinition| {
+                let done = sim.redirect(def);
+                if !done {
                     tracing::warn!(exchange = %def.name, "not simulated: left pointing at its real endpoint");
                 }
-            }
-        }
+                done
+            }))
+        } else {
+            None
+        };
 
-        let book = Arc::new(Book::new(params.fresh_max_age_ms));
-        book.register(catalog.assets.keys().map(String::as_str));
+        let book = Arc::new(Book::new(params.feeds.fresh_max_age_ms));
         let runs_feeds = roles
             .iter()
             .any(|r| matches!(r, Role::Price | Role::Webhook));
-        let compiled = if runs_feeds {
-            definitions
-                .into_iter()
-                .filter_map(|d| {
-                    let name = d.name.clone();
-                    CompiledDefinition::compile(d)
-                        .map_err(|e| tracing::error!(exchange = %name, error = %e, "exchange not started"))
-                        .ok()
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let feeds = Arc::new(FeedRegistry::start(
-            compiled,
-            &mappings,
+        let feeds = Arc::new(FeedManager::new(
+            params.feeds,
             book.clone(),
-            &background,
-            &tracker,
+            RestClient::new(params.rest_timeout).context("building the REST client")?,
+            redirect,
+            background.clone(),
+            tracker.clone(),
         ));
 
         let keys = Arc::new(KeyRing::default());
@@ -141,8 +147,11 @@ impl Application {
             book,
             keys,
             usage,
-            catalog,
+            catalog: Arc::default(),
             feeds,
+            store: store.clone(),
+            admin: Arc::new(AdminKey::new(&settings.admin_key()?)),
+            applied: Arc::default(),
             node: settings.node_id.as_str().into(),
             roles: settings
                 .roles
@@ -151,6 +160,18 @@ impl Application {
                 .collect(),
             started: Instant::now(),
         };
+        if runs_feeds {
+            state.apply_exchanges().await?;
+            tracker.spawn(
+                state
+                    .clone()
+                    .keep_exchanges_in_step(params.exchanges_reload, background.clone()),
+            );
+        } else {
+            // No feeds, but the catalog still lists what the store holds.
+            let catalog = Catalog::new(&store.exchange_feeds().await?, &store.asset_map().await?);
+            state.catalog.store(Arc::new(catalog));
+        }
         let mut wanted: Vec<(&str, SocketAddr, Router)> = Vec::new();
         for role in &roles {
             match role {
@@ -186,7 +207,6 @@ impl Application {
             }
         }
         let mut servers = Vec::new();
-        let mut addresses = Vec::new();
         for (name, addr, router) in wanted {
             let listener = TcpListener::bind(addr)
                 .await

@@ -30,6 +30,11 @@ pub struct Settings {
     pub simulate: bool,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// Where the simulator listens with `simulate` (port 0 = any free port; it is logged).
+    pub simulator_addr: SocketAddr,
+    /// File holding the admin key, used when `BEAST_ADMIN_KEY` is not set; created with a
+    /// random key (mode 0600) if missing. Default: `<data_dir>/admin.key`.
+    pub admin_key_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -46,6 +51,8 @@ impl Default for Settings {
             node_id: default_node_id(),
             simulate: false,
             log_format: "text".into(),
+            simulator_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_key_file: None,
         }
     }
 }
@@ -67,6 +74,43 @@ pub enum Role {
 }
 
 impl Settings {
+    /// The admin key: `BEAST_ADMIN_KEY` if set, else the key file, created with a random key
+    /// (readable by the owner only) on first use. The key itself is never logged.
+    pub fn admin_key(&self) -> anyhow::Result<String> {
+        if let Ok(key) = std::env::var("BEAST_ADMIN_KEY")
+            && !key.trim().is_empty()
+        {
+            return Ok(key.trim().to_owned());
+        }
+        let path = self.admin_key_path();
+        match std::fs::read_to_string(&path) {
+            Ok(key) if !key.trim().is_empty() => return Ok(key.trim().to_owned()),
+            Ok(_) => bail!("admin key file {} is empty", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+        let key = beast_store::keys::generate_key();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        writeln!(file, "{key}")?;
+        tracing::info!(file = %path.display(), "admin key created");
+        Ok(key)
+    }
+
+    pub fn admin_key_path(&self) -> PathBuf {
+        self.admin_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.key"))
+    }
+
     pub fn roles(&self) -> anyhow::Result<Vec<Role>> {
         let mut roles = Vec::new();
         for name in self
@@ -147,6 +191,14 @@ pub struct ServeArgs {
     #[arg(long, env = "BEAST_LOG_FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
+    /// Simulator listener with --simulate, for fault injection [default: 127.0.0.1:0]
+    #[arg(long, env = "BEAST_SIMULATOR_ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulator_addr: Option<SocketAddr>,
+    /// Admin key file, used when BEAST_ADMIN_KEY is unset [default: <data-dir>/admin.key]
+    #[arg(long, env = "BEAST_ADMIN_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_key_file: Option<PathBuf>,
 }
 
 /// The seeds' `SERVER_TYPE` as roles.

@@ -48,6 +48,14 @@ struct AssetBook {
 }
 
 impl AssetBook {
+    fn new(asset: Arc<str>) -> Arc<Self> {
+        Arc::new(Self {
+            asset,
+            sources: Mutex::new(Vec::new()),
+            view: ArcSwap::default(),
+        })
+    }
+
     fn rebuild(&self, sources: &[SourcePrice], now_ms: i64, max_age_ms: i64) {
         let pinned = sources
             .iter()
@@ -90,14 +98,27 @@ impl Book {
         let _guard = self.adding.lock();
         let mut map = HashMap::clone(&self.assets.load());
         for asset in assets {
-            map.entry(Arc::from(asset)).or_insert_with_key(|a| {
-                Arc::new(AssetBook {
-                    asset: a.clone(),
-                    sources: Mutex::new(Vec::new()),
-                    view: ArcSwap::default(),
-                })
-            });
+            map.entry(Arc::from(asset))
+                .or_insert_with_key(|a| AssetBook::new(a.clone()));
         }
+        self.assets.store(Arc::new(map));
+    }
+
+    /// Makes exactly these assets known: new ones are added, absent ones forgotten (an asset
+    /// that is no longer mapped answers "unknown"), the others keep their prices.
+    pub fn set_assets<'a>(&self, assets: impl IntoIterator<Item = &'a str>) {
+        let _guard = self.adding.lock();
+        let old = self.assets.load();
+        let map = assets
+            .into_iter()
+            .map(|asset| match old.get_key_value(asset) {
+                Some((name, book)) => (name.clone(), book.clone()),
+                None => {
+                    let name: Arc<str> = Arc::from(asset);
+                    (name.clone(), AssetBook::new(name))
+                }
+            })
+            .collect();
         self.assets.store(Arc::new(map));
     }
 

@@ -121,15 +121,19 @@ fn default_liveness() -> u64 {
 
 /// A normalized asset on one exchange (`BTC` is `BTC-USD` on Coinbase).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AssetMapping {
     pub exchange: String,
     pub asset: String,
     pub symbol: String,
     /// Quote currency of that market (`USD`, `USDT`): never relabelled.
     pub quote: String,
+    #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Subscribed live on the exchange's WebSocket.
+    /// Subscribed live on the exchange's WebSocket; otherwise fetched on demand.
+    #[serde(default)]
     pub prewarm: bool,
+    #[serde(default)]
     pub category: String,
 }
 

@@ -23,8 +23,16 @@ pub enum ApiError {
     StalePrice { asset: String, age_ms: i64 },
     #[error("{0}")]
     BadRequest(String),
-    #[error("not found")]
-    NotFound,
+    /// A definition or mapping field that does not validate.
+    #[error("field `{field}`: {message}")]
+    InvalidField { field: String, message: String },
+    #[error("this endpoint needs the admin key")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(String),
+    /// Something on our side failed; the details are in the server log.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -32,11 +40,13 @@ impl ApiError {
         match self {
             ApiError::MissingKey | ApiError::InvalidKey => 401,
             ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => 429,
-            ApiError::UnknownAsset { .. } | ApiError::UnknownSource { .. } | ApiError::NotFound => {
-                404
-            }
+            ApiError::UnknownAsset { .. }
+            | ApiError::UnknownSource { .. }
+            | ApiError::NotFound(_) => 404,
             ApiError::NoPrice { .. } | ApiError::StalePrice { .. } => 503,
-            ApiError::BadRequest(_) => 400,
+            ApiError::BadRequest(_) | ApiError::InvalidField { .. } => 400,
+            ApiError::Forbidden => 403,
+            ApiError::Internal(_) => 500,
         }
     }
 
@@ -52,7 +62,10 @@ impl ApiError {
             ApiError::NoPrice { .. } => "no_price_yet",
             ApiError::StalePrice { .. } => "stale_price",
             ApiError::BadRequest(_) => "bad_request",
-            ApiError::NotFound => "not_found",
+            ApiError::InvalidField { .. } => "invalid_field",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Internal(_) => "internal_error",
         }
     }
 
@@ -72,8 +85,10 @@ impl ApiError {
         if let Some(s) = self.retry_after_s() {
             body["retry_after_s"] = json!(s);
         }
-        if let ApiError::StalePrice { age_ms, .. } = self {
-            body["age_ms"] = json!(age_ms);
+        match self {
+            ApiError::StalePrice { age_ms, .. } => body["age_ms"] = json!(age_ms),
+            ApiError::InvalidField { field, .. } => body["field"] = json!(field),
+            _ => {}
         }
         json!({ "error": body })
     }

@@ -11,6 +11,19 @@ pub use error::ApiError;
 pub use price::{Price, Tick, TickSink};
 pub use usage::{CacheTier, Protocol, UsageEvent};
 
+/// Longest asset (or quote currency) name.
+pub const MAX_ASSET_LEN: usize = 20;
+
+/// A normalized asset name (` btc ` → `BTC`), or `None` if it is not 1 to
+/// [`MAX_ASSET_LEN`] ASCII letters or digits.
+pub fn normalize_asset(raw: &str) -> Option<String> {
+    let asset = raw.trim().to_ascii_uppercase();
+    let valid = !asset.is_empty()
+        && asset.len() <= MAX_ASSET_LEN
+        && asset.chars().all(|c| c.is_ascii_alphanumeric());
+    valid.then_some(asset)
+}
+
 /// Wall-clock time in unix milliseconds. Ages and freshness are measured on this clock.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -25,6 +25,8 @@ impl Protocol {
 pub enum CacheTier {
     /// The in-process price book.
     Memory,
+    /// Fetched from an exchange's REST ticker for this request (on demand).
+    Rest,
     /// Nothing answered (errors).
     None,
 }
@@ -33,6 +35,7 @@ impl CacheTier {
     pub fn as_str(self) -> &'static str {
         match self {
             CacheTier::Memory => "memory",
+            CacheTier::Rest => "rest",
             CacheTier::None => "none",
         }
     }

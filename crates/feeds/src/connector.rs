@@ -1,25 +1,54 @@
 //! One WebSocket connection of one exchange, run from its definition alone: connect, wait
-//! `connect_delay_ms`, subscribe, keep alive (`ping_*`, heartbeat replies), enforce the
-//! liveness deadline, normalize trades into ticks, and reconnect with backoff when anything
-//! ends the session.
+//! `connect_delay_ms`, subscribe (everything, after every reconnect), keep alive (`ping_*`,
+//! heartbeat replies), enforce the liveness deadline, drop trades whose id was already seen
+//! (snapshots replayed on resubscribe), and reconnect with backoff when anything ends the
+//! session.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use beast_core::{Tick, TickSink, now_ms};
+use beast_core::now_ms;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, interval_at, sleep, timeout};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
-use crate::{CompiledDefinition, FeedStats, Frame, RawTrade};
+use crate::{
+    Frame, RawTrade,
+    feed::{Feed, PriceUpdate},
+};
 
 /// A session that lasted this long resets the backoff to its minimum.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Trade ids remembered per pair: far more than any exchange replays on subscribe.
+const RECENT_IDS: usize = 256;
 
-/// Exchange symbol (lower case) → (asset, quote).
-pub type SymbolTable = HashMap<String, (Arc<str>, Arc<str>)>;
+/// The last trade ids seen on one pair (hashed), oldest first.
+#[derive(Default)]
+struct RecentIds(VecDeque<u64>);
+
+impl RecentIds {
+    /// Remembers `id`; false if it was already seen.
+    fn insert(&mut self, id: &str) -> bool {
+        let mut hasher = DefaultHasher::new();
+        id.hash(&mut hasher);
+        let hash = hasher.finish();
+        if self.0.contains(&hash) {
+            return false;
+        }
+        if self.0.len() == RECENT_IDS {
+            self.0.pop_front();
+        }
+        self.0.push_back(hash);
+        true
+    }
+}
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -36,19 +65,28 @@ enum SessionEnd {
     WebSocket(#[from] tungstenite::Error),
 }
 
-/// One connection's work: its share of the exchange's symbols.
-pub struct Connection {
-    pub def: Arc<CompiledDefinition>,
-    pub symbols: Vec<String>,
-    pub table: Arc<SymbolTable>,
-    pub sink: Arc<dyn TickSink>,
-    pub stats: Arc<FeedStats>,
+/// One connection's work: its shard of the exchange's pairs.
+pub(crate) struct Connection {
+    feed: Arc<Feed>,
+    shard: usize,
+    symbols: Vec<String>,
+    /// Per pair index; outlives sessions so a replay after a reconnect is recognised.
+    recent: HashMap<usize, RecentIds>,
 }
 
 impl Connection {
+    pub fn new(feed: Arc<Feed>, shard: usize, symbols: Vec<String>) -> Self {
+        Self {
+            feed,
+            shard,
+            symbols,
+            recent: HashMap::new(),
+        }
+    }
+
     /// Runs until `cancel` fires, reconnecting with exponential backoff (1 s → 60 s, jitter).
-    pub async fn run(self, cancel: CancellationToken) {
-        let name = self.def.def.name.clone();
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let name = self.feed.def.def.name.clone();
         let policy = ExponentialBuilder::default()
             .with_min_delay(Duration::from_secs(1))
             .with_max_delay(Duration::from_secs(60))
@@ -58,7 +96,7 @@ impl Connection {
         loop {
             let started = Instant::now();
             let end = self.session(&cancel).await;
-            self.stats.connection_down();
+            self.feed.set_shard_up(self.shard, false);
             match end {
                 SessionEnd::Stopped => return,
                 end => tracing::warn!(exchange = %name, reason = %end, "feed connection ended"),
@@ -67,9 +105,7 @@ impl Connection {
                 backoff = policy.build();
             }
             let delay = backoff.next().unwrap_or(Duration::from_secs(60));
-            self.stats
-                .reconnects
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.feed.stats.reconnect();
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = sleep(delay) => {}
@@ -77,8 +113,9 @@ impl Connection {
         }
     }
 
-    async fn session(&self, cancel: &CancellationToken) -> SessionEnd {
-        let d = &self.def.def;
+    async fn session(&mut self, cancel: &CancellationToken) -> SessionEnd {
+        let def = self.feed.def.clone();
+        let d = &def.def;
         let connect = tokio_tungstenite::connect_async(d.ws_url.as_str());
         let mut ws = tokio::select! {
             _ = cancel.cancelled() => return SessionEnd::Stopped,
@@ -92,12 +129,12 @@ impl Connection {
             _ = cancel.cancelled() => return SessionEnd::Stopped,
             _ = sleep(Duration::from_millis(d.connect_delay_ms)) => {}
         }
-        for msg in self.def.subscribe_messages(&self.symbols, now_ms()) {
+        for msg in def.subscribe_messages(&self.symbols, now_ms()) {
             if let Err(e) = ws.send(Message::Text(msg.into())).await {
                 return e.into();
             }
         }
-        self.stats.connection_up();
+        self.feed.set_shard_up(self.shard, true);
         tracing::info!(exchange = %d.name, symbols = self.symbols.len(), "feed subscribed");
 
         let ping_period = Duration::from_secs(d.ping_interval_s.max(1));
@@ -120,7 +157,7 @@ impl Connection {
                     let _ = ws.close(None).await;
                     return SessionEnd::Stopped;
                 }
-                Event::Ping => Some(match self.def.ping_text(now_ms()) {
+                Event::Ping => Some(match def.ping_text(now_ms()) {
                     Some(text) => Message::Text(text.into()),
                     None => Message::Ping(Default::default()),
                 }),
@@ -128,13 +165,13 @@ impl Connection {
                 Event::Frame(Ok(None)) => return SessionEnd::Closed,
                 Event::Frame(Ok(Some(Err(e)))) => return e.into(),
                 Event::Frame(Ok(Some(Ok(msg)))) => {
-                    self.stats.frame_seen();
+                    self.feed.stats.frame_seen();
                     match msg {
                         Message::Text(text) => self.handle_text(text.as_str()),
                         Message::Binary(bytes) => match std::str::from_utf8(&bytes) {
                             Ok(text) => self.handle_text(text),
                             Err(_) => {
-                                self.stats.parse_error();
+                                self.feed.stats.parse_error();
                                 None
                             }
                         },
@@ -152,8 +189,8 @@ impl Connection {
     }
 
     /// Handles one text frame; returns a reply to send, if any.
-    fn handle_text(&self, text: &str) -> Option<Message> {
-        match self.def.read_frame(text) {
+    fn handle_text(&mut self, text: &str) -> Option<Message> {
+        match self.feed.def.read_frame(text) {
             Ok(Frame::Trades { trades, replayed }) => {
                 let received = now_ms();
                 for trade in trades {
@@ -164,29 +201,52 @@ impl Connection {
             Ok(Frame::Heartbeat(reply)) => Some(Message::Text(reply.into())),
             Ok(Frame::Text | Frame::Other) => None,
             Err(e) => {
-                self.stats.parse_error();
-                tracing::debug!(exchange = %self.def.def.name, error = %e, "frame skipped");
+                self.feed.stats.parse_error();
+                tracing::debug!(exchange = %self.feed.def.def.name, error = %e, "frame skipped");
                 None
             }
         }
     }
 
-    fn deliver(&self, trade: RawTrade, replayed: bool, received: i64) {
-        let Some((asset, quote)) = self.table.get(&trade.symbol.to_ascii_lowercase()) else {
-            self.stats.unknown_symbol();
+    fn deliver(&mut self, trade: RawTrade, replayed: bool, received: i64) {
+        let Some(index) = self.feed.pair_index(&trade.symbol) else {
             return;
         };
-        self.stats.trade_seen();
-        self.sink.apply(Tick {
-            asset: asset.clone(),
-            source: self.stats.source.clone(),
-            quote: quote.clone(),
-            price: trade.price,
-            size: trade.size,
-            trade_id: trade.trade_id,
-            time_exchange_ms: trade.time_ms.unwrap_or(received),
-            time_received_ms: received,
-            replayed,
-        });
+        if let Some(id) = &trade.trade_id
+            && !self.recent.entry(index).or_default().insert(id)
+        {
+            self.feed.stats.duplicate();
+            return;
+        }
+        self.feed.deliver(
+            index,
+            PriceUpdate {
+                price: trade.price,
+                size: trade.size,
+                trade_id: trade.trade_id,
+                time_exchange_ms: trade.time_ms,
+                received_ms: received,
+                replayed,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trade_id_is_seen_once_and_the_memory_is_bounded() {
+        let mut recent = RecentIds::default();
+        assert!(recent.insert("1"));
+        assert!(!recent.insert("1"));
+        for i in 2..=RECENT_IDS + 1 {
+            assert!(recent.insert(&i.to_string()));
+        }
+        assert_eq!(recent.0.len(), RECENT_IDS);
+        // "1" was the oldest and has been forgotten; the newest are still known.
+        assert!(recent.insert("1"));
+        assert!(!recent.insert(&RECENT_IDS.to_string()));
     }
 }

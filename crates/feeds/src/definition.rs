@@ -1,13 +1,14 @@
 //! Compiling an exchange definition: every JSONPath parsed once, every template checked.
-//! A definition that does not validate is refused with an error naming the field.
+//! A definition (or an asset mapping) that does not validate is refused with an error naming
+//! the field.
 
-use beast_core::{ExchangeDefinition, definition::MatchRules};
+use beast_core::{AssetMapping, ExchangeDefinition, definition::MatchRules, normalize_asset};
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
-/// A definition field that does not validate.
+/// A field of a definition or mapping that does not validate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid exchange definition: field `{field}`: {message}")]
+#[error("field `{field}`: {message}")]
 pub struct DefinitionError {
     pub field: &'static str,
     pub message: String,
@@ -50,6 +51,9 @@ pub struct CompiledDefinition {
     pub size: Option<ItemPath>,
     pub time: Option<ItemPath>,
     pub trade_id: Option<ItemPath>,
+    /// Paths in the REST ticker answer; `None` when the exchange has no `rest_url`.
+    pub rest_price: Option<JsonPath>,
+    pub rest_time: Option<JsonPath>,
 }
 
 fn frame_path(field: &'static str, text: &str) -> Result<JsonPath, DefinitionError> {
@@ -191,16 +195,19 @@ impl CompiledDefinition {
                 }
             },
         };
-        if !def.rest_url.is_empty() {
+        let rest_price = if def.rest_url.is_empty() {
+            None
+        } else {
             check_url("rest_url", &def.rest_url, &["https://", "http://"])?;
             if !def.rest_url.contains("{SYMBOL}") {
                 return Err(invalid("rest_url", "must contain `{SYMBOL}`"));
             }
-            frame_path("rest_price_path", &def.rest_price_path)?;
-        }
-        if !def.rest_time_path.is_empty() {
-            frame_path("rest_time_path", &def.rest_time_path)?;
-        }
+            Some(frame_path("rest_price_path", &def.rest_price_path)?)
+        };
+        let rest_time = match def.rest_time_path.as_str() {
+            "" => None,
+            path => Some(frame_path("rest_time_path", path)?),
+        };
         Ok(Self {
             match_rules: rules("match", &def.match_rules)?,
             snapshot_rules: rules("snapshot_match", &def.snapshot_match)?,
@@ -213,6 +220,8 @@ impl CompiledDefinition {
             size: optional_item_path("size_path", &def.size_path)?,
             time: optional_item_path("time_path", &def.time_path)?,
             trade_id: optional_item_path("trade_id_path", &def.trade_id_path)?,
+            rest_price,
+            rest_time,
             def,
         })
     }
@@ -243,6 +252,51 @@ impl CompiledDefinition {
     pub fn ping_text(&self, now_ms: i64) -> Option<String> {
         (!self.def.ping_payload.is_empty()).then(|| fill_time(&self.def.ping_payload, now_ms))
     }
+}
+
+/// Checks one asset mapping and returns it normalized (asset and quote upper case). The
+/// exchange it names must be one of `exchanges`.
+pub fn validate_mapping(
+    mapping: &AssetMapping,
+    exchanges: &[&str],
+) -> Result<AssetMapping, DefinitionError> {
+    if !exchanges.contains(&mapping.exchange.as_str()) {
+        return Err(invalid(
+            "exchange",
+            format!("no exchange named {:?}", mapping.exchange),
+        ));
+    }
+    let asset = normalize_asset(&mapping.asset).ok_or_else(|| {
+        invalid(
+            "asset",
+            format!("{:?} is not 1 to 20 letters or digits", mapping.asset),
+        )
+    })?;
+    let quote = normalize_asset(&mapping.quote).ok_or_else(|| {
+        invalid(
+            "quote",
+            format!("{:?} is not 1 to 20 letters or digits", mapping.quote),
+        )
+    })?;
+    let symbol = mapping.symbol.trim();
+    if symbol.is_empty()
+        || symbol.len() > 64
+        || !symbol.chars().all(|c| c.is_ascii_graphic() && c != '"')
+    {
+        return Err(invalid(
+            "symbol",
+            "1 to 64 printable characters, no spaces or quotes",
+        ));
+    }
+    Ok(AssetMapping {
+        exchange: mapping.exchange.clone(),
+        asset,
+        symbol: symbol.to_owned(),
+        quote,
+        enabled: mapping.enabled,
+        prewarm: mapping.prewarm,
+        category: mapping.category.trim().to_owned(),
+    })
 }
 
 /// Replaces `{TS}` (unix ms) and `{TS_S}` (unix s).

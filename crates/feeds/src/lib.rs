@@ -6,15 +6,22 @@
 //! - `definition`: validation and JSONPath compilation of a definition, with errors naming the field.
 //! - `extract`: one frame → trades, a heartbeat to answer, or nothing.
 //! - `timefmt`: trade timestamps in every format exchanges use.
-//! - `connector`: one WebSocket connection: subscribe, keep-alive, liveness, reconnect with backoff.
-//! - `registry`: the running feeds of a node and their live status.
+//! - `feed`: one running exchange: its pairs, their last live price, its counters.
+//! - `connector`: one WebSocket connection: subscribe, keep-alive, liveness, trade-id
+//!   de-duplication, reconnect with backoff.
+//! - `rest`: the REST ticker, for quiet pairs, fallback and on-demand assets.
+//! - `manager`: the feeds of a node, changed live from the stored rows.
 
-pub mod connector;
+mod connector;
 pub mod definition;
 pub mod extract;
-pub mod registry;
+mod feed;
+pub mod manager;
+pub mod rest;
 pub mod timefmt;
 
-pub use definition::{CompiledDefinition, DefinitionError};
+pub use definition::{CompiledDefinition, DefinitionError, validate_mapping};
 pub use extract::{Frame, RawTrade};
-pub use registry::{FeedRegistry, FeedStats, FeedStatus};
+pub use feed::{FeedStats, FeedStatus};
+pub use manager::{FeedManager, FeedOptions, FetchError, Redirect};
+pub use rest::RestClient;

@@ -6,8 +6,31 @@
 //! that exchange's protocol ([`session`] runs the connection, one module per exchange under
 //! [`exchange`] writes the frames); any other GET is that exchange's REST ticker. Prices are
 //! random walks in [`market`], shared by every connection and the tickers.
+//!
+//! # Faults
+//!
+//! Tests and operators break a running simulator on demand, through [`Simulator::inject`] or
+//! over HTTP on the same listener ([`fault`] holds the state and the semantics of each
+//! [`FaultKind`]):
+//!
+//! - `POST /_faults` with a [`FaultRequest`] body, e.g.
+//!   `{"exchange":"okx","kind":"stall","duration_ms":5000}`, answers 200
+//!   `{"active":[ActiveFault...]}`; a body that is not a valid request, or names an exchange
+//!   the simulator does not speak, answers 400 `{"error":"..."}`.
+//! - `GET /_faults` answers 200 with the same list, e.g.
+//!   `{"active":[{"exchange":"okx","kind":"stall","remaining_ms":4210}]}` (`remaining_ms` is
+//!   null for a fault that lasts until cleared; `slow_rest` adds `delay_ms`, `quiet` adds
+//!   `symbols`). Expired and one-shot faults are not listed.
+//!
+//! A fault that names no exchange hits all six; `{"kind":"clear"}` lifts every fault.
+//! `drop` closes the TCP connection without a close frame (a FIN, not a reset). `stall` neither
+//! writes nor reads, so even WebSocket protocol pings go unanswered; client frames sent during
+//! the stall wait in the socket and are handled once it ends, and a client that leaves during
+//! a stall is noticed only then. `stop_heartbeats` holds back keep-alives and application
+//! pongs, while protocol pongs still go out: axum answers those itself.
 
 mod exchange;
+mod fault;
 mod market;
 mod session;
 mod wire;
@@ -30,7 +53,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::fault::{ActiveFault, FaultError, FaultKind, FaultRequest};
+
 use crate::exchange::{Coinbase, CryptoCom, Exchange, GateIo, Gemini, Kraken, Okx};
+use crate::fault::Faults;
 use crate::market::Market;
 
 /// The simulated exchanges, by the `name` of their definitions.
@@ -69,6 +95,8 @@ impl Default for SimulatorOptions {
 #[derive(Debug, Clone)]
 pub struct Simulator {
     addr: SocketAddr,
+    /// The same faults the server's connections and tickers read.
+    faults: Arc<Faults>,
 }
 
 /// What every request handler and connection shares.
@@ -76,6 +104,8 @@ pub struct Simulator {
 pub(crate) struct Shared {
     /// Behind an `Arc` because each connection keeps its own handle for trade batches.
     market: Arc<Market>,
+    /// Behind an `Arc` because the [`Simulator`] handle and the `/_faults` routes share it.
+    faults: Arc<Faults>,
     options: SimulatorOptions,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -90,8 +120,10 @@ impl Simulator {
     ) -> std::io::Result<Simulator> {
         let listener = TcpListener::bind(options.bind).await?;
         let addr = listener.local_addr()?;
+        let faults = Arc::new(Faults::default());
         let shared = Arc::new(Shared {
             market: Arc::new(Market::default()),
+            faults: Arc::clone(&faults),
             options,
             cancel: cancel.clone(),
             tracker: tracker.clone(),
@@ -99,7 +131,8 @@ impl Simulator {
         let app = Router::new()
             .route("/{exchange}", get(route))
             .route("/{exchange}/{*path}", get(route))
-            .with_state(shared);
+            .with_state(shared)
+            .merge(fault::router(Arc::clone(&faults)));
         let server = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
         tracker.spawn(async move {
             if let Err(error) = server.await {
@@ -107,7 +140,18 @@ impl Simulator {
             }
         });
         tracing::info!(%addr, "exchange simulator listening");
-        Ok(Simulator { addr })
+        Ok(Simulator { addr, faults })
+    }
+
+    /// Injects a fault (see [`FaultKind`] for what each does); fails if the request names an
+    /// exchange the simulator does not speak.
+    pub fn inject(&self, request: &FaultRequest) -> Result<(), FaultError> {
+        self.faults.inject(request)
+    }
+
+    /// The faults in force, by exchange; expired and one-shot ones are not listed.
+    pub fn active_faults(&self) -> Vec<ActiveFault> {
+        self.faults.active()
     }
 
     /// The bound address, with the real port when bound to port 0.
@@ -165,6 +209,18 @@ async fn route(
 ) -> Response {
     let name = params.get("exchange").map_or("", String::as_str);
     let path = params.get("path").map_or("", String::as_str);
+    if upgrade.is_err() {
+        let fault = shared.faults.rest(name);
+        if let Some(delay) = fault.delay {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shared.cancel.cancelled() => return unavailable(),
+            }
+        }
+        if fault.fail {
+            return unavailable();
+        }
+    }
     let request = Request {
         shared,
         upgrade: upgrade.ok(),
@@ -180,6 +236,11 @@ async fn route(
         Okx::NAME => request.serve::<Okx>(),
         _ => (StatusCode::NOT_FOUND, "unknown exchange").into_response(),
     }
+}
+
+/// The answer of a REST endpoint under a `failing_rest` fault.
+fn unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "service unavailable").into_response()
 }
 
 /// One request, already routed to an exchange.
@@ -237,11 +298,16 @@ mod tests {
         serde_json::from_value(json).expect("valid definition")
     }
 
+    fn simulator(addr: &str) -> Simulator {
+        Simulator {
+            addr: addr.parse().expect("address"),
+            faults: Arc::default(),
+        }
+    }
+
     #[test]
     fn redirect_keeps_the_real_path_under_the_exchange_name() {
-        let simulator = Simulator {
-            addr: "127.0.0.1:4321".parse().expect("address"),
-        };
+        let simulator = simulator("127.0.0.1:4321");
         let mut okx = definition(
             "okx",
             "wss://ws.okx.com:8443/ws/v5/public",
@@ -262,9 +328,7 @@ mod tests {
 
     #[test]
     fn redirect_leaves_unknown_exchanges_alone() {
-        let simulator = Simulator {
-            addr: "127.0.0.1:4321".parse().expect("address"),
-        };
+        let simulator = simulator("127.0.0.1:4321");
         let original = definition("binance", "wss://stream.binance.com:9443/ws", "");
         let mut binance = original.clone();
         assert!(!simulator.redirect(&mut binance));
@@ -273,9 +337,7 @@ mod tests {
 
     #[test]
     fn redirect_dials_loopback_when_bound_to_every_interface() {
-        let simulator = Simulator {
-            addr: "0.0.0.0:4321".parse().expect("address"),
-        };
+        let simulator = simulator("0.0.0.0:4321");
         let mut gate = definition("gateio", "wss://api.gateio.ws/ws/v4/", "");
         assert!(simulator.redirect(&mut gate));
         assert_eq!(gate.ws_url, "ws://127.0.0.1:4321/gateio/ws/v4/");

@@ -1,7 +1,7 @@
 //! Simulated markets: one random-walk price and one trade-id counter per (exchange, pair),
 //! shared by every connection and by the REST tickers so they all tell the same story.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
 use rand::Rng;
@@ -129,14 +129,23 @@ impl Market {
             book.step(rng);
             let trade = book.trade(symbol, book.price, OffsetDateTime::now_utc(), rng);
             book.last = Some(trade.clone());
+            if book.recent.len() == SNAPSHOT_TRADES {
+                book.recent.pop_front();
+            }
+            book.recent.push_back(trade.clone());
             trade
         })
     }
 
-    /// [`SNAPSHOT_TRADES`] older trades, newest first, seconds to minutes in the past. Their
-    /// ids are taken from the same counter, so they sort below every later live trade.
+    /// Recent trades, newest first, as a real exchange replays them on subscribe: the last
+    /// [`SNAPSHOT_TRADES`] live trades (already sent to earlier connections, same ids), or for
+    /// a book that never traded, older trades seconds to minutes in the past. Their ids are
+    /// taken from the same counter, so they sort below every later live trade.
     pub(crate) fn snapshot(&self, exchange: &'static str, symbol: &str) -> Vec<Trade> {
         self.with_book(exchange, symbol, |book, rng| {
+            if !book.recent.is_empty() {
+                return book.recent.iter().rev().cloned().collect();
+            }
             let now = OffsetDateTime::now_utc();
             let mut age = rng.random_range(2.0..10.0);
             let mut ages = Vec::with_capacity(SNAPSHOT_TRADES);
@@ -199,6 +208,8 @@ struct Book {
     decimals: usize,
     next_id: u64,
     last: Option<Trade>,
+    /// The last live trades, oldest first.
+    recent: VecDeque<Trade>,
 }
 
 impl Book {
@@ -210,6 +221,7 @@ impl Book {
             decimals: price_decimals(anchor),
             next_id: rng.random_range(100_000_000..900_000_000),
             last: None,
+            recent: VecDeque::new(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! One WebSocket connection: the loop every exchange shares. It feeds client frames to the
-//! [`Exchange`], sends a trade batch every `trade_interval`, runs the exchange's keep-alive and
-//! closes the connection when a server heartbeat goes unanswered.
+//! [`Exchange`], sends a trade batch every `trade_interval`, runs the exchange's keep-alive,
+//! closes the connection when a server heartbeat goes unanswered, and plays the exchange's
+//! injected faults ([`crate::fault`]): it checks them before every frame it sends and wakes
+//! as soon as they change.
 
 use std::future;
 use std::sync::Arc;
@@ -8,9 +10,11 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use rand::Rng;
+use tokio::sync::watch;
 use tokio::time::{self, Instant, Interval, MissedTickBehavior};
 
 use crate::exchange::Exchange;
+use crate::fault::{self, FaultState};
 use crate::market::{self, Market, Trade};
 use crate::{Shared, SimulatorOptions};
 
@@ -107,9 +111,15 @@ impl Conn {
         }
     }
 
+    /// Forgets the heartbeat waiting for a reply.
+    fn forget_heartbeat(&mut self) {
+        self.heartbeat = None;
+    }
+
     /// The next batch: a round robin sized so every symbol trades within
-    /// [`ROUND_ROBIN_PERIOD`], plus a few random extras.
-    fn next_batch(&mut self) -> Vec<Trade> {
+    /// [`ROUND_ROBIN_PERIOD`], plus a few random extras; symbols `quiet` picks are left out
+    /// before they trade.
+    fn next_batch(&mut self, quiet: impl Fn(&str) -> bool) -> Vec<Trade> {
         let count = self.symbols.len();
         if count == 0 {
             return Vec::new();
@@ -127,14 +137,23 @@ impl Conn {
         picks.extend((0..extra).map(|_| rng.random_range(0..count)));
         picks
             .into_iter()
-            .map(|index| self.market.trade(self.exchange, &self.symbols[index]))
+            .map(|index| &self.symbols[index])
+            .filter(|symbol| !quiet(symbol))
+            .map(|symbol| self.market.trade(self.exchange, symbol))
             .collect()
     }
 }
 
-/// Serves one upgraded connection until the client leaves, a heartbeat goes unanswered or
-/// the simulator is cancelled.
+/// Serves one upgraded connection until the client leaves, a heartbeat goes unanswered, a
+/// `drop` fault cuts it or the simulator is cancelled.
 pub(crate) async fn run<E: Exchange>(mut socket: WebSocket, shared: Arc<Shared>) {
+    let Some(mut faults) = shared.faults.watch(E::NAME) else {
+        tracing::warn!(
+            exchange = E::NAME,
+            "no fault state for this exchange, closing"
+        );
+        return;
+    };
     let options = shared.options;
     let mut conn = Conn::new(E::NAME, Arc::clone(&shared.market), &options);
     let mut exchange = E::default();
@@ -145,39 +164,117 @@ pub(crate) async fn run<E: Exchange>(mut socket: WebSocket, shared: Arc<Shared>)
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         interval
     });
+    // Drops injected before this connection opened are not its concern.
+    let drops = faults.borrow_and_update().drops();
     tracing::debug!(exchange = E::NAME, "simulator connection opened");
 
     let mut frames = exchange.greeting();
     let close = loop {
+        let effects = faults.borrow_and_update().effects(Instant::now());
+        if effects.drops != drops {
+            tracing::debug!(exchange = E::NAME, "drop fault, cutting the connection");
+            // No close frame: the client sees the connection vanish, as on a network cut.
+            return;
+        }
+        if effects.no_heartbeats || effects.stalled {
+            // Nobody waits for an answer to a heartbeat that was, or will be, held back.
+            conn.forget_heartbeat();
+        }
+        if effects.stalled {
+            // Neither write nor read: reading would let the WebSocket layer answer protocol
+            // pings, and a stalled server answers nothing. Client frames wait in the socket,
+            // frames already due (a greeting, an ack) go out late.
+            tokio::select! {
+                () = shared.cancel.cancelled() => break stopping(),
+                () = changed(&mut faults) => {}
+                () = deadline(effects.stall_until) => {}
+            }
+            continue;
+        }
         for frame in frames.drain(..) {
             if socket.send(Message::Text(frame.into())).await.is_err() {
                 return;
             }
         }
         frames = tokio::select! {
-            () = shared.cancel.cancelled() => break close_frame(close_code::AWAY, "simulator stopping"),
+            () = shared.cancel.cancelled() => break stopping(),
+            // Checked at the top of the loop.
+            () = changed(&mut faults) => Vec::new(),
             message = socket.recv() => match message {
-                Some(Ok(Message::Text(text))) => exchange.on_text(text.as_str(), &mut conn),
+                Some(Ok(Message::Text(text))) => {
+                    on_text(&mut exchange, &mut conn, &faults, text.as_str())
+                }
                 Some(Ok(Message::Binary(bytes))) => {
-                    exchange.on_text(&String::from_utf8_lossy(&bytes), &mut conn)
+                    on_text(&mut exchange, &mut conn, &faults, &String::from_utf8_lossy(&bytes))
                 }
                 // axum answers pings itself.
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => Vec::new(),
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return,
             },
-            _ = trades.tick() => match conn.next_batch() {
-                batch if batch.is_empty() => Vec::new(),
-                batch => exchange.trades(&batch),
-            },
-            () = tick(keepalive.as_mut()) => exchange.keepalive(&mut conn).into_iter().collect(),
+            _ = trades.tick() => trade_frames(&mut exchange, &mut conn, &faults.borrow()),
+            () = tick(keepalive.as_mut()) => {
+                if faults.borrow().effects(Instant::now()).no_heartbeats {
+                    Vec::new()
+                } else {
+                    exchange.keepalive(&mut conn).into_iter().collect()
+                }
+            }
             () = deadline(conn.heartbeat.map(|(_, at)| at)) => {
-                tracing::debug!(exchange = E::NAME, "heartbeat not answered, closing");
-                break close_frame(close_code::NORMAL, "heartbeat not answered");
+                if faults.borrow().effects(Instant::now()).no_heartbeats {
+                    conn.forget_heartbeat();
+                    Vec::new()
+                } else {
+                    tracing::debug!(exchange = E::NAME, "heartbeat not answered, closing");
+                    break close_frame(close_code::NORMAL, "heartbeat not answered");
+                }
             }
         };
     };
     // The client may already be gone; there is nobody left to tell.
     let _ = socket.send(Message::Close(Some(close))).await;
+}
+
+/// One client frame; application pings go unanswered while heartbeats are stopped.
+fn on_text<E: Exchange>(
+    exchange: &mut E,
+    conn: &mut Conn,
+    faults: &watch::Receiver<FaultState>,
+    text: &str,
+) -> Vec<String> {
+    if E::is_ping(text) && faults.borrow().effects(Instant::now()).no_heartbeats {
+        return Vec::new();
+    }
+    exchange.on_text(text, conn)
+}
+
+/// The frames of the next trade batch, as the exchange's faults shape them: quiet symbols
+/// left out, a trade on an unlisted symbol added, frames spoiled.
+fn trade_frames<E: Exchange>(
+    exchange: &mut E,
+    conn: &mut Conn,
+    faults: &FaultState,
+) -> Vec<String> {
+    let now = Instant::now();
+    let effects = faults.effects(now);
+    let mut batch = conn.next_batch(|symbol| faults.silences(symbol, now));
+    if effects.unknown_symbols && conn.has_symbols() {
+        batch.push(conn.market.trade(E::NAME, E::UNLISTED_SYMBOL));
+    }
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    fault::spoil(exchange.trades(&batch), effects)
+}
+
+/// Resolves when the faults change; never if they no longer can.
+async fn changed(faults: &mut watch::Receiver<FaultState>) {
+    if faults.changed().await.is_err() {
+        future::pending::<()>().await;
+    }
+}
+
+fn stopping() -> CloseFrame {
+    close_frame(close_code::AWAY, "simulator stopping")
 }
 
 fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
@@ -226,7 +323,7 @@ mod tests {
         }
         let batches = (ROUND_ROBIN_PERIOD.as_millis() / 100) as usize;
         let seen: HashSet<String> = (0..batches)
-            .flat_map(|_| conn.next_batch())
+            .flat_map(|_| conn.next_batch(|_| false))
             .map(|trade| trade.symbol)
             .collect();
         assert_eq!(seen.len(), symbols.len());
@@ -235,10 +332,10 @@ mod tests {
     #[test]
     fn a_single_symbol_gets_one_to_three_trades_per_batch() {
         let mut conn = conn(Duration::from_millis(100));
-        assert!(conn.next_batch().is_empty());
+        assert!(conn.next_batch(|_| false).is_empty());
         conn.subscribe("BTC_USDT");
         for _ in 0..50 {
-            let size = conn.next_batch().len();
+            let size = conn.next_batch(|_| false).len();
             assert!((1..=1 + MAX_EXTRA_TRADES).contains(&size), "{size}");
         }
     }

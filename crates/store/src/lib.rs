@@ -61,6 +61,23 @@ pub struct KeysVersion {
 pub trait Store: Send + Sync {
     async fn exchange_feeds(&self) -> Result<Vec<ExchangeDefinition>>;
     async fn asset_map(&self) -> Result<Vec<AssetMapping>>;
+    /// Bumped by every write to `exchange_feeds` or `exchange_asset_map` made through the
+    /// store, by any process: a running node polls it to apply changes live.
+    async fn exchanges_revision(&self) -> Result<i64>;
+    /// Inserts or replaces (by `name`) a definition. The caller validates it first.
+    async fn save_exchange(&self, def: &ExchangeDefinition) -> Result<()>;
+    /// False if there is no such exchange.
+    async fn set_exchange_enabled(&self, name: &str, enabled: bool) -> Result<bool>;
+    /// Inserts or replaces (by exchange and asset) a batch of mappings, all or none.
+    async fn save_asset_mappings(&self, mappings: &[AssetMapping]) -> Result<()>;
+    /// Sets the given flags of one mapping; false if there is no such mapping.
+    async fn set_asset_flags(
+        &self,
+        exchange: &str,
+        asset: &str,
+        enabled: Option<bool>,
+        prewarm: Option<bool>,
+    ) -> Result<bool>;
     async fn tiers(&self) -> Result<Vec<Tier>>;
     /// `application_parameters` as name → value.
     async fn parameters(&self) -> Result<Vec<(String, String)>>;

@@ -91,6 +91,36 @@ pub fn parameter_defaults() -> &'static [(&'static str, &'static str, &'static s
             "500",
             "How often the node checks the store for new or revoked API keys",
         ),
+        (
+            "exchanges_reload_ms",
+            "1000",
+            "How often the node checks the store for exchange or mapping changes made elsewhere",
+        ),
+        (
+            "pair_quiet_ms",
+            "20000",
+            "A pair with no trade for this long on a live connection is refreshed from REST",
+        ),
+        (
+            "rest_fallback_ms",
+            "5000",
+            "While a feed connection is down, its pairs are refreshed from REST this often",
+        ),
+        (
+            "rest_timeout_ms",
+            "5000",
+            "Longest wait for an exchange REST ticker answer",
+        ),
+        (
+            "rest_concurrency",
+            "4",
+            "REST ticker calls in flight per exchange (refresh and fallback)",
+        ),
+        (
+            "on_demand_retry_ms",
+            "2000",
+            "After an on-demand REST fetch of an asset failed, wait this long before trying again",
+        ),
     ]
 }
 

@@ -26,13 +26,23 @@ pub struct SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "core".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/sqlite/0001_core.sql").into_sql_str(),
-        false,
-    )])
+    let migration = |version, name: &str, sql: &'static str| {
+        Migration::new(
+            version,
+            name.to_owned().into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(1, "core", include_str!("../migrations/sqlite/0001_core.sql")),
+        migration(
+            2,
+            "revisions",
+            include_str!("../migrations/sqlite/0002_revisions.sql"),
+        ),
+    ])
 }
 
 impl SqliteStore {
@@ -97,22 +107,10 @@ impl SqliteStore {
                 .await?;
             }
             for def in seed::seeded_exchanges()? {
-                insert_exchange(&mut tx, &def, now).await?;
+                upsert_exchange(&mut tx, &def, now).await?;
             }
             for m in seed::seeded_asset_map()? {
-                sqlx::query(
-                    "INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&m.exchange)
-                .bind(&m.asset)
-                .bind(&m.symbol)
-                .bind(&m.quote)
-                .bind(m.enabled)
-                .bind(m.prewarm)
-                .bind(&m.category)
-                .execute(&mut *tx)
-                .await?;
+                upsert_mapping(&mut tx, &m).await?;
             }
             sqlx::query(
                 "INSERT INTO application_parameters (name, value, description, updated_at_ms) \
@@ -129,7 +127,8 @@ impl SqliteStore {
     }
 }
 
-async fn insert_exchange(
+/// Inserts or replaces (by `name`) one exchange definition.
+async fn upsert_exchange(
     tx: &mut sqlx::SqliteConnection,
     d: &ExchangeDefinition,
     now: i64,
@@ -141,7 +140,22 @@ async fn insert_exchange(
          snapshot_match, items_path, symbol_path, symbol_pattern, price_path, size_path, time_path, \
          trade_id_path, time_format, ping_interval_s, ping_payload, heartbeat_match, heartbeat_reply, \
          liveness_timeout_s, rest_url, rest_price_path, rest_time_path, updated_at_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (name) DO UPDATE SET source = excluded.source, enabled = excluded.enabled, \
+         ws_url = excluded.ws_url, subscribe_template = excluded.subscribe_template, \
+         symbol_template = excluded.symbol_template, symbol_separator = excluded.symbol_separator, \
+         max_symbols_per_message = excluded.max_symbols_per_message, \
+         max_symbols_per_connection = excluded.max_symbols_per_connection, \
+         connect_delay_ms = excluded.connect_delay_ms, \"match\" = excluded.\"match\", \
+         snapshot_match = excluded.snapshot_match, items_path = excluded.items_path, \
+         symbol_path = excluded.symbol_path, symbol_pattern = excluded.symbol_pattern, \
+         price_path = excluded.price_path, size_path = excluded.size_path, time_path = excluded.time_path, \
+         trade_id_path = excluded.trade_id_path, time_format = excluded.time_format, \
+         ping_interval_s = excluded.ping_interval_s, ping_payload = excluded.ping_payload, \
+         heartbeat_match = excluded.heartbeat_match, heartbeat_reply = excluded.heartbeat_reply, \
+         liveness_timeout_s = excluded.liveness_timeout_s, rest_url = excluded.rest_url, \
+         rest_price_path = excluded.rest_price_path, rest_time_path = excluded.rest_time_path, \
+         updated_at_ms = excluded.updated_at_ms",
     )
     .bind(&d.name)
     .bind(&d.source)
@@ -175,6 +189,43 @@ async fn insert_exchange(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Inserts or replaces (by exchange and asset) one asset mapping.
+async fn upsert_mapping(tx: &mut sqlx::SqliteConnection, m: &AssetMapping) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (exchange, asset) DO UPDATE SET \
+         symbol = excluded.symbol, quote = excluded.quote, enabled = excluded.enabled, \
+         prewarm = excluded.prewarm, category = excluded.category",
+    )
+    .bind(&m.exchange)
+    .bind(&m.asset)
+    .bind(&m.symbol)
+    .bind(&m.quote)
+    .bind(m.enabled)
+    .bind(m.prewarm)
+    .bind(&m.category)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks the exchanges configuration as changed, inside the writing transaction.
+async fn bump_exchanges_revision(tx: &mut sqlx::SqliteConnection) -> Result<()> {
+    sqlx::query("UPDATE config_revisions SET revision = revision + 1 WHERE area = 'exchanges'")
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// A unique-constraint violation becomes a clear refusal; anything else stays a database error.
+fn refuse_duplicate(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    match e.as_database_error() {
+        Some(db) if db.is_unique_violation() => StoreError::Invalid(what()),
+        Some(db) if db.is_foreign_key_violation() => StoreError::Invalid(what()),
+        _ => StoreError::Database(e),
+    }
 }
 
 fn exchange_from_row(row: &SqliteRow) -> Result<ExchangeDefinition> {
@@ -277,6 +328,80 @@ impl Store for SqliteStore {
                 },
             )
             .collect())
+    }
+
+    async fn exchanges_revision(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT revision FROM config_revisions WHERE area = 'exchanges'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn save_exchange(&self, def: &ExchangeDefinition) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        upsert_exchange(&mut tx, def, now_ms())
+            .await
+            .map_err(|e| match e {
+                StoreError::Database(e) => refuse_duplicate(e, || {
+                    format!("source {:?} is already used by another exchange", def.source)
+                }),
+                e => e,
+            })?;
+        bump_exchanges_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_exchange_enabled(&self, name: &str, enabled: bool) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE exchange_feeds SET enabled = ?, updated_at_ms = ? WHERE name = ?")
+            .bind(enabled)
+            .bind(now_ms())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        bump_exchanges_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn save_asset_mappings(&self, mappings: &[AssetMapping]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for m in mappings {
+            upsert_mapping(&mut tx, m).await.map_err(|e| match e {
+                StoreError::Database(e) => refuse_duplicate(e, || {
+                    format!("exchange {:?} does not exist", m.exchange)
+                }),
+                e => e,
+            })?;
+        }
+        bump_exchanges_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_asset_flags(
+        &self,
+        exchange: &str,
+        asset: &str,
+        enabled: Option<bool>,
+        prewarm: Option<bool>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE exchange_asset_map SET enabled = COALESCE(?, enabled), prewarm = COALESCE(?, prewarm) \
+             WHERE exchange = ? AND asset = ?",
+        )
+        .bind(enabled)
+        .bind(prewarm)
+        .bind(exchange)
+        .bind(asset)
+        .execute(&mut *tx)
+        .await?;
+        bump_exchanges_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn tiers(&self) -> Result<Vec<Tier>> {

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 
 pub async fn assets(State(state): State<AppState>) -> Json<Value> {
-    let assets: Vec<_> = state.catalog.assets.values().collect();
+    let catalog = state.catalog.load();
+    let assets: Vec<_> = catalog.assets.values().collect();
     Json(json!({ "count": assets.len(), "assets": assets }))
 }

@@ -9,6 +9,7 @@ pub async fn exchanges(State(state): State<AppState>) -> Json<Value> {
     let status = state.feeds.status();
     let rows: Vec<Value> = state
         .catalog
+        .load()
         .exchanges
         .iter()
         .map(|e| {
@@ -19,7 +20,7 @@ pub async fn exchanges(State(state): State<AppState>) -> Json<Value> {
                 "enabled": e.enabled,
                 "assets": e.assets,
                 "prewarm_assets": e.prewarm_assets,
-                "connected": live.is_some_and(|s| s.connections_up > 0),
+                "connected": live.is_some_and(|s| s.connected),
                 "feed": live,
             })
         })

@@ -7,7 +7,7 @@ use crate::AppState;
 
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
     let feeds = state.feeds.status();
-    let up = feeds.iter().filter(|f| f.connections_up > 0).count();
+    let up = feeds.iter().filter(|f| f.connected).count();
     Json(json!({
         "status": if up == feeds.len() { "ok" } else { "degraded" },
         "node": &*state.node,

@@ -13,7 +13,7 @@ use axum::{
     Router,
     body::Body,
     extract::FromRequestParts,
-    http::{HeaderValue, StatusCode, header, request::Parts},
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::Response,
     routing::get,
 };
@@ -22,9 +22,10 @@ use serde::de::DeserializeOwned;
 
 use crate::{AppState, keys::KeyEntry};
 
-/// The price listener's routes.
+/// The price listener's routes, with the admin API under `/admin`.
 pub fn price_router(state: AppState) -> Router {
     Router::new()
+        .nest("/admin", crate::admin::router(state.clone()))
         .route("/price", get(price::price))
         .route("/prices", get(prices::prices))
         .route("/exchanges", get(exchanges::exchanges))
@@ -43,7 +44,7 @@ pub fn health_router(state: AppState) -> Router {
 }
 
 async fn not_found() -> Response {
-    error_response(&ApiError::NotFound)
+    error_response(&ApiError::NotFound("no such endpoint".into()))
 }
 
 /// A JSON body with a status.
@@ -82,24 +83,27 @@ impl FromRequestParts<AppState> for Keyed {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let started = Instant::now();
-        let headers = &parts.headers;
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            });
-        let raw = bearer
-            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or(ApiError::MissingKey);
-        match raw.and_then(|k| state.keys.authenticate(k)) {
+        match presented_key(&parts.headers).and_then(|k| state.keys.authenticate(k)) {
             Ok(key) => Ok(Self { key, started }),
             Err(e) => Err(error_response(&e)),
         }
     }
+}
+
+/// The key a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+pub(crate) fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or(ApiError::MissingKey)
 }
 
 /// Parses a query string into `T`; a bad query is a JSON 400, not a plain-text rejection.

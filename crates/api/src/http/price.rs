@@ -1,18 +1,19 @@
 //! `GET /price?asset=BTC[&source=okx]`: the current price of one asset, metered.
 
-use std::sync::Arc;
-
 use axum::{
     extract::{RawQuery, State},
     http::StatusCode,
     response::Response,
 };
-use beast_book::Answer;
 use beast_core::{ApiError, Protocol, now_ms};
 use serde::Deserialize;
 
 use super::{Keyed, error_response, json_response, parse_query};
-use crate::{AppState, keys::KeyEntry, state::normalize_asset};
+use crate::{
+    AppState,
+    keys::KeyEntry,
+    state::{Served, normalize_asset},
+};
 
 #[derive(Debug, Deserialize)]
 pub struct PriceQuery {
@@ -30,11 +31,11 @@ pub async fn price(
     let now = now_ms();
     let query = parse_query::<PriceQuery>(query.as_deref());
     let outcome = match &query {
-        Ok(q) => answer(&state, &key, q, now),
+        Ok(q) => answer(&state, &key, q, now).await,
         Err(e) => Err(e.clone()),
     };
     let response = match &outcome {
-        Ok(answer) => {
+        Ok((answer, _)) => {
             key.count_success(1);
             json_response(StatusCode::OK, answer.template.render(now))
         }
@@ -46,23 +47,23 @@ pub async fn price(
         .and_then(|q| q.asset.as_deref())
         .unwrap_or("");
     state
-        .meter(&key, requested, outcome.as_deref(), Protocol::Http, started)
+        .meter(&key, requested, outcome.as_ref(), Protocol::Http, started)
         .await;
     response
 }
 
 /// Admission (rate limit, quota) and lookup for one well-formed query.
-fn answer(
+async fn answer(
     state: &AppState,
     key: &KeyEntry,
     q: &PriceQuery,
     now: i64,
-) -> Result<Arc<Answer>, ApiError> {
+) -> Result<Served, ApiError> {
     let asset = q
         .asset
         .as_deref()
         .ok_or_else(|| ApiError::BadRequest("asset is required".into()))?;
     let asset = normalize_asset(asset)?;
     key.admit(now)?;
-    state.price_answer(&asset, q.source.as_deref(), now)
+    state.price_answer(&asset, q.source.as_deref(), now).await
 }

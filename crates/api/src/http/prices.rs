@@ -7,6 +7,7 @@ use axum::{
     response::Response,
 };
 use beast_core::{ApiError, Protocol, now_ms};
+use futures_util::future::join_all;
 use serde::Deserialize;
 
 use super::{Keyed, error_response, json_response, parse_query};
@@ -55,15 +56,14 @@ pub async fn prices(
             return error_response(&e);
         }
     };
-    let results: Vec<_> = assets
-        .iter()
-        .map(|a| (a, state.price_answer(a, None, now)))
-        .collect();
+    // Concurrently: assets fetched on demand do not wait for each other.
+    let answers = join_all(assets.iter().map(|a| state.price_answer(a, None, now))).await;
+    let results: Vec<_> = assets.iter().zip(answers).collect();
     let mut body = b"{\"prices\":{".to_vec();
     let mut first = true;
     for (asset, answer) in results
         .iter()
-        .filter_map(|(a, r)| r.as_ref().ok().map(|x| (a, x)))
+        .filter_map(|(a, r)| r.as_ref().ok().map(|(x, _)| (a, x)))
     {
         body.extend_from_slice(if first { b"\"" } else { b",\"" });
         body.extend_from_slice(asset.as_bytes());
@@ -86,7 +86,7 @@ pub async fn prices(
     key.count_success(served as u64);
     for (asset, result) in &results {
         state
-            .meter(&key, asset, result.as_deref(), Protocol::Http, started)
+            .meter(&key, asset, result.as_ref(), Protocol::Http, started)
             .await;
     }
     let status = match results.iter().find_map(|(_, r)| r.as_ref().err()) {

@@ -1,11 +1,33 @@
-//! `beast exchanges list|assets`: the exchange definitions and asset mappings in the store.
+//! `beast exchanges ...`: exchanges and asset mappings in the store, changed with the same
+//! validation as the admin API (running nodes apply the changes within a second), plus
+//! `parse` to try a definition on raw frames and `status` to read a running node's feeds.
 
+use std::{
+    io::{BufRead, Read, Write},
+    path::Path,
+};
+
+use anyhow::{Context, bail};
+use beast_api::manage;
+use beast_core::{AssetMapping, ExchangeDefinition};
+use beast_feeds::{CompiledDefinition, Frame};
 use beast_store::Store;
+use serde::de::DeserializeOwned;
 
 use crate::{cli::ExchangesCommand, config::ConfigArgs};
 
 pub async fn run(config: &ConfigArgs, command: ExchangesCommand) -> anyhow::Result<()> {
     let store = super::open_store(config).await?;
+    let result = execute(config, &store, command).await;
+    store.close().await;
+    result
+}
+
+async fn execute(
+    config: &ConfigArgs,
+    store: &dyn Store,
+    command: ExchangesCommand,
+) -> anyhow::Result<()> {
     match command {
         ExchangesCommand::List => {
             let mappings = store.asset_map().await?;
@@ -20,6 +42,19 @@ pub async fn run(config: &ConfigArgs, command: ExchangesCommand) -> anyhow::Resu
                     d.name, d.source, d.enabled, assets, d.ws_url
                 );
             }
+        }
+        ExchangesCommand::Show { name } => {
+            let def = stored_definition(store, &name).await?;
+            println!("{}", serde_json::to_string_pretty(&def)?);
+        }
+        ExchangesCommand::Save { definition } => {
+            let def: ExchangeDefinition = read_json(&definition)?;
+            let saved = manage::save_exchange(store, def).await?;
+            println!("saved exchange {}", saved.name);
+        }
+        ExchangesCommand::Toggle { name, enabled } => {
+            let enabled = manage::toggle_exchange(store, &name, enabled).await?;
+            println!("{name} enabled={enabled}");
         }
         ExchangesCommand::Assets { exchange } => {
             println!(
@@ -38,7 +73,148 @@ pub async fn run(config: &ConfigArgs, command: ExchangesCommand) -> anyhow::Resu
                 );
             }
         }
+        ExchangesCommand::AssetsSave { file } => {
+            let rows: Vec<AssetMapping> = read_json(&file)?;
+            let saved = manage::save_assets(store, &rows).await?;
+            println!("saved {} mappings", saved.len());
+        }
+        ExchangesCommand::AssetsToggle {
+            exchange,
+            asset,
+            enabled,
+            prewarm,
+        } => {
+            if enabled.is_none() && prewarm.is_none() {
+                bail!("give --enabled and/or --prewarm");
+            }
+            let m = manage::toggle_asset(store, &exchange, &asset, enabled, prewarm).await?;
+            println!(
+                "{} {} enabled={} prewarm={}",
+                m.exchange, m.asset, m.enabled, m.prewarm
+            );
+        }
+        ExchangesCommand::Parse {
+            exchange,
+            definition,
+        } => {
+            let def = match (exchange, definition) {
+                (_, Some(file)) => read_json(&file)?,
+                (Some(name), None) => stored_definition(store, &name).await?,
+                (None, None) => bail!("give --exchange NAME or --definition FILE"),
+            };
+            let compiled = CompiledDefinition::compile(def)?;
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::stdout().lock();
+            parse_frames(&compiled, stdin, stdout, &mut std::io::stderr().lock())?;
+        }
+        ExchangesCommand::Status { url } => status(config, &url).await?,
     }
-    store.close().await;
     Ok(())
+}
+
+async fn stored_definition(store: &dyn Store, name: &str) -> anyhow::Result<ExchangeDefinition> {
+    store
+        .exchange_feeds()
+        .await?
+        .into_iter()
+        .find(|d| d.name == name)
+        .with_context(|| format!("no exchange named {name:?} in the store"))
+}
+
+/// JSON from a file, or stdin for `-`; a row array may also come as `{"assets": [...]}`.
+fn read_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let mut text = String::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if let Some(rows) = value.get_mut("assets").map(serde_json::Value::take) {
+        value = rows;
+    }
+    serde_json::from_value(value).with_context(|| format!("reading {}", path.display()))
+}
+
+/// One line per trade in each frame: `symbol<TAB>price<TAB>size<TAB>timestamp_ms`, with the
+/// price and size exactly as the frame wrote them (empty when the definition has no size or
+/// time path). Frames that are not trades print nothing; malformed ones are reported on `errors`.
+fn parse_frames(
+    def: &CompiledDefinition,
+    input: impl BufRead,
+    mut output: impl Write,
+    errors: &mut impl Write,
+) -> anyhow::Result<()> {
+    for (number, line) in input.lines().enumerate() {
+        let line = line.context("reading stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match def.read_frame(&line) {
+            Ok(Frame::Trades { trades, .. }) => {
+                for t in trades {
+                    writeln!(
+                        output,
+                        "{}\t{}\t{}\t{}",
+                        t.symbol,
+                        t.price,
+                        t.size.map(|s| s.to_string()).unwrap_or_default(),
+                        t.time_ms.map(|ms| ms.to_string()).unwrap_or_default()
+                    )?;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => writeln!(errors, "line {}: {e}", number + 1)?,
+        }
+    }
+    output.flush()?;
+    Ok(())
+}
+
+async fn status(config: &ConfigArgs, url: &str) -> anyhow::Result<()> {
+    let settings = config.settings(&Default::default())?;
+    let response = reqwest::Client::new()
+        .get(format!("{}/admin/feed-status", url.trim_end_matches('/')))
+        .bearer_auth(settings.admin_key()?)
+        .send()
+        .await
+        .with_context(|| format!("reaching {url}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("reading the answer")?;
+    if !status.is_success() {
+        bail!("{status}: {body}");
+    }
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_prints_each_trade_and_reports_bad_frames() {
+        let defs = beast_store::seeded_exchanges().unwrap();
+        let okx = defs.into_iter().find(|d| d.name == "okx").unwrap();
+        let compiled = CompiledDefinition::compile(okx).unwrap();
+        let input = concat!(
+            r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"1","px":"42219.9","sz":"0.12060306","side":"buy","ts":"1630048897897"},{"instId":"BTC-USDT","tradeId":"2","px":"42220","sz":"1","side":"sell","ts":"1630048897898"}]}"#,
+            "\n",
+            r#"{"event":"subscribe","arg":{"channel":"trades","instId":"BTC-USDT"}}"#,
+            "\n",
+            "{\"arg\":{\"chan\n",
+            "pong\n",
+        );
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        parse_frames(&compiled, input.as_bytes(), &mut out, &mut err).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "BTC-USDT\t42219.9\t0.12060306\t1630048897897\nBTC-USDT\t42220\t1\t1630048897898\n"
+        );
+        let err = String::from_utf8(err).unwrap();
+        assert!(err.starts_with("line 3: malformed JSON"), "{err}");
+        assert_eq!(err.lines().count(), 1);
+    }
 }

@@ -3,9 +3,34 @@
 use beast_simulator::{Simulator, SimulatorOptions};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{cli::SimulateArgs, telemetry};
+use anyhow::{Context, bail};
+use beast_simulator::FaultRequest;
+
+use crate::{
+    cli::{SimulateArgs, SimulateCommand},
+    telemetry,
+};
 
 pub async fn run(args: &SimulateArgs) -> anyhow::Result<()> {
+    if let Some(SimulateCommand::Fault {
+        url,
+        exchange,
+        kind,
+        duration_ms,
+        delay_ms,
+        symbols,
+    }) = &args.action
+    {
+        let request = FaultRequest {
+            exchange: exchange.clone(),
+            kind: serde_json::from_value(serde_json::Value::String(kind.clone()))
+                .with_context(|| format!("unknown fault kind {kind:?}"))?,
+            duration_ms: *duration_ms,
+            delay_ms: *delay_ms,
+            symbols: symbols.clone(),
+        };
+        return inject(url, &request).await;
+    }
     telemetry::init("text")?;
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -28,5 +53,22 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     stop.cancel();
     tracker.close();
     tracker.wait().await;
+    Ok(())
+}
+
+/// Posts a fault to a running simulator and prints the faults now active.
+async fn inject(url: &str, request: &FaultRequest) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .post(format!("{}/_faults", url.trim_end_matches('/')))
+        .json(request)
+        .send()
+        .await
+        .with_context(|| format!("reaching the simulator at {url}"))?;
+    let status = response.status();
+    let body = response.text().await.context("reading the answer")?;
+    if !status.is_success() {
+        bail!("{status}: {body}");
+    }
+    println!("{body}");
     Ok(())
 }

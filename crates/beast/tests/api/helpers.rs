@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 pub struct TestApp {
     pub price: SocketAddr,
     pub health: SocketAddr,
+    /// The in-process exchange simulator (faults are injected here).
+    pub simulator: SocketAddr,
+    pub admin_key: String,
     pub data_dir: tempfile::TempDir,
     pub client: reqwest::Client,
     stop: CancellationToken,
@@ -87,11 +90,18 @@ where
     let app = Application::build(settings).await.unwrap();
     let price = app.address("price-http").unwrap();
     let health = app.address("price-health").unwrap();
+    let simulator = app.address("simulator").unwrap();
+    let admin_key = std::fs::read_to_string(data_dir.path().join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_owned();
     let stop = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
     TestApp {
         price,
         health,
+        simulator,
+        admin_key,
         data_dir,
         client: reqwest::Client::new(),
         stop,
@@ -159,19 +169,51 @@ impl TestApp {
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
-        let resp = req.send().await.unwrap();
-        let (status, headers) = (resp.status(), resp.headers().clone());
-        let bytes = resp.bytes().await.unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!(
-                "{path_and_query}: body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        });
-        Reply {
-            status,
-            headers,
-            body,
+        reply(req, path_and_query).await
+    }
+
+    /// An admin API call: GET without a body, POST with one.
+    pub async fn admin(&self, path: &str, body: Option<Value>) -> Reply {
+        let url = format!("http://{}{path}", self.price);
+        let req = match body {
+            None => self.client.get(url),
+            Some(b) => self.client.post(url).json(&b),
+        };
+        reply(req.bearer_auth(&self.admin_key), path).await
+    }
+
+    /// Injects a fault into the simulator; panics if it refuses.
+    pub async fn fault(&self, request: Value) {
+        let url = format!("http://{}/_faults", self.simulator);
+        let r = reply(self.client.post(url).json(&request), "/_faults").await;
+        assert_eq!(r.status, StatusCode::OK, "{request}: {}", r.body);
+    }
+
+    /// The live status of one exchange, from `/admin/feed-status` (None when not running).
+    pub async fn feed(&self, name: &str) -> Option<Value> {
+        let r = self.admin("/admin/feed-status", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body["status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .cloned()
+    }
+
+    /// Polls `check` every 50 ms until it gives a value, or panics after `within`.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, within: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -193,6 +235,24 @@ impl TestApp {
         if let Some(h) = self.handle.take() {
             h.await.unwrap().unwrap();
         }
+    }
+}
+
+/// Sends a request and reads its JSON answer.
+async fn reply(request: reqwest::RequestBuilder, what: &str) -> Reply {
+    let resp = request.send().await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let bytes = resp.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{what}: body is not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    Reply {
+        status,
+        headers,
+        body,
     }
 }
 

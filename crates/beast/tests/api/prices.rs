@@ -124,9 +124,11 @@ async fn a_caller_can_pin_one_exchange() {
 #[tokio::test]
 async fn errors_are_json_with_stable_codes() {
     let app = spawn_app_with(|dir| async move {
-        // A mapped asset no feed subscribes to: known, but without a price.
+        // A mapped asset no feed subscribes to, on an exchange without a REST ticker to fetch
+        // it from: known, but without a price.
         sql(&dir, &["INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
-                     VALUES ('kraken', 'ADA', 'ADA/USD', 'USD', 1, 0, 'on-demand')"])
+                     VALUES ('kraken', 'ADA', 'ADA/USD', 'USD', 1, 0, 'on-demand')",
+                    "UPDATE exchange_feeds SET rest_url = '' WHERE name = 'kraken'"])
         .await;
     })
     .await;
@@ -185,7 +187,9 @@ async fn errors_are_json_with_stable_codes() {
 #[tokio::test]
 async fn an_asset_with_only_stale_sources_answers_503_with_its_age() {
     let app = spawn_app_with(|dir| async move {
-        sql(&dir, &["UPDATE application_parameters SET value = '1' WHERE name = 'price_fresh_max_age_ms'"]).await;
+        // Every price is stale at once, and no REST ticker can refresh one.
+        sql(&dir, &["UPDATE application_parameters SET value = '1' WHERE name = 'price_fresh_max_age_ms'",
+                    "UPDATE exchange_feeds SET rest_url = ''"]).await;
     })
     .await;
     let key = app.key("pro").await;

@@ -116,6 +116,7 @@ impl Coinbase {
 
 impl Exchange for Coinbase {
     const NAME: &'static str = "coinbase";
+    const UNLISTED_SYMBOL: &'static str = "ZZZ-USD";
 
     fn keepalive_period(_options: &SimulatorOptions) -> Option<Duration> {
         Some(Duration::from_secs(1))

@@ -70,6 +70,7 @@ impl CryptoCom {
 
 impl Exchange for CryptoCom {
     const NAME: &'static str = "cryptocom";
+    const UNLISTED_SYMBOL: &'static str = "ZZZ_USD";
 
     fn keepalive_period(options: &SimulatorOptions) -> Option<Duration> {
         Some(options.cryptocom_heartbeat)

@@ -73,6 +73,11 @@ impl GateIo {
 
 impl Exchange for GateIo {
     const NAME: &'static str = "gateio";
+    const UNLISTED_SYMBOL: &'static str = "ZZZ_USDT";
+
+    fn is_ping(text: &str) -> bool {
+        serde_json::from_str::<Request>(text).is_ok_and(|r| r.channel == "spot.ping")
+    }
 
     fn on_text(&mut self, text: &str, conn: &mut Conn) -> Vec<String> {
         let request = match serde_json::from_str::<Request>(text) {

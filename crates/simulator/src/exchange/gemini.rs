@@ -47,6 +47,11 @@ impl Gemini {
 
 impl Exchange for Gemini {
     const NAME: &'static str = "gemini";
+    const UNLISTED_SYMBOL: &'static str = "zzzusd";
+
+    fn is_ping(text: &str) -> bool {
+        serde_json::from_str::<Request>(text).is_ok_and(|r| r.method.eq_ignore_ascii_case("ping"))
+    }
 
     fn on_text(&mut self, text: &str, conn: &mut Conn) -> Vec<String> {
         let request = match serde_json::from_str::<Request>(text) {

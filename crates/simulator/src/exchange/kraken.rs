@@ -90,6 +90,11 @@ impl Kraken {
 
 impl Exchange for Kraken {
     const NAME: &'static str = "kraken";
+    const UNLISTED_SYMBOL: &'static str = "ZZZ/USD";
+
+    fn is_ping(text: &str) -> bool {
+        serde_json::from_str::<Request>(text).is_ok_and(|r| r.method == "ping")
+    }
 
     fn keepalive_period(_options: &SimulatorOptions) -> Option<Duration> {
         Some(Duration::from_secs(1))

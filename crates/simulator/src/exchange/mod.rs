@@ -30,6 +30,10 @@ pub(crate) trait Exchange: Default + Send + 'static {
     /// Lowercase name: the first path segment and the `name` of its definition.
     const NAME: &'static str;
 
+    /// A symbol in this exchange's spelling that no real listing has: the `unknown_symbols`
+    /// fault sends trades on it that nobody subscribed to.
+    const UNLISTED_SYMBOL: &'static str;
+
     /// How often [`Exchange::keepalive`] runs, if the exchange sends keep-alives.
     fn keepalive_period(_options: &SimulatorOptions) -> Option<Duration> {
         None
@@ -43,6 +47,12 @@ pub(crate) trait Exchange: Default + Send + 'static {
     /// Handles one client frame (subscribe, ping, heartbeat reply, garbage) and returns the
     /// frames to send back: acks, snapshots, pongs or the exchange's error frame.
     fn on_text(&mut self, text: &str, conn: &mut Conn) -> Vec<String>;
+
+    /// Whether a client frame is an application-level ping, which [`Exchange::on_text`]
+    /// answers with a pong (the `stop_heartbeats` fault leaves those unanswered).
+    fn is_ping(_text: &str) -> bool {
+        false
+    }
 
     /// Writes a batch of live trades the way the exchange batches them.
     fn trades(&mut self, trades: &[Trade]) -> Vec<String>;

@@ -72,6 +72,11 @@ impl Okx {
 
 impl Exchange for Okx {
     const NAME: &'static str = "okx";
+    const UNLISTED_SYMBOL: &'static str = "ZZZ-USDT";
+
+    fn is_ping(text: &str) -> bool {
+        text == "ping"
+    }
 
     fn on_text(&mut self, text: &str, conn: &mut Conn) -> Vec<String> {
         if text == "ping" {

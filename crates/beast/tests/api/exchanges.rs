@@ -1,0 +1,318 @@
+//! Exchanges managed live: the admin API and its auth, changes applied with no restart
+//! (disable, enable, new prewarm asset, changes made by another process), definitions refused
+//! with the field named, on-demand assets, and a seventh exchange on a protocol of its own.
+
+use std::time::Duration;
+
+use beast_store::{SqliteStore, Store};
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, sql, usage_rows};
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+async fn running(app: &TestApp, name: &str) -> bool {
+    app.feed(name).await.is_some()
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_admin_key() {
+    let app = spawn_app().await;
+    let key = app.key("partner").await;
+    for (auth, status, code) in [
+        (None, StatusCode::UNAUTHORIZED, "missing_api_key"),
+        (Some(key.as_str()), StatusCode::FORBIDDEN, "forbidden"),
+        (Some("not-the-key"), StatusCode::FORBIDDEN, "forbidden"),
+    ] {
+        let r = app.get("/admin/exchange-feeds", auth).await;
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{}",
+            r.body
+        );
+    }
+    let r = app.admin("/admin/exchange-feeds", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let rows = r.body["exchange_feeds"].as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    let okx = rows.iter().find(|r| r["name"] == "okx").unwrap();
+    // The stored row (real endpoint) with its live status.
+    assert_eq!(okx["ws_url"], "wss://ws.okx.com:8443/ws/v5/public");
+    assert_eq!(okx["price_path"], "$.px");
+    for field in ["connected", "last_frame_ms", "reconnects", "frames", "parse_errors"] {
+        assert!(!okx["status"][field].is_null(), "status lacks {field}: {okx}");
+    }
+    assert!(okx["status"]["stale_assets"].is_array());
+}
+
+#[tokio::test]
+async fn an_invalid_definition_is_refused_naming_the_field_and_feeds_run_on() {
+    let app = spawn_app().await;
+    app.eventually("okx connected", WITHIN, || async {
+        app.feed("okx").await.filter(|f| f["connected"] == true)
+    })
+    .await;
+    let okx = app.admin("/admin/exchange-feeds", None).await.body["exchange_feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "okx")
+        .unwrap()
+        .clone();
+    let mut definition = okx.clone();
+    definition.as_object_mut().unwrap().remove("status");
+    for (field, bad, expected) in [
+        ("price_path", json!("$.data[?"), "price_path"),
+        ("subscribe_template", json!("{\"op\":\"subscribe\"}"), "subscribe_template"),
+        ("time_format", json!("unix_weeks"), "time_format"),
+        ("heartbeat_reply", json!("{\"id\":{$.id"), "heartbeat_reply"),
+    ] {
+        let mut d = definition.clone();
+        d[field] = bad;
+        let r = app.admin("/admin/exchange-feeds/save", Some(d)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{field}: {}", r.body);
+        let error = &r.body["error"];
+        let names_it = error["field"] == expected
+            || error["message"].as_str().unwrap().contains(expected);
+        assert!(names_it, "{field}: {error}");
+    }
+    // Nothing changed: the stored row is the same and okx still runs, connected.
+    let after = app.admin("/admin/exchange-feeds", None).await.body["exchange_feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "okx")
+        .unwrap()
+        .clone();
+    assert_eq!(after["price_path"], okx["price_path"]);
+    assert_eq!(app.feed("okx").await.unwrap()["connected"], true);
+}
+
+#[tokio::test]
+async fn disabling_and_enabling_an_exchange_applies_at_once() {
+    let app = spawn_app().await;
+    let key = app.key("partner").await;
+    app.eventually("okx prices ETH", WITHIN, || async {
+        let r = app.get("/price?asset=ETH&source=okx", Some(&key)).await;
+        (r.status == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    let r = app
+        .admin("/admin/exchange-feeds/toggle", Some(json!({"name": "okx", "enabled": false})))
+        .await;
+    assert_eq!((r.status, &r.body["enabled"]), (StatusCode::OK, &json!(false)), "{}", r.body);
+    assert!(!running(&app, "okx").await, "okx still running after the answer");
+    let r = app.get("/price?asset=ETH&source=okx", Some(&key)).await;
+    assert_eq!(r.body["error"]["code"], "unknown_source", "{}", r.body);
+    let listed = app.get("/exchanges", None).await.body;
+    let okx = listed["exchanges"].as_array().unwrap().iter().find(|e| e["name"] == "okx").unwrap().clone();
+    assert_eq!((&okx["enabled"], &okx["connected"]), (&json!(false), &json!(false)));
+
+    // No `enabled`: flips it back on.
+    let r = app
+        .admin("/admin/exchange-feeds/toggle", Some(json!({"name": "okx"})))
+        .await;
+    assert_eq!(r.body["enabled"], true, "{}", r.body);
+    app.eventually("okx prices ETH again", WITHIN, || async {
+        let r = app.get("/price?asset=ETH&source=okx", Some(&key)).await;
+        (r.status == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    let r = app
+        .admin("/admin/exchange-feeds/toggle", Some(json!({"name": "nosuch"})))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_change_made_by_another_process_is_applied_within_seconds() {
+    let app = spawn_app().await;
+    app.eventually("gemini running", WITHIN, || async {
+        running(&app, "gemini").await.then_some(())
+    })
+    .await;
+    // What `beast exchanges toggle gemini --enabled false` does: write the store directly.
+    let store = SqliteStore::open(app.data_dir.path()).await.unwrap();
+    assert!(store.set_exchange_enabled("gemini", false).await.unwrap());
+    store.close().await;
+    app.eventually("gemini stopped", Duration::from_secs(5), || async {
+        (!running(&app, "gemini").await).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_prewarm_asset_is_subscribed_live() {
+    let app = spawn_app().await;
+    let key = app.key("partner").await;
+    let before = app
+        .eventually("okx running", WITHIN, || app.feed("okx"))
+        .await["symbols"]
+        .as_u64()
+        .unwrap();
+    let r = app
+        .admin(
+            "/admin/exchange-assets/save",
+            Some(json!([{"exchange": "okx", "asset": "zec", "symbol": "ZEC-USDT", "quote": "usdt", "prewarm": true, "category": "added"}])),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["exchange_assets"][0]["asset"], "ZEC", "normalized");
+    let status = app.feed("okx").await.unwrap();
+    assert_eq!(status["symbols"].as_u64().unwrap(), before + 1);
+    // Priced by the WebSocket: the pair leaves the stale list, and answers come from memory.
+    app.eventually("ZEC live on okx", WITHIN, || async {
+        let f = app.feed("okx").await?;
+        let stale = f["stale_assets"].as_array()?.iter().any(|a| a == "ZEC");
+        (!stale).then_some(())
+    })
+    .await;
+    let r = app.get("/price?asset=ZEC&source=okx", Some(&key)).await;
+    assert_eq!((r.status, &r.body["quote"]), (StatusCode::OK, &json!("USDT")), "{}", r.body);
+
+    // Listing with filters, and the toggle of one flag.
+    let r = app.admin("/admin/exchange-assets?exchange=okx&asset=zec", None).await;
+    assert_eq!(r.body["count"], 1, "{}", r.body);
+    let r = app
+        .admin(
+            "/admin/exchange-assets/toggle",
+            Some(json!({"exchange": "okx", "asset": "ZEC", "prewarm": false})),
+        )
+        .await;
+    assert_eq!(r.body["exchange_asset"]["prewarm"], false, "{}", r.body);
+    assert_eq!(app.feed("okx").await.unwrap()["symbols"].as_u64().unwrap(), before);
+
+    // A bad row refuses the whole batch, naming the row and field.
+    let r = app
+        .admin(
+            "/admin/exchange-assets/save",
+            Some(json!({"assets": [
+                {"exchange": "okx", "asset": "XMR", "symbol": "XMR-USDT", "quote": "USDT"},
+                {"exchange": "nosuch", "asset": "XMR", "symbol": "XMR-USD", "quote": "USD"}
+            ]})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("[1].exchange")),
+        "{}",
+        r.body
+    );
+    let r = app.admin("/admin/exchange-assets?asset=XMR", None).await;
+    assert_eq!(r.body["count"], 0, "nothing of a refused batch is saved");
+}
+
+#[tokio::test]
+async fn a_mapped_asset_that_is_not_prewarmed_is_fetched_on_demand_then_cached() {
+    let app = spawn_app_with(|dir| async move {
+        sql(&dir, &["INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
+                     VALUES ('kraken', 'ADA', 'ADA/USD', 'USD', 1, 0, 'on-demand')"])
+        .await;
+    })
+    .await;
+    let key = app.key("pro").await;
+    let first = app.get("/price?asset=ADA", Some(&key)).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.body["sources"][0]["source"], "kraken-ws");
+    assert_eq!(first.body["quote"], "USD");
+    let second = app.get("/price?asset=ADA", Some(&key)).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.body["price"], first.body["price"], "served from memory");
+    let mut app = app;
+    app.stop().await;
+    assert_eq!(usage_rows(app.data_dir.path(), "WHERE asset = 'ADA' AND cache_tier = 'rest'").await, 1);
+    assert_eq!(usage_rows(app.data_dir.path(), "WHERE asset = 'ADA' AND cache_tier = 'memory'").await, 1);
+}
+
+/// A local exchange speaking a protocol none of the built-ins use: `{"action":"join",
+/// "markets":[...]}` in, `{"kind":"fills","market":"FOOEUR","fills":[{"rate","qty","at","no"}]}`
+/// out, with the symbol only in the frame, RFC 3339 times and numeric trade ids.
+async fn seventh_exchange() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                let Some(Ok(Message::Text(join))) = ws.next().await else {
+                    return;
+                };
+                let join: Value = serde_json::from_str(join.as_str()).unwrap_or_default();
+                let markets: Vec<String> = join["markets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m.as_str().map(str::to_owned))
+                    .collect();
+                for no in 1.. {
+                    for market in &markets {
+                        let frame = json!({"kind": "fills", "market": market, "fills": [
+                            {"rate": "12.50", "qty": "3", "at": "2026-11-21T10:00:00.123Z", "no": no}
+                        ]});
+                        if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_seventh_exchange_is_added_with_data_and_priced_without_restart() {
+    let app = spawn_app().await;
+    let key = app.key("pro").await;
+    let addr = seventh_exchange().await;
+    let definition = json!({
+        "name": "seventh",
+        "source": "seventh-ws",
+        "ws_url": format!("ws://{addr}/stream"),
+        "subscribe_template": "{\"action\":\"join\",\"markets\":[{SYMBOLS}]}",
+        "match": {"$.kind": "fills"},
+        "items_path": "$.fills[*]",
+        "symbol_path": "^.market",
+        "price_path": "$.rate",
+        "size_path": "$.qty",
+        "time_path": "$.at",
+        "trade_id_path": "$.no",
+        "time_format": "rfc3339",
+        "liveness_timeout_s": 10
+    });
+    let r = app.admin("/admin/exchange-feeds/save", Some(definition)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = app
+        .admin(
+            "/admin/exchange-assets/save",
+            Some(json!([{"exchange": "seventh", "asset": "FOO", "symbol": "FOOEUR", "quote": "EUR", "prewarm": true}])),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let answer = app
+        .eventually("FOO priced by the seventh exchange", WITHIN, || async {
+            let r = app.get("/price?asset=FOO", Some(&key)).await;
+            (r.status == StatusCode::OK).then_some(r.body)
+        })
+        .await;
+    assert_eq!(answer["price"], "12.50", "exact text: {answer}");
+    assert_eq!(answer["quote"], "EUR");
+    assert_eq!(answer["sources"][0]["source"], "seventh-ws");
+    let status = app.feed("seventh").await.unwrap();
+    assert_eq!(status["connected"], true);
+    assert_eq!(status["parse_errors"], 0);
+    assert_eq!(status["unknown_symbols"], 0);
+    // It is in the public listings too.
+    let assets = app.get("/assets", None).await.body;
+    assert!(assets["assets"].as_array().unwrap().iter().any(|a| a["asset"] == "FOO"));
+}

@@ -1,0 +1,135 @@
+//! An exchange's REST ticker, read with its definition: `rest_url` with `{SYMBOL}` filled in,
+//! the price at `rest_price_path` (exact text), the time at `rest_time_path`. Used to refresh
+//! quiet pairs, to stand in while a WebSocket is down, and for on-demand assets.
+
+use std::time::Duration;
+
+use beast_core::{Price, TimeFormat, now_ms};
+use serde_json::Value;
+
+use crate::{CompiledDefinition, feed::PriceUpdate, timefmt};
+
+/// Longest REST answer read; tickers are a few kilobytes.
+const MAX_BODY: usize = 256 * 1024;
+
+/// Why a REST ticker gave no price.
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    #[error("{exchange} has no REST ticker")]
+    NoTicker { exchange: String },
+    #[error("{exchange} REST ticker: {message}")]
+    Failed { exchange: String, message: String },
+}
+
+/// One HTTP client for every exchange's ticker, with a per-request timeout.
+#[derive(Debug, Clone)]
+pub struct RestClient {
+    http: reqwest::Client,
+}
+
+impl RestClient {
+    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("trinity-beast/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http })
+    }
+
+    /// The current price of `symbol` from `def`'s REST ticker.
+    pub(crate) async fn ticker(
+        &self,
+        def: &CompiledDefinition,
+        symbol: &str,
+    ) -> Result<PriceUpdate, RestError> {
+        let exchange = &def.def.name;
+        let (Some(price_path), false) = (&def.rest_price, def.def.rest_url.is_empty()) else {
+            return Err(RestError::NoTicker {
+                exchange: exchange.clone(),
+            });
+        };
+        let failed = |message: String| RestError::Failed {
+            exchange: exchange.clone(),
+            message,
+        };
+        let url = def.def.rest_url.replace("{SYMBOL}", symbol);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| failed(format!("request failed: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(failed(format!("HTTP {status}")));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| failed(format!("reading the answer: {e}")))?;
+        if body.len() > MAX_BODY {
+            return Err(failed(format!("answer of {} bytes is too large", body.len())));
+        }
+        let received_ms = now_ms();
+        let json: Value = serde_json::from_slice(&body)
+            .map_err(|e| failed(format!("answer is not JSON: {e}")))?;
+        let price = price_path
+            .query(&json)
+            .first()
+            .and_then(|v| match v {
+                Value::String(s) => Price::parse(s).ok(),
+                Value::Number(n) => Price::parse(&n.to_string()).ok(),
+                _ => None,
+            })
+            .filter(|p| p.value().is_sign_positive() && !p.value().is_zero())
+            .ok_or_else(|| {
+                failed(format!(
+                    "no positive decimal at rest_price_path {}",
+                    def.def.rest_price_path
+                ))
+            })?;
+        let time_exchange_ms = def
+            .rest_time
+            .as_ref()
+            .and_then(|path| path.query(&json).first().cloned())
+            .and_then(|v| rest_time_ms(&v, def.def.time_format));
+        Ok(PriceUpdate {
+            price,
+            size: None,
+            trade_id: None,
+            time_exchange_ms,
+            received_ms,
+            replayed: false,
+        })
+    }
+}
+
+/// A REST time in the definition's format, else RFC 3339, else unix time of any unit: REST
+/// APIs do not always write times the way their WebSocket does.
+fn rest_time_ms(value: &Value, format: TimeFormat) -> Option<i64> {
+    [format, TimeFormat::Rfc3339, TimeFormat::UnixAuto]
+        .into_iter()
+        .find_map(|f| timefmt::to_unix_ms(value, f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rest_times_are_read_in_any_common_form() {
+        let ms = 1_700_000_000_123;
+        assert_eq!(rest_time_ms(&json!(ms), TimeFormat::UnixMs), Some(ms));
+        assert_eq!(
+            rest_time_ms(&json!("2023-11-14T22:13:20.123Z"), TimeFormat::UnixMs),
+            Some(ms)
+        );
+        assert_eq!(
+            rest_time_ms(&json!("1700000000123"), TimeFormat::Rfc3339),
+            Some(ms)
+        );
+        assert_eq!(rest_time_ms(&json!("soon"), TimeFormat::UnixMs), None);
+    }
+}
