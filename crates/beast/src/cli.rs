@@ -132,7 +132,11 @@ pub enum ExchangesCommand {
     /// `symbol<TAB>price<TAB>size<TAB>timestamp_ms`; malformed frames are reported on stderr.
     Parse {
         /// A stored exchange.
-        #[arg(long, conflicts_with = "definition", required_unless_present = "definition")]
+        #[arg(
+            long,
+            conflicts_with = "definition",
+            required_unless_present = "definition"
+        )]
         exchange: Option<String>,
         /// An unsaved definition (JSON file with the `exchange_feeds` fields).
         #[arg(long)]

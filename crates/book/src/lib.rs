@@ -33,7 +33,8 @@ struct View {
     aggregate: Option<Arc<Answer>>,
     /// Pinned answers, one per source that has a fresh price.
     pinned: Vec<(Arc<str>, Arc<Answer>)>,
-    newest_received_ms: Option<i64>,
+    /// When each source's price arrived, for the age of a stale answer.
+    received_ms: Vec<(Arc<str>, i64)>,
     /// Rebuild once the clock reaches this: a source will have aged out.
     rebuild_at_ms: i64,
 }
@@ -68,7 +69,10 @@ impl AssetBook {
             aggregate: aggregate::answer(&self.asset, sources, None, now_ms, max_age_ms)
                 .map(Arc::new),
             pinned,
-            newest_received_ms: sources.iter().map(|s| s.received_ms).max(),
+            received_ms: sources
+                .iter()
+                .map(|s| (s.source.clone(), s.received_ms))
+                .collect(),
             rebuild_at_ms: aggregate::fresh_until(sources, now_ms, max_age_ms),
         }));
     }
@@ -146,7 +150,14 @@ impl Book {
                 .find(|(s, _)| &**s == tag)
                 .map(|(_, a)| a),
         };
-        match (answer, view.newest_received_ms) {
+        // A stale answer tells the age of the newest price it could have used.
+        let newest = view
+            .received_ms
+            .iter()
+            .filter(|(s, _)| source.is_none_or(|tag| &**s == tag))
+            .map(|(_, ms)| *ms)
+            .max();
+        match (answer, newest) {
             (Some(a), _) => Lookup::Fresh(a.clone()),
             (None, Some(newest)) => Lookup::Stale {
                 age_ms: (now_ms - newest).max(0),

@@ -218,6 +218,7 @@ impl Connection {
             self.feed.stats.duplicate();
             return;
         }
+        self.feed.stats.trade_seen();
         self.feed.deliver(
             index,
             PriceUpdate {

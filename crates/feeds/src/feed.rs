@@ -52,6 +52,9 @@ impl FeedStats {
     pub(crate) fn parse_error(&self) {
         self.parse_errors.fetch_add(1, Relaxed);
     }
+    pub(crate) fn trade_seen(&self) {
+        self.trades.fetch_add(1, Relaxed);
+    }
     pub(crate) fn duplicate(&self) {
         self.duplicates.fetch_add(1, Relaxed);
     }
@@ -75,6 +78,7 @@ pub struct FeedStatus {
     pub connections_up: usize,
     pub symbols: usize,
     pub frames: u64,
+    /// Trades received on the WebSocket (REST prices count in `rest_ok`).
     pub trades: u64,
     /// Trades dropped because their trade id was already seen (replays after a reconnect).
     pub duplicates: u64,
@@ -181,9 +185,11 @@ impl Feed {
         if !price.replayed {
             pair.last_price_ms.fetch_max(price.received_ms, Relaxed);
         }
-        self.stats.trades.fetch_add(1, Relaxed);
-        self.sink
-            .apply(price.into_tick(pair.asset.clone(), self.source.clone(), pair.quote.clone()));
+        self.sink.apply(price.into_tick(
+            pair.asset.clone(),
+            self.source.clone(),
+            pair.quote.clone(),
+        ));
     }
 
     pub fn status(&self, name: &str, fresh_max_age_ms: i64, now: i64) -> FeedStatus {

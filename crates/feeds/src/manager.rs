@@ -179,13 +179,16 @@ impl FeedManager {
                 continue;
             };
             if def.enabled && compiled.rest_price.is_some() {
-                on_demand.entry(m.asset.clone()).or_default().push(Candidate {
-                    def: compiled.clone(),
-                    symbol: m.symbol.clone(),
-                    asset: m.asset.as_str().into(),
-                    quote: m.quote.as_str().into(),
-                    source: def.source.as_str().into(),
-                });
+                on_demand
+                    .entry(m.asset.clone())
+                    .or_default()
+                    .push(Candidate {
+                        def: compiled.clone(),
+                        symbol: m.symbol.clone(),
+                        asset: m.asset.as_str().into(),
+                        quote: m.quote.as_str().into(),
+                        source: def.source.as_str().into(),
+                    });
             }
         }
         for candidates in on_demand.values_mut() {
@@ -199,7 +202,11 @@ impl FeedManager {
     }
 
     fn stats_of(&self, name: &str) -> Arc<FeedStats> {
-        self.stats.lock().entry(name.to_owned()).or_default().clone()
+        self.stats
+            .lock()
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
     }
 
     fn start(
@@ -307,7 +314,12 @@ impl FeedManager {
 
 /// Refreshes a feed's quiet pairs (and all its pairs while their connection is down) from its
 /// REST ticker, until `cancel` fires.
-async fn refresh(feed: Arc<Feed>, rest: RestClient, options: FeedOptions, cancel: CancellationToken) {
+async fn refresh(
+    feed: Arc<Feed>,
+    rest: RestClient,
+    options: FeedOptions,
+    cancel: CancellationToken,
+) {
     if feed.def.rest_price.is_none() {
         return;
     }

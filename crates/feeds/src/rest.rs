@@ -69,7 +69,10 @@ impl RestClient {
             .await
             .map_err(|e| failed(format!("reading the answer: {e}")))?;
         if body.len() > MAX_BODY {
-            return Err(failed(format!("answer of {} bytes is too large", body.len())));
+            return Err(failed(format!(
+                "answer of {} bytes is too large",
+                body.len()
+            )));
         }
         let received_ms = now_ms();
         let json: Value = serde_json::from_slice(&body)

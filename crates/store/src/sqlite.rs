@@ -36,7 +36,11 @@ fn migrator() -> Migrator {
         )
     };
     Migrator::with_migrations(vec![
-        migration(1, "core", include_str!("../migrations/sqlite/0001_core.sql")),
+        migration(
+            1,
+            "core",
+            include_str!("../migrations/sqlite/0001_core.sql"),
+        ),
         migration(
             2,
             "revisions",
@@ -331,11 +335,11 @@ impl Store for SqliteStore {
     }
 
     async fn exchanges_revision(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT revision FROM config_revisions WHERE area = 'exchanges'",
+        Ok(
+            sqlx::query_scalar("SELECT revision FROM config_revisions WHERE area = 'exchanges'")
+                .fetch_one(&self.pool)
+                .await?,
         )
-        .fetch_one(&self.pool)
-        .await?)
     }
 
     async fn save_exchange(&self, def: &ExchangeDefinition) -> Result<()> {
@@ -344,7 +348,10 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| match e {
                 StoreError::Database(e) => refuse_duplicate(e, || {
-                    format!("source {:?} is already used by another exchange", def.source)
+                    format!(
+                        "source {:?} is already used by another exchange",
+                        def.source
+                    )
                 }),
                 e => e,
             })?;
@@ -355,12 +362,13 @@ impl Store for SqliteStore {
 
     async fn set_exchange_enabled(&self, name: &str, enabled: bool) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE exchange_feeds SET enabled = ?, updated_at_ms = ? WHERE name = ?")
-            .bind(enabled)
-            .bind(now_ms())
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        let done =
+            sqlx::query("UPDATE exchange_feeds SET enabled = ?, updated_at_ms = ? WHERE name = ?")
+                .bind(enabled)
+                .bind(now_ms())
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
         bump_exchanges_revision(&mut tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
@@ -370,9 +378,9 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         for m in mappings {
             upsert_mapping(&mut tx, m).await.map_err(|e| match e {
-                StoreError::Database(e) => refuse_duplicate(e, || {
-                    format!("exchange {:?} does not exist", m.exchange)
-                }),
+                StoreError::Database(e) => {
+                    refuse_duplicate(e, || format!("exchange {:?} does not exist", m.exchange))
+                }
                 e => e,
             })?;
         }

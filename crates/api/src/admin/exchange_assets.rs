@@ -51,13 +51,17 @@ pub async fn save(
         // A bare array or `{"assets": [...]}`.
         let value = body(batch)?;
         let rows = match value {
-            Value::Object(mut o) if o.contains_key("assets") => o.remove("assets").unwrap_or_default(),
+            Value::Object(mut o) if o.contains_key("assets") => {
+                o.remove("assets").unwrap_or_default()
+            }
             other => other,
         };
         let rows: Vec<AssetMapping> = serde_json::from_value(rows)
             .map_err(|e| ApiError::BadRequest(format!("expected an array of mappings: {e}")))?;
         let saved = manage::save_assets(&*state.store, &rows).await?;
-        Ok(json!({ "saved": saved.len(), "exchange_assets": saved, "applied": apply(&state).await }))
+        Ok(
+            json!({ "saved": saved.len(), "exchange_assets": saved, "applied": apply(&state).await }),
+        )
     };
     answer(result.await)
 }
@@ -78,7 +82,9 @@ pub async fn toggle(
     let result = async {
         let t = body(request)?;
         if t.enabled.is_none() && t.prewarm.is_none() {
-            return Err(ApiError::BadRequest("give `enabled` and/or `prewarm`".into()));
+            return Err(ApiError::BadRequest(
+                "give `enabled` and/or `prewarm`".into(),
+            ));
         }
         let mapping =
             manage::toggle_asset(&*state.store, &t.exchange, &t.asset, t.enabled, t.prewarm)

@@ -127,8 +127,8 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     if path == Path::new("-") {
         std::io::stdin().read_to_string(&mut text)?;
     } else {
-        text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     }
     let mut value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;

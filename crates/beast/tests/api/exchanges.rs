@@ -44,8 +44,17 @@ async fn the_admin_api_needs_the_admin_key() {
     // The stored row (real endpoint) with its live status.
     assert_eq!(okx["ws_url"], "wss://ws.okx.com:8443/ws/v5/public");
     assert_eq!(okx["price_path"], "$.px");
-    for field in ["connected", "last_frame_ms", "reconnects", "frames", "parse_errors"] {
-        assert!(!okx["status"][field].is_null(), "status lacks {field}: {okx}");
+    for field in [
+        "connected",
+        "last_frame_ms",
+        "reconnects",
+        "frames",
+        "parse_errors",
+    ] {
+        assert!(
+            !okx["status"][field].is_null(),
+            "status lacks {field}: {okx}"
+        );
     }
     assert!(okx["status"]["stale_assets"].is_array());
 }
@@ -68,7 +77,11 @@ async fn an_invalid_definition_is_refused_naming_the_field_and_feeds_run_on() {
     definition.as_object_mut().unwrap().remove("status");
     for (field, bad, expected) in [
         ("price_path", json!("$.data[?"), "price_path"),
-        ("subscribe_template", json!("{\"op\":\"subscribe\"}"), "subscribe_template"),
+        (
+            "subscribe_template",
+            json!("{\"op\":\"subscribe\"}"),
+            "subscribe_template",
+        ),
         ("time_format", json!("unix_weeks"), "time_format"),
         ("heartbeat_reply", json!("{\"id\":{$.id"), "heartbeat_reply"),
     ] {
@@ -77,8 +90,8 @@ async fn an_invalid_definition_is_refused_naming_the_field_and_feeds_run_on() {
         let r = app.admin("/admin/exchange-feeds/save", Some(d)).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{field}: {}", r.body);
         let error = &r.body["error"];
-        let names_it = error["field"] == expected
-            || error["message"].as_str().unwrap().contains(expected);
+        let names_it =
+            error["field"] == expected || error["message"].as_str().unwrap().contains(expected);
         assert!(names_it, "{field}: {error}");
     }
     // Nothing changed: the stored row is the same and okx still runs, connected.
@@ -104,15 +117,35 @@ async fn disabling_and_enabling_an_exchange_applies_at_once() {
     .await;
 
     let r = app
-        .admin("/admin/exchange-feeds/toggle", Some(json!({"name": "okx", "enabled": false})))
+        .admin(
+            "/admin/exchange-feeds/toggle",
+            Some(json!({"name": "okx", "enabled": false})),
+        )
         .await;
-    assert_eq!((r.status, &r.body["enabled"]), (StatusCode::OK, &json!(false)), "{}", r.body);
-    assert!(!running(&app, "okx").await, "okx still running after the answer");
+    assert_eq!(
+        (r.status, &r.body["enabled"]),
+        (StatusCode::OK, &json!(false)),
+        "{}",
+        r.body
+    );
+    assert!(
+        !running(&app, "okx").await,
+        "okx still running after the answer"
+    );
     let r = app.get("/price?asset=ETH&source=okx", Some(&key)).await;
     assert_eq!(r.body["error"]["code"], "unknown_source", "{}", r.body);
     let listed = app.get("/exchanges", None).await.body;
-    let okx = listed["exchanges"].as_array().unwrap().iter().find(|e| e["name"] == "okx").unwrap().clone();
-    assert_eq!((&okx["enabled"], &okx["connected"]), (&json!(false), &json!(false)));
+    let okx = listed["exchanges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "okx")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&okx["enabled"], &okx["connected"]),
+        (&json!(false), &json!(false))
+    );
 
     // No `enabled`: flips it back on.
     let r = app
@@ -126,7 +159,10 @@ async fn disabling_and_enabling_an_exchange_applies_at_once() {
     .await;
 
     let r = app
-        .admin("/admin/exchange-feeds/toggle", Some(json!({"name": "nosuch"})))
+        .admin(
+            "/admin/exchange-feeds/toggle",
+            Some(json!({"name": "nosuch"})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
 }
@@ -175,10 +211,17 @@ async fn a_new_prewarm_asset_is_subscribed_live() {
     })
     .await;
     let r = app.get("/price?asset=ZEC&source=okx", Some(&key)).await;
-    assert_eq!((r.status, &r.body["quote"]), (StatusCode::OK, &json!("USDT")), "{}", r.body);
+    assert_eq!(
+        (r.status, &r.body["quote"]),
+        (StatusCode::OK, &json!("USDT")),
+        "{}",
+        r.body
+    );
 
     // Listing with filters, and the toggle of one flag.
-    let r = app.admin("/admin/exchange-assets?exchange=okx&asset=zec", None).await;
+    let r = app
+        .admin("/admin/exchange-assets?exchange=okx&asset=zec", None)
+        .await;
     assert_eq!(r.body["count"], 1, "{}", r.body);
     let r = app
         .admin(
@@ -187,7 +230,10 @@ async fn a_new_prewarm_asset_is_subscribed_live() {
         )
         .await;
     assert_eq!(r.body["exchange_asset"]["prewarm"], false, "{}", r.body);
-    assert_eq!(app.feed("okx").await.unwrap()["symbols"].as_u64().unwrap(), before);
+    assert_eq!(
+        app.feed("okx").await.unwrap()["symbols"].as_u64().unwrap(),
+        before
+    );
 
     // A bad row refuses the whole batch, naming the row and field.
     let r = app
@@ -224,11 +270,28 @@ async fn a_mapped_asset_that_is_not_prewarmed_is_fetched_on_demand_then_cached()
     assert_eq!(first.body["quote"], "USD");
     let second = app.get("/price?asset=ADA", Some(&key)).await;
     assert_eq!(second.status, StatusCode::OK);
-    assert_eq!(second.body["price"], first.body["price"], "served from memory");
+    assert_eq!(
+        second.body["price"], first.body["price"],
+        "served from memory"
+    );
     let mut app = app;
     app.stop().await;
-    assert_eq!(usage_rows(app.data_dir.path(), "WHERE asset = 'ADA' AND cache_tier = 'rest'").await, 1);
-    assert_eq!(usage_rows(app.data_dir.path(), "WHERE asset = 'ADA' AND cache_tier = 'memory'").await, 1);
+    assert_eq!(
+        usage_rows(
+            app.data_dir.path(),
+            "WHERE asset = 'ADA' AND cache_tier = 'rest'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        usage_rows(
+            app.data_dir.path(),
+            "WHERE asset = 'ADA' AND cache_tier = 'memory'"
+        )
+        .await,
+        1
+    );
 }
 
 /// A local exchange speaking a protocol none of the built-ins use: `{"action":"join",
@@ -258,7 +321,11 @@ async fn seventh_exchange() -> std::net::SocketAddr {
                         let frame = json!({"kind": "fills", "market": market, "fills": [
                             {"rate": "12.50", "qty": "3", "at": "2026-11-21T10:00:00.123Z", "no": no}
                         ]});
-                        if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+                        if ws
+                            .send(Message::Text(frame.to_string().into()))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -290,7 +357,9 @@ async fn a_seventh_exchange_is_added_with_data_and_priced_without_restart() {
         "time_format": "rfc3339",
         "liveness_timeout_s": 10
     });
-    let r = app.admin("/admin/exchange-feeds/save", Some(definition)).await;
+    let r = app
+        .admin("/admin/exchange-feeds/save", Some(definition))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let r = app
         .admin(
@@ -314,5 +383,11 @@ async fn a_seventh_exchange_is_added_with_data_and_priced_without_restart() {
     assert_eq!(status["unknown_symbols"], 0);
     // It is in the public listings too.
     let assets = app.get("/assets", None).await.body;
-    assert!(assets["assets"].as_array().unwrap().iter().any(|a| a["asset"] == "FOO"));
+    assert!(
+        assets["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["asset"] == "FOO")
+    );
 }

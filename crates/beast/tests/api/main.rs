@@ -4,6 +4,7 @@
 
 mod binary;
 mod exchanges;
+mod faults;
 mod helpers;
 mod keys;
 mod metering;
