@@ -9,6 +9,7 @@ pub mod http;
 pub mod keys;
 pub mod manage;
 pub mod state;
+pub mod udp;
 
 pub use admin::AdminKey;
 pub use catalog::Catalog;

@@ -24,6 +24,8 @@ pub struct AppState {
     pub admin: Arc<AdminKey>,
     /// Serializes applying the exchange configuration; holds the revision last applied.
     pub applied: Arc<tokio::sync::Mutex<i64>>,
+    /// Packet counters of the UDP price listener.
+    pub udp: Arc<crate::udp::UdpStats>,
     /// This node's name in usage rows and status.
     pub node: Arc<str>,
     pub roles: Arc<[String]>,

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
 use anyhow::Context;
 use axum::Router;
-use beast_api::{AdminKey, AppState, Catalog, KeyRing, http};
+use beast_api::{AdminKey, AppState, Catalog, KeyRing, http, udp::UdpOptions};
 use beast_book::Book;
 use beast_core::ExchangeDefinition;
 use beast_feeds::{FeedManager, FeedOptions, Redirect, RestClient};
@@ -26,6 +26,7 @@ struct Params {
     usage: WriterOptions,
     keys_reload: Duration,
     exchanges_reload: Duration,
+    udp: UdpOptions,
     rest_timeout: Duration,
     feeds: FeedOptions,
 }
@@ -59,6 +60,11 @@ impl Params {
             },
             keys_reload: Duration::from_millis(get("keys_reload_ms")),
             exchanges_reload: Duration::from_millis(get("exchanges_reload_ms")),
+            udp: UdpOptions {
+                workers: std::thread::available_parallelism().map_or(2, usize::from),
+                recv_buffer_bytes: get("udp_recv_buffer_bytes") as usize,
+                send_buffer_bytes: get("udp_send_buffer_bytes") as usize,
+            },
             rest_timeout: Duration::from_millis(get("rest_timeout_ms")),
             feeds: FeedOptions {
                 fresh_max_age_ms: ms("price_fresh_max_age_ms"),
@@ -73,6 +79,8 @@ impl Params {
 
 pub struct Application {
     servers: Vec<(TcpListener, Router)>,
+    /// The UDP price listener's sockets and the state they answer with.
+    udp: Option<(Vec<std::net::UdpSocket>, AppState)>,
     addresses: Vec<(String, SocketAddr)>,
     store: Arc<SqliteStore>,
     /// Feeds, key reload, simulator: stopped after the listeners have drained.
@@ -152,6 +160,7 @@ impl Application {
             store: store.clone(),
             admin: Arc::new(AdminKey::new(&settings.admin_key()?)),
             applied: Arc::default(),
+            udp: Arc::default(),
             node: settings.node_id.as_str().into(),
             roles: settings
                 .roles
@@ -206,6 +215,19 @@ impl Application {
                 )),
             }
         }
+        let mut udp = None;
+        if roles.contains(&Role::Price) {
+            let sockets = beast_api::udp::bind(settings.price_udp, params.udp)
+                .with_context(|| format!("binding price-udp on {}", settings.price_udp))?;
+            let bound = sockets
+                .first()
+                .map(std::net::UdpSocket::local_addr)
+                .transpose()?
+                .unwrap_or(settings.price_udp);
+            tracing::info!(listener = "price-udp", addr = %bound, sockets = sockets.len(), "listening");
+            addresses.push(("price-udp".to_owned(), bound));
+            udp = Some((sockets, state.clone()));
+        }
         let mut servers = Vec::new();
         for (name, addr, router) in wanted {
             let listener = TcpListener::bind(addr)
@@ -218,6 +240,7 @@ impl Application {
         }
         Ok(Self {
             servers,
+            udp,
             addresses,
             store,
             background,
@@ -243,6 +266,11 @@ impl Application {
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
             });
+        }
+        if let Some((sockets, state)) = self.udp {
+            let stats = state.udp.clone();
+            let stop = stop.clone();
+            servers.spawn(beast_api::udp::serve(state, sockets, stats, stop));
         }
         let mut first_error = None;
         while let Some(done) = servers.join_next().await {

@@ -21,6 +21,8 @@ pub struct Settings {
     pub roles: String,
     pub price_http: SocketAddr,
     pub price_health: SocketAddr,
+    /// UDP price protocol.
+    pub price_udp: SocketAddr,
     pub report_http: SocketAddr,
     pub report_health: SocketAddr,
     pub webhook_health: SocketAddr,
@@ -45,6 +47,7 @@ impl Default for Settings {
             roles: "price,report".into(),
             price_http: any(8080),
             price_health: any(8081),
+            price_udp: any(2679),
             report_http: any(9090),
             report_health: any(9091),
             webhook_health: any(8083),
@@ -167,6 +170,10 @@ pub struct ServeArgs {
     #[arg(long, env = "BEAST_PRICE_HEALTH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub price_health: Option<SocketAddr>,
+    /// UDP price listener [default: 0.0.0.0:2679]
+    #[arg(long, env = "BEAST_PRICE_UDP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_udp: Option<SocketAddr>,
     /// Report API listener [default: 0.0.0.0:9090]
     #[arg(long, env = "BEAST_REPORT_HTTP")]
     #[serde(skip_serializing_if = "Option::is_none")]

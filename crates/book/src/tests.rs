@@ -146,7 +146,28 @@ fn a_caller_can_pin_one_source() {
     );
     assert!(matches!(
         book.lookup("BTC", Some("z-ws"), 1),
-        Lookup::Stale { .. }
+        Lookup::NoPrice
+    ));
+}
+
+#[test]
+fn a_stale_pinned_source_tells_its_own_age_not_the_newest_of_others() {
+    let book = book_with(vec![
+        tick("a-ws", "USD", "100", 0),
+        tick("b-ws", "USD", "200", 20_000),
+    ]);
+    let now = MAX_AGE + 5_000;
+    assert!(matches!(
+        book.lookup("BTC", Some("a-ws"), now),
+        Lookup::Stale { age_ms } if age_ms == now
+    ));
+    assert!(matches!(
+        book.lookup("BTC", Some("b-ws"), now),
+        Lookup::Fresh(_)
+    ));
+    assert!(matches!(
+        book.lookup("BTC", None, MAX_AGE + 30_000),
+        Lookup::Stale { age_ms } if age_ms == MAX_AGE + 10_000
     ));
 }
 

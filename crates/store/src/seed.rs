@@ -117,6 +117,16 @@ pub fn parameter_defaults() -> &'static [(&'static str, &'static str, &'static s
             "REST ticker calls in flight per exchange (refresh and fallback)",
         ),
         (
+            "udp_recv_buffer_bytes",
+            "4194304",
+            "Receive buffer asked for each UDP socket (the kernel caps it at net.core.rmem_max)",
+        ),
+        (
+            "udp_send_buffer_bytes",
+            "4194304",
+            "Send buffer asked for each UDP socket (capped at net.core.wmem_max)",
+        ),
+        (
             "on_demand_retry_ms",
             "2000",
             "After an on-demand REST fetch of an asset failed, wait this long before trying again",

@@ -4,8 +4,8 @@
 mod assets;
 mod exchanges;
 mod health;
-mod price;
-mod prices;
+pub(crate) mod price;
+pub(crate) mod prices;
 
 use std::{sync::Arc, time::Instant};
 

@@ -5,6 +5,8 @@ use axum::{
     http::StatusCode,
     response::Response,
 };
+use std::time::Instant;
+
 use beast_core::{ApiError, Protocol, now_ms};
 use serde::Deserialize;
 
@@ -28,42 +30,67 @@ pub async fn price(
     Keyed { key, started }: Keyed,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let now = now_ms();
-    let query = parse_query::<PriceQuery>(query.as_deref());
-    let outcome = match &query {
-        Ok(q) => answer(&state, &key, q, now).await,
-        Err(e) => Err(e.clone()),
-    };
-    let response = match &outcome {
-        Ok((answer, _)) => {
-            key.count_success(1);
-            json_response(StatusCode::OK, answer.template.render(now))
+    let result = match parse_query::<PriceQuery>(query.as_deref()) {
+        Ok(q) => {
+            metered_price(
+                &state,
+                &key,
+                q.asset.as_deref(),
+                q.source.as_deref(),
+                Protocol::Http,
+                started,
+            )
+            .await
         }
-        Err(e) => error_response(e),
+        Err(e) => {
+            state
+                .meter(&key, "", Err(&e), Protocol::Http, started)
+                .await;
+            Err(e)
+        }
     };
-    let requested = query
-        .as_ref()
-        .ok()
-        .and_then(|q| q.asset.as_deref())
-        .unwrap_or("");
-    state
-        .meter(&key, requested, outcome.as_ref(), Protocol::Http, started)
-        .await;
-    response
+    match result {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => error_response(&e),
+    }
 }
 
-/// Admission (rate limit, quota) and lookup for one well-formed query.
+/// One metered price answer, whatever the protocol: admission (rate limit, quota), lookup,
+/// the quota count and the usage row. Returns the rendered body.
+pub(crate) async fn metered_price(
+    state: &AppState,
+    key: &KeyEntry,
+    asset: Option<&str>,
+    source: Option<&str>,
+    protocol: Protocol,
+    started: Instant,
+) -> Result<Vec<u8>, ApiError> {
+    let now = now_ms();
+    let outcome = answer(state, key, asset, source, now).await;
+    if outcome.is_ok() {
+        key.count_success(1);
+    }
+    state
+        .meter(
+            key,
+            asset.unwrap_or(""),
+            outcome.as_ref(),
+            protocol,
+            started,
+        )
+        .await;
+    outcome.map(|(answer, _)| answer.template.render(now))
+}
+
 async fn answer(
     state: &AppState,
     key: &KeyEntry,
-    q: &PriceQuery,
+    asset: Option<&str>,
+    source: Option<&str>,
     now: i64,
 ) -> Result<Served, ApiError> {
-    let asset = q
-        .asset
-        .as_deref()
-        .ok_or_else(|| ApiError::BadRequest("asset is required".into()))?;
+    let asset = asset.ok_or_else(|| ApiError::BadRequest("asset is required".into()))?;
     let asset = normalize_asset(asset)?;
     key.admit(now)?;
-    state.price_answer(&asset, q.source.as_deref(), now).await
+    state.price_answer(&asset, source, now).await
 }

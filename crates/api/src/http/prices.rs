@@ -6,12 +6,14 @@ use axum::{
     http::StatusCode,
     response::Response,
 };
+use std::time::Instant;
+
 use beast_core::{ApiError, Protocol, now_ms};
 use futures_util::future::join_all;
 use serde::Deserialize;
 
 use super::{Keyed, error_response, json_response, parse_query};
-use crate::{AppState, state::normalize_asset};
+use crate::{AppState, keys::KeyEntry, state::normalize_asset};
 
 /// Most assets in one request.
 const MAX_ASSETS: usize = 100;
@@ -26,10 +28,14 @@ fn requested_assets(query: Result<PricesQuery, ApiError>) -> Result<Vec<String>,
     let list = query?
         .assets
         .ok_or_else(|| ApiError::BadRequest("assets is required".into()))?;
-    let mut assets: Vec<String> = list
-        .split(',')
-        .map(normalize_asset)
-        .collect::<Result<_, _>>()?;
+    asset_list(list.split(','))
+}
+
+/// Normalized, de-duplicated asset names, at most [`MAX_ASSETS`].
+pub(crate) fn asset_list<'a>(
+    names: impl Iterator<Item = &'a str>,
+) -> Result<Vec<String>, ApiError> {
+    let mut assets: Vec<String> = names.map(normalize_asset).collect::<Result<_, _>>()?;
     assets.dedup();
     if assets.len() > MAX_ASSETS {
         return Err(ApiError::BadRequest(format!(
@@ -44,16 +50,29 @@ pub async fn prices(
     Keyed { key, started }: Keyed,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let assets = requested_assets(parse_query(query.as_deref()));
+    match metered_prices(&state, &key, assets, Protocol::Http, started).await {
+        Ok((status, body)) => json_response(status, body),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Several assets in one metered request, whatever the protocol: one rate-limit token, one
+/// usage row per asset. Returns the status and the body `{"prices":{..},"errors":{..}}`, or
+/// the error that refused the whole request.
+pub(crate) async fn metered_prices(
+    state: &AppState,
+    key: &KeyEntry,
+    assets: Result<Vec<String>, ApiError>,
+    protocol: Protocol,
+    started: Instant,
+) -> Result<(StatusCode, Vec<u8>), ApiError> {
     let now = now_ms();
-    let assets = match requested_assets(parse_query(query.as_deref()))
-        .and_then(|a| key.admit(now).map(|()| a))
-    {
+    let assets = match assets.and_then(|a| key.admit(now).map(|()| a)) {
         Ok(assets) => assets,
         Err(e) => {
-            state
-                .meter(&key, "", Err(&e), Protocol::Http, started)
-                .await;
-            return error_response(&e);
+            state.meter(key, "", Err(&e), protocol, started).await;
+            return Err(e);
         }
     };
     // Concurrently: assets fetched on demand do not wait for each other.
@@ -86,7 +105,7 @@ pub async fn prices(
     key.count_success(served as u64);
     for (asset, result) in &results {
         state
-            .meter(&key, asset, result.as_ref(), Protocol::Http, started)
+            .meter(key, asset, result.as_ref(), protocol, started)
             .await;
     }
     let status = match results.iter().find_map(|(_, r)| r.as_ref().err()) {
@@ -95,5 +114,5 @@ pub async fn prices(
         }
         _ => StatusCode::OK,
     };
-    json_response(status, body)
+    Ok((status, body))
 }

@@ -135,7 +135,8 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     if let Some(rows) = value.get_mut("assets").map(serde_json::Value::take) {
         value = rows;
     }
-    serde_json::from_value(value).with_context(|| format!("reading {}", path.display()))
+    // The error names the offending field (`time_format: unknown variant ...`).
+    serde_path_to_error::deserialize(value).with_context(|| format!("reading {}", path.display()))
 }
 
 /// One line per trade in each frame: `symbol<TAB>price<TAB>size<TAB>timestamp_ms`, with the

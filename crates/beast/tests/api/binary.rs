@@ -145,9 +145,11 @@ async fn the_binary_serves_keyed_prices_and_flushes_every_request_on_sigterm() {
             local,
             "--report-health",
             local,
+            "--price-udp",
+            local,
         ],
         &[],
-        4,
+        6, // five listeners and the simulator
     );
     let price = node.listeners["price-http"];
     let client = reqwest::Client::new();
@@ -271,4 +273,229 @@ async fn roles_and_addresses_come_from_file_environment_and_flags_in_that_order(
         data.join("beast.sqlite3").exists(),
         "the file's data_dir was used"
     );
+}
+
+/// Runs `beast` with `stdin` piped in; returns (stdout, stderr, success).
+fn beast_with_stdin(data_dir: &Path, args: &[&str], stdin: &str) -> (String, String, bool) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        out.status.success(),
+    )
+}
+
+#[test]
+fn exchanges_parse_prints_every_recorded_trade_field_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for name in ["coinbase", "gemini", "kraken", "gateio", "cryptocom", "okx"] {
+        let path = format!(
+            "{}/../feeds/tests/fixtures/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        // All frames of the exchange in one run, one per line, as an operator would paste them.
+        let cases = fixture["cases"].as_array().unwrap();
+        let input: String = cases
+            .iter()
+            .map(|c| format!("{}\n", c["frame"].as_str().unwrap().replace('\n', " ")))
+            .collect();
+        let expected: String = cases
+            .iter()
+            .filter(|c| c["kind"] == "trades")
+            .flat_map(|c| c["trades"].as_array().unwrap().clone())
+            .map(|t| {
+                let text = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_default();
+                let time = t[3].as_i64().map(|ms| ms.to_string()).unwrap_or_default();
+                format!(
+                    "{}\t{}\t{}\t{time}\n",
+                    text(&t[0]),
+                    text(&t[1]),
+                    text(&t[2])
+                )
+            })
+            .collect();
+        let (stdout, stderr, ok) = beast_with_stdin(
+            &dir.path().join("data"),
+            &["exchanges", "parse", "--exchange", name],
+            &input,
+        );
+        assert!(ok, "{name}: {stderr}");
+        assert_eq!(stdout, expected, "{name}");
+        let errors = cases.iter().filter(|c| c["kind"] == "error").count();
+        assert_eq!(
+            stderr.lines().count(),
+            errors,
+            "{name}: one stderr line per bad frame: {stderr}"
+        );
+        checked += cases.len();
+    }
+    assert!(checked >= 25);
+}
+
+#[test]
+fn exchanges_parse_tries_an_unsaved_definition_and_the_cli_saves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let definition = serde_json::json!({
+        "name": "seventh",
+        "source": "seventh-ws",
+        "ws_url": "ws://127.0.0.1:1/stream",
+        "subscribe_template": "{\"action\":\"join\",\"markets\":[{SYMBOLS}]}",
+        "match": {"$.kind": "fills"},
+        "items_path": "$.fills[*]",
+        "symbol_path": "^.market",
+        "price_path": "$.rate",
+        "size_path": "$.qty",
+        "time_path": "$.at",
+        "time_format": "rfc3339"
+    });
+    let file = dir.path().join("seventh.json");
+    std::fs::write(&file, definition.to_string()).unwrap();
+    let frames = concat!(
+        r#"{"kind":"fills","market":"FOOEUR","fills":[{"rate":"12.50","qty":"3","at":"2026-11-21T10:00:00.123Z"},{"rate":"12.51","qty":"0.1","at":"2026-11-21T10:00:01Z"}]}"#,
+        "\n",
+        r#"{"kind":"welcome"}"#,
+        "\n",
+        r#"{"kind":"fills","market":"FOOEUR","fills":[{"rate":"-1","qty":"3","at":"2026-11-21T10:00:00Z"}]}"#,
+        "\n",
+    );
+    let (stdout, stderr, ok) = beast_with_stdin(
+        &data,
+        &["exchanges", "parse", "--definition", file.to_str().unwrap()],
+        frames,
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout,
+        "FOOEUR\t12.50\t3\t1795255200123\nFOOEUR\t12.51\t0.1\t1795255201000\n"
+    );
+    assert!(
+        stderr.starts_with("line 3:") && stderr.contains("price_path"),
+        "{stderr}"
+    );
+
+    // Saved, mapped and toggled from the command line, with the same checks as the admin API.
+    let out = beast(
+        &data,
+        &["exchanges", "save", "--definition", file.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut bad = definition.clone();
+    bad["time_format"] = "unix_weeks".into();
+    std::fs::write(&file, bad.to_string()).unwrap();
+    let out = beast(
+        &data,
+        &["exchanges", "save", "--definition", file.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("time_format"));
+    let rows = dir.path().join("rows.json");
+    std::fs::write(
+        &rows,
+        r#"[{"exchange":"seventh","asset":"foo","symbol":"FOOEUR","quote":"EUR","prewarm":true}]"#,
+    )
+    .unwrap();
+    let out = beast(
+        &data,
+        &["exchanges", "assets-save", "--file", rows.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = beast(
+        &data,
+        &["exchanges", "toggle", "seventh", "--enabled", "false"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "seventh enabled=false"
+    );
+    let out = beast(&data, &["exchanges", "assets", "--exchange", "seventh"]);
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listing.contains("FOO") && listing.contains("FOOEUR"),
+        "{listing}"
+    );
+}
+
+#[tokio::test]
+async fn faults_are_injected_from_the_command_line() {
+    let mut sim = Command::new(BIN)
+        .args(["simulate", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sim.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    // Keep draining: a closed pipe would make the simulator's next print fail.
+    std::thread::spawn(move || lines.for_each(drop));
+    let addr = first.trim().rsplit(' ').next().unwrap().to_owned();
+    let url = format!("http://{addr}");
+    let ticker = format!("{url}/okx/api/v5/market/ticker?instId=BTC-USDT");
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client.get(&ticker).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let fault = |kind: &str| {
+        Command::new(BIN)
+            .args([
+                "simulate",
+                "fault",
+                "--url",
+                &url,
+                "--exchange",
+                "okx",
+                "--kind",
+                kind,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = fault("failing_rest");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("failing_rest"));
+    assert_eq!(
+        client.get(&ticker).send().await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(fault("clear").status.success());
+    assert_eq!(
+        client.get(&ticker).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let out = fault("melt_down");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("melt_down"));
+    sim.kill().unwrap();
+    sim.wait().unwrap();
 }

@@ -391,3 +391,32 @@ async fn a_seventh_exchange_is_added_with_data_and_priced_without_restart() {
             .any(|a| a["asset"] == "FOO")
     );
 }
+
+#[tokio::test]
+async fn subscriptions_are_sharded_over_connections_when_an_exchange_caps_them() {
+    let app = spawn_app().await;
+    let mut okx = app.admin("/admin/exchange-feeds", None).await.body["exchange_feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "okx")
+        .unwrap()
+        .clone();
+    okx.as_object_mut().unwrap().remove("status");
+    okx["max_symbols_per_connection"] = json!(10);
+    okx["max_symbols_per_message"] = json!(3);
+    let r = app.admin("/admin/exchange-feeds/save", Some(okx)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let feed = app
+        .eventually("okx on 4 connections, every pair live", WITHIN, || async {
+            let f = app.feed("okx").await?;
+            let live = f["connections_up"] == 4 && f["stale_assets"].as_array()?.is_empty();
+            live.then_some(f)
+        })
+        .await;
+    assert_eq!(
+        (feed["symbols"].as_u64(), feed["connections"].as_u64()),
+        (Some(33), Some(4))
+    );
+    assert_eq!(feed["unknown_symbols"], 0);
+}

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 pub struct TestApp {
     pub price: SocketAddr,
     pub health: SocketAddr,
+    pub udp: SocketAddr,
     /// The in-process exchange simulator (faults are injected here).
     pub simulator: SocketAddr,
     pub admin_key: String,
@@ -80,6 +81,7 @@ where
         data_dir: data_dir.path().to_owned(),
         price_http: local,
         price_health: local,
+        price_udp: local,
         report_http: local,
         report_health: local,
         webhook_health: local,
@@ -91,6 +93,7 @@ where
     let price = app.address("price-http").unwrap();
     let health = app.address("price-health").unwrap();
     let simulator = app.address("simulator").unwrap();
+    let udp = app.address("price-udp").unwrap();
     let admin_key = std::fs::read_to_string(data_dir.path().join("admin.key"))
         .unwrap()
         .trim()
@@ -100,6 +103,7 @@ where
     TestApp {
         price,
         health,
+        udp,
         simulator,
         admin_key,
         data_dir,

@@ -9,3 +9,4 @@ mod helpers;
 mod keys;
 mod metering;
 mod prices;
+mod udp;

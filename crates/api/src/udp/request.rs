@@ -1,0 +1,103 @@
+//! Reading one UDP request datagram. serde_json on a borrowed struct: no copy of the key or
+//! the asset unless they contain escapes.
+
+use std::borrow::Cow;
+
+use beast_core::ApiError;
+use serde::Deserialize;
+
+/// Longest request id echoed back.
+const MAX_ID: usize = 64;
+
+#[derive(Debug, Deserialize)]
+pub struct Request<'a> {
+    #[serde(borrow, default)]
+    pub key: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub asset: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub assets: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    pub source: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub id: Option<Cow<'a, str>>,
+}
+
+pub enum Parsed<'a> {
+    Request(Request<'a>),
+    /// JSON, but not a valid request: answered with this error (and the id, if readable).
+    Invalid {
+        id: Option<String>,
+        error: ApiError,
+    },
+    /// Not JSON at all: dropped.
+    Garbage,
+}
+
+pub fn parse(datagram: &[u8]) -> Parsed<'_> {
+    let request: Request = match serde_json::from_slice(datagram) {
+        Ok(r) => r,
+        Err(e) if e.is_syntax() || e.is_eof() => return Parsed::Garbage,
+        Err(e) => {
+            // Valid JSON of the wrong shape: answer, echoing the id if there is one.
+            let id = serde_json::from_slice::<serde_json::Value>(datagram)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+                .filter(|id| id.chars().count() <= MAX_ID);
+            return Parsed::Invalid {
+                id,
+                error: ApiError::BadRequest(format!("bad request: {e}")),
+            };
+        }
+    };
+    if let Some(id) = &request.id
+        && id.chars().count() > MAX_ID
+    {
+        return Parsed::Invalid {
+            id: None,
+            error: ApiError::BadRequest(format!("id is longer than {MAX_ID} characters")),
+        };
+    }
+    if request.key.trim().is_empty() {
+        return Parsed::Invalid {
+            id: request.id.map(Cow::into_owned),
+            error: ApiError::MissingKey,
+        };
+    }
+    Parsed::Request(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_read_or_refused_with_a_reason() {
+        let Parsed::Request(r) = parse(br#"{"key":"k","asset":"BTC","id":"1"}"#) else {
+            panic!("valid request refused");
+        };
+        assert_eq!(
+            (&*r.key, r.asset.as_deref(), r.id.as_deref()),
+            ("k", Some("BTC"), Some("1"))
+        );
+        assert!(matches!(parse(b"\x00\xffnot json"), Parsed::Garbage));
+        assert!(matches!(parse(br#"{"key":"k","asset":"#), Parsed::Garbage));
+        assert!(matches!(
+            parse(br#"{"asset":"BTC","id":"9"}"#),
+            Parsed::Invalid { id: Some(ref id), error: ApiError::MissingKey } if id == "9"
+        ));
+        assert!(matches!(
+            parse(br#"{"key":"k","asset":42,"id":"x"}"#),
+            Parsed::Invalid {
+                id: Some(_),
+                error: ApiError::BadRequest(_)
+            }
+        ));
+        let long = format!(r#"{{"key":"k","asset":"BTC","id":"{}"}}"#, "x".repeat(65));
+        assert!(matches!(
+            parse(long.as_bytes()),
+            Parsed::Invalid { id: None, .. }
+        ));
+        assert!(matches!(parse(b"[1,2]"), Parsed::Invalid { .. }));
+    }
+}

@@ -1,0 +1,92 @@
+//! The UDP price protocol against the running node: same answers, errors, auth and metering as
+//! HTTP, the request id echoed, garbage counted and dropped.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::net::UdpSocket;
+
+use crate::helpers::{TestApp, spawn_app, usage_rows};
+
+async fn ask(app: &TestApp, socket: &UdpSocket, request: &[u8]) -> Option<Value> {
+    socket.send_to(request, app.udp).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (len, _) = tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .unwrap();
+    Some(serde_json::from_slice(&buf[..len]).unwrap())
+}
+
+#[tokio::test]
+async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
+    let mut app = spawn_app().await;
+    let key = app.key("pro").await;
+    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+    let request = json!({"key": key, "asset": "btc", "id": "req-1"}).to_string();
+    let reply = ask(&app, &socket, request.as_bytes()).await.unwrap();
+    assert_eq!(
+        (&reply["id"], &reply["asset"], &reply["quote"]),
+        (&json!("req-1"), &json!("BTC"), &json!("USD")),
+        "{reply}"
+    );
+    assert!(reply["price"].as_str().unwrap().parse::<f64>().unwrap() > 0.0);
+    let http = app.get("/price?asset=BTC", Some(&key)).await.body;
+    let fields = |v: &Value| {
+        v.as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "id")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(fields(&reply), fields(&http), "same body as HTTP");
+
+    let batch = json!({"key": key, "assets": ["BTC", "ETH"], "id": "b"}).to_string();
+    let reply = ask(&app, &socket, batch.as_bytes()).await.unwrap();
+    assert_eq!(reply["id"], "b");
+    assert!(reply["prices"]["BTC"]["price"].is_string(), "{reply}");
+
+    // Errors carry the HTTP codes; nothing valid goes unanswered.
+    for (request, code) in [
+        (
+            json!({"asset": "BTC", "id": "e1"}).to_string(),
+            "missing_api_key",
+        ),
+        (
+            json!({"key": "tb_wrong", "asset": "BTC", "id": "e2"}).to_string(),
+            "invalid_api_key",
+        ),
+        (
+            json!({"key": key, "asset": "NOSUCHCOIN", "id": "e3"}).to_string(),
+            "unknown_asset",
+        ),
+        (json!({"key": key, "id": "e4"}).to_string(), "bad_request"),
+        (
+            json!({"key": key, "asset": 7, "id": "e5"}).to_string(),
+            "bad_request",
+        ),
+    ] {
+        let reply = ask(&app, &socket, request.as_bytes()).await.unwrap();
+        assert_eq!(reply["error"]["code"], code, "{request}: {reply}");
+        assert!(reply["id"].as_str().unwrap().starts_with('e'), "{reply}");
+    }
+    // Garbage and oversized datagrams are dropped, and counted.
+    assert!(ask(&app, &socket, b"\x00\x01garbage").await.is_none());
+    assert!(ask(&app, &socket, &vec![b'{'; 4000]).await.is_none());
+    let health = app.get("/health", None).await.body;
+    assert_eq!(health["udp"]["dropped_garbage"], 1, "{health}");
+    assert_eq!(health["udp"]["dropped_oversized"], 1, "{health}");
+
+    app.stop().await;
+    let dir = app.data_dir.path();
+    // One row per request with a valid key: req-1, two for the batch, e3, e4. (e5 is not
+    // metered: a request that does not parse has no key to meter it to.)
+    assert_eq!(usage_rows(dir, "WHERE protocol = 'udp'").await, 5);
+    assert_eq!(
+        usage_rows(dir, "WHERE protocol = 'udp' AND status = 200").await,
+        3
+    );
+}
