@@ -15,7 +15,7 @@ use futures_util::{StreamExt, stream};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::usage_rows;
+use crate::helpers::{seventh_definition, usage_rows};
 
 const BIN: &str = env!("CARGO_BIN_EXE_beast");
 
@@ -354,19 +354,7 @@ fn exchanges_parse_prints_every_recorded_trade_field_by_field() {
 fn exchanges_parse_tries_an_unsaved_definition_and_the_cli_saves_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let definition = serde_json::json!({
-        "name": "seventh",
-        "source": "seventh-ws",
-        "ws_url": "ws://127.0.0.1:1/stream",
-        "subscribe_template": "{\"action\":\"join\",\"markets\":[{SYMBOLS}]}",
-        "match": {"$.kind": "fills"},
-        "items_path": "$.fills[*]",
-        "symbol_path": "^.market",
-        "price_path": "$.rate",
-        "size_path": "$.qty",
-        "time_path": "$.at",
-        "time_format": "rfc3339"
-    });
+    let definition = seventh_definition("ws://127.0.0.1:1/stream");
     let file = dir.path().join("seventh.json");
     std::fs::write(&file, definition.to_string()).unwrap();
     let frames = concat!(

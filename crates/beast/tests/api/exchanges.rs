@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with, sql, usage_rows};
+use crate::helpers::{TestApp, seventh_definition, spawn_app, spawn_app_with, sql, usage_rows};
 
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -110,11 +110,7 @@ async fn an_invalid_definition_is_refused_naming_the_field_and_feeds_run_on() {
 async fn disabling_and_enabling_an_exchange_applies_at_once() {
     let app = spawn_app().await;
     let key = app.key("partner").await;
-    app.eventually("okx prices ETH", WITHIN, || async {
-        let r = app.get("/price?asset=ETH&source=okx", Some(&key)).await;
-        (r.status == StatusCode::OK).then_some(())
-    })
-    .await;
+    app.wait_priced_by("ETH", "okx", &key).await;
 
     let r = app
         .admin(
@@ -152,11 +148,7 @@ async fn disabling_and_enabling_an_exchange_applies_at_once() {
         .admin("/admin/exchange-feeds/toggle", Some(json!({"name": "okx"})))
         .await;
     assert_eq!(r.body["enabled"], true, "{}", r.body);
-    app.eventually("okx prices ETH again", WITHIN, || async {
-        let r = app.get("/price?asset=ETH&source=okx", Some(&key)).await;
-        (r.status == StatusCode::OK).then_some(())
-    })
-    .await;
+    app.wait_priced_by("ETH", "okx", &key).await;
 
     let r = app
         .admin(
@@ -342,21 +334,7 @@ async fn a_seventh_exchange_is_added_with_data_and_priced_without_restart() {
     let app = spawn_app().await;
     let key = app.key("pro").await;
     let addr = seventh_exchange().await;
-    let definition = json!({
-        "name": "seventh",
-        "source": "seventh-ws",
-        "ws_url": format!("ws://{addr}/stream"),
-        "subscribe_template": "{\"action\":\"join\",\"markets\":[{SYMBOLS}]}",
-        "match": {"$.kind": "fills"},
-        "items_path": "$.fills[*]",
-        "symbol_path": "^.market",
-        "price_path": "$.rate",
-        "size_path": "$.qty",
-        "time_path": "$.at",
-        "trade_id_path": "$.no",
-        "time_format": "rfc3339",
-        "liveness_timeout_s": 10
-    });
+    let definition = seventh_definition(&format!("ws://{addr}/stream"));
     let r = app
         .admin("/admin/exchange-feeds/save", Some(definition))
         .await;

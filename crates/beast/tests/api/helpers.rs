@@ -221,6 +221,15 @@ impl TestApp {
         }
     }
 
+    /// Waits until `asset` pinned to `source` answers 200, or panics after 15 s.
+    pub async fn wait_priced_by(&self, asset: &str, source: &str, key: &str) {
+        let path = format!("/price?asset={asset}&source={source}");
+        self.eventually(&path, Duration::from_secs(15), || async {
+            (self.get(&path, Some(key)).await.status == StatusCode::OK).then_some(())
+        })
+        .await;
+    }
+
     /// Waits (up to `within`) until `asset` answers 200.
     pub async fn wait_fresh(&self, asset: &str, key: &str, within: Duration) -> Reply {
         let deadline = Instant::now() + within;
@@ -240,6 +249,26 @@ impl TestApp {
             h.await.unwrap().unwrap();
         }
     }
+}
+
+/// The seventh exchange of the tests: a protocol none of the built-ins use, with the symbol
+/// only in the frame (`^.market`), RFC 3339 times and numeric trade ids.
+pub fn seventh_definition(ws_url: &str) -> Value {
+    serde_json::json!({
+        "name": "seventh",
+        "source": "seventh-ws",
+        "ws_url": ws_url,
+        "subscribe_template": "{\"action\":\"join\",\"markets\":[{SYMBOLS}]}",
+        "match": {"$.kind": "fills"},
+        "items_path": "$.fills[*]",
+        "symbol_path": "^.market",
+        "price_path": "$.rate",
+        "size_path": "$.qty",
+        "time_path": "$.at",
+        "trade_id_path": "$.no",
+        "time_format": "rfc3339",
+        "liveness_timeout_s": 10
+    })
 }
 
 /// Sends a request and reads its JSON answer.
