@@ -30,6 +30,73 @@ pub enum Command {
     /// apply changes within a second.
     #[command(subcommand)]
     Exchanges(ExchangesCommand),
+    /// Load a node's price API (HTTP or UDP) with closed-loop workers at growing concurrency;
+    /// report throughput, latency percentiles and errors by kind per level.
+    Stress(StressArgs),
+    /// A minimal HTTP server answering every request with the same bytes: the baseline
+    /// `scripts/bench.sh` measures a node against.
+    #[command(hide = true)]
+    BenchBaseline(BenchBaselineArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StressArgs {
+    /// The node's price listener: http://HOST:PORT or udp://HOST:PORT.
+    #[arg(long)]
+    pub target: String,
+    /// API key sent with every request.
+    #[arg(long, env = "BEAST_STRESS_KEY", hide_env_values = true)]
+    pub key: Secret,
+    /// Assets asked for, in turn.
+    #[arg(long, value_delimiter = ',', default_value = "BTC,ETH")]
+    pub assets: Vec<String>,
+    /// Concurrency levels (workers), run one after the other.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2,4,8,16,32,64,128,256,512,1024,2048,4096"
+    )]
+    pub levels: Vec<usize>,
+    /// Seconds each level runs (fractions allowed, e.g. 0.5).
+    #[arg(long, default_value_t = 5.0)]
+    pub duration_s: f64,
+    /// A request with no answer after this long counts as a `timeout` error.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+    /// HTTP path asked for (`?asset=X` is appended); default `/price`, or the target's path.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Print one JSON document on stdout at the end instead of a table (no progress display).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchBaselineArgs {
+    /// Address to listen on (port 0 = any free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub bind: std::net::SocketAddr,
+    /// The bytes every answer carries (as `application/json`).
+    #[arg(long)]
+    pub body_file: std::path::PathBuf,
+}
+
+/// A secret taken from the command line or the environment; `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 #[derive(Debug, clap::Args)]

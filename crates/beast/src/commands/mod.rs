@@ -4,6 +4,7 @@ mod exchanges;
 mod keys;
 mod serve;
 mod simulate;
+mod stress;
 
 use crate::cli::{Cli, Command};
 
@@ -18,6 +19,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Simulate(args) => simulate::run(&args).await,
             Command::Keys(cmd) => keys::run(&cli.config, cmd).await,
             Command::Exchanges(cmd) => exchanges::run(&cli.config, cmd).await,
+            Command::Stress(args) => stress::run(&args).await,
+            Command::BenchBaseline(args) => stress::run_baseline(&args).await,
         }
     })
 }

@@ -1,0 +1,271 @@
+//! One level of load: N workers connect, start together, loop request → answer until the
+//! level's time is up, and hand back their counts. Latencies of successful requests go into
+//! one HDR histogram per level (fixed size, whatever the request count).
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    http,
+    plan::{Plan, Target},
+    scan::{MAX_KINDS, OTHER_KIND},
+    udp,
+};
+
+/// Latencies a worker collects before taking the histogram lock once for all of them.
+const BATCH: usize = 128;
+/// Highest latency the histogram tells apart (longer ones are recorded as this), in µs.
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// How a run is stopped early. `soft`: send no new request, let those in flight finish
+/// (each is bounded by the timeout). `hard`: abandon those in flight too.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    pub soft: CancellationToken,
+    pub hard: CancellationToken,
+}
+
+/// Counters the progress display reads while a level runs.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Requests, successes and errors by kind.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Tally {
+    pub requests: u64,
+    pub successes: u64,
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn error(&mut self, kind: &str) {
+        self.requests += 1;
+        self.add_errors(kind, 1);
+    }
+
+    fn add_errors(&mut self, kind: &str, n: u64) {
+        if let Some(count) = self.errors.get_mut(kind) {
+            *count += n;
+        } else if self.errors.len() < MAX_KINDS {
+            self.errors.insert(kind.to_owned(), n);
+        } else {
+            *self.errors.entry(OTHER_KIND.to_owned()).or_default() += n;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        self.requests += other.requests;
+        self.successes += other.successes;
+        for (kind, n) in &other.errors {
+            self.add_errors(kind, *n);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// The outcome of one level.
+#[derive(Debug)]
+pub struct LevelOutcome {
+    pub concurrency: usize,
+    pub tally: Tally,
+    /// From the start signal until the last worker was done.
+    pub elapsed: Duration,
+    /// Latencies of the successful requests, in µs.
+    pub latency: Histogram<u64>,
+    /// The level was cut short by Ctrl-C.
+    pub interrupted: bool,
+}
+
+/// An empty latency histogram: 1 µs to 60 s, 3 significant digits.
+pub fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("creating a latency histogram")
+}
+
+/// What the workers of one level share.
+struct Shared {
+    /// One histogram per level; each worker locks it once per [`BATCH`] latencies, so the
+    /// lock is rare and never held across an await.
+    latency: Mutex<Histogram<u64>>,
+    live: Arc<Live>,
+}
+
+/// Runs one level of `concurrency` workers against the plan's target.
+pub async fn run_level(
+    plan: &Plan,
+    concurrency: usize,
+    stop: &Stop,
+    live: Arc<Live>,
+) -> anyhow::Result<LevelOutcome> {
+    let shared = Arc::new(Shared {
+        latency: Mutex::new(new_histogram()?),
+        live,
+    });
+    let ready = Arc::new(Semaphore::new(0));
+    let (start_tx, start_rx) = watch::channel(None);
+    let mut workers = Vec::with_capacity(concurrency);
+    for index in 0..concurrency {
+        let worker = Worker {
+            index,
+            ready: ready.clone(),
+            start: start_rx.clone(),
+            stop: stop.clone(),
+            recorder: Recorder {
+                shared: shared.clone(),
+                batch: Vec::with_capacity(BATCH),
+                tally: Tally::default(),
+            },
+        };
+        workers.push(match &plan.target {
+            Target::Http(requests) => {
+                tokio::spawn(http::run(worker, requests.clone(), plan.timeout))
+            }
+            Target::Udp(requests) => tokio::spawn(udp::run(worker, requests.clone(), plan.timeout)),
+        });
+    }
+    // Every worker has its connection before the clock starts.
+    let permits = u32::try_from(concurrency).context("too many workers")?;
+    tokio::select! {
+        acquired = ready.acquire_many(permits) => {
+            acquired.context("waiting for the workers to connect")?.forget();
+        }
+        _ = stop.hard.cancelled() => {}
+    }
+    let started = Instant::now();
+    // Workers only wait on this; if they are all gone there is nobody to tell.
+    let _ = start_tx.send(Some(started + plan.duration));
+
+    let mut tally = Tally::default();
+    for worker in workers {
+        let counted = worker.await.context("a stress worker failed")?;
+        tally.merge(&counted);
+    }
+    let elapsed = started.elapsed();
+    let latency = std::mem::replace(
+        &mut *shared
+            .latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+        new_histogram()?,
+    );
+    Ok(LevelOutcome {
+        concurrency,
+        tally,
+        elapsed,
+        latency,
+        interrupted: stop.soft.is_cancelled(),
+    })
+}
+
+/// What every protocol's worker gets: its index, the start line, the stop signals and its
+/// recorder.
+pub struct Worker {
+    pub index: usize,
+    ready: Arc<Semaphore>,
+    start: watch::Receiver<Option<Instant>>,
+    pub stop: Stop,
+    pub recorder: Recorder,
+}
+
+impl Worker {
+    /// Reports this worker connected and waits for the level to start; the deadline, or
+    /// `None` if the run stopped first.
+    pub async fn started(&mut self) -> Option<Instant> {
+        self.ready.add_permits(1);
+        let hard = self.stop.hard.clone();
+        let deadline = tokio::select! {
+            started = self.start.wait_for(Option::is_some) => started.ok().and_then(|d| *d),
+            _ = hard.cancelled() => None,
+        };
+        deadline.filter(|_| !self.stop.soft.is_cancelled())
+    }
+
+    /// Whether to send another request.
+    pub fn keep_going(&self, deadline: Instant) -> bool {
+        !self.stop.soft.is_cancelled() && Instant::now() < deadline
+    }
+
+    /// Flushes the latencies and returns this worker's counts.
+    pub fn finish(mut self) -> Tally {
+        self.recorder.flush();
+        self.recorder.tally
+    }
+}
+
+/// A worker's own counts, and its batch of latencies on the way to the shared histogram.
+pub struct Recorder {
+    shared: Arc<Shared>,
+    batch: Vec<u64>,
+    tally: Tally,
+}
+
+impl Recorder {
+    pub fn success(&mut self, latency: Duration) {
+        self.tally.requests += 1;
+        self.tally.successes += 1;
+        self.shared.live.completed.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.batch.push(us.max(1));
+        if self.batch.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    pub fn error(&mut self, kind: &str) {
+        self.tally.error(kind);
+        self.shared.live.completed.fetch_add(1, Ordering::Relaxed);
+        self.shared.live.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut histogram = self
+            .shared
+            .latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for &us in &self.batch {
+            histogram.saturating_record(us);
+        }
+        drop(histogram);
+        self.batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_beyond_the_cap_are_counted_as_other() {
+        let mut tally = Tally::default();
+        for i in 0..MAX_KINDS + 5 {
+            tally.error(&format!("kind_{i}"));
+        }
+        tally.error("kind_0");
+        assert_eq!(tally.errors.len(), MAX_KINDS + 1);
+        assert_eq!(tally.errors[OTHER_KIND], 5);
+        assert_eq!(tally.errors["kind_0"], 2);
+        assert_eq!(tally.requests, MAX_KINDS as u64 + 6);
+        assert_eq!(tally.error_count(), tally.requests);
+    }
+}

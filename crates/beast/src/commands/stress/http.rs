@@ -1,0 +1,221 @@
+//! The HTTP worker: one keep-alive HTTP/1.1 connection (hyper's client connection), one
+//! `GET {path}?asset=X` with `Authorization: Bearer KEY` at a time. 200 is a success; any
+//! other status is an error of the kind the body's `error.code` names (`http_<status>` if
+//! none); a broken connection is reopened before the next request.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use http_body_util::{BodyExt, Empty};
+use hyper::{
+    Request, StatusCode, Uri,
+    body::Bytes,
+    client::conn::http1::{self, SendRequest},
+    header::{AUTHORIZATION, HOST, HeaderValue},
+};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{engine::Tally, engine::Worker, scan};
+
+/// How long a connect before the level starts may take.
+const WARMUP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed connect (or one closed at once), so a target refusing connections
+/// is not hammered in a tight loop.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
+
+/// Every request a worker sends, prepared once.
+#[derive(Debug)]
+pub struct Requests {
+    pub addr: SocketAddr,
+    path: String,
+    /// `{path}?asset=X`, one per asset.
+    uris: Vec<Uri>,
+    host: HeaderValue,
+    authorization: HeaderValue,
+}
+
+impl Requests {
+    pub fn new(
+        addr: SocketAddr,
+        authority: &str,
+        path: &str,
+        key: &str,
+        assets: &[String],
+    ) -> anyhow::Result<Requests> {
+        let uris = assets
+            .iter()
+            .map(|asset| {
+                let query = serde_urlencoded::to_string([("asset", asset)])
+                    .with_context(|| format!("asset {asset:?}"))?;
+                format!("{path}?{query}")
+                    .parse::<Uri>()
+                    .with_context(|| format!("--path {path:?} is not a valid request path"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| anyhow::anyhow!("--key holds characters an HTTP header cannot carry"))?;
+        authorization.set_sensitive(true);
+        Ok(Requests {
+            addr,
+            path: path.to_owned(),
+            uris,
+            host: HeaderValue::from_str(authority)
+                .with_context(|| format!("{authority:?} is not a valid Host header"))?,
+            authorization,
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn request(&self, asset: usize) -> Request<Empty<Bytes>> {
+        let mut request = Request::new(Empty::new());
+        *request.uri_mut() = self.uris[asset % self.uris.len()].clone();
+        let headers = request.headers_mut();
+        headers.insert(HOST, self.host.clone());
+        headers.insert(AUTHORIZATION, self.authorization.clone());
+        request
+    }
+}
+
+/// Checks that the target accepts TCP connections, for a clear error before any load.
+pub async fn preflight(requests: &Requests, timeout: Duration) -> anyhow::Result<()> {
+    let addr = requests.addr;
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e).with_context(|| format!("cannot connect to {addr}")),
+        Err(_) => anyhow::bail!("cannot connect to {addr}: no answer within {timeout:?}"),
+    }
+}
+
+enum Answer {
+    Success,
+    Error(String),
+}
+
+/// One worker's loop; returns its counts.
+pub async fn run(mut worker: Worker, requests: Arc<Requests>, timeout: Duration) -> Tally {
+    // Connecting before the start line is not measured, so it may take its time (thousands
+    // of simultaneous connects overflow accept queues and wait for SYN retries); a failure
+    // is retried, and counted, in the loop.
+    let hard = worker.stop.hard.clone();
+    let mut conn = tokio::select! {
+        conn = connect(requests.addr, timeout.max(WARMUP_CONNECT_TIMEOUT)) => conn.ok(),
+        _ = hard.cancelled() => None,
+    };
+    let mut fresh = true;
+    let Some(deadline) = worker.started().await else {
+        return worker.finish();
+    };
+    let mut asset = worker.index;
+    while worker.keep_going(deadline) {
+        if conn.as_ref().is_none_or(SendRequest::is_closed) {
+            conn = None;
+            let attempt = tokio::select! {
+                attempt = connect(requests.addr, timeout) => attempt,
+                _ = hard.cancelled() => break,
+            };
+            match attempt {
+                Ok(sender) => {
+                    conn = Some(sender);
+                    fresh = true;
+                }
+                Err(kind) => {
+                    worker.recorder.error(kind);
+                    tokio::select! {
+                        _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
+                        _ = hard.cancelled() => break,
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(sender) = conn.as_mut() else {
+            continue;
+        };
+        if sender.ready().await.is_err() {
+            // The server closed a connection that had served requests: reopen, uncounted.
+            // One that closes before its first request is an error.
+            conn = None;
+            if fresh {
+                worker.recorder.error("closed");
+                tokio::select! {
+                    _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
+                    _ = hard.cancelled() => break,
+                }
+            }
+            continue;
+        }
+        let request = requests.request(asset);
+        asset = asset.wrapping_add(1);
+        let sent = Instant::now();
+        let answer = tokio::select! {
+            biased;
+            _ = hard.cancelled() => break,
+            answer = tokio::time::timeout(timeout, exchange(sender, request)) => answer,
+        };
+        fresh = false;
+        match answer {
+            Ok(Ok(Answer::Success)) => worker.recorder.success(sent.elapsed()),
+            Ok(Ok(Answer::Error(kind))) => worker.recorder.error(&kind),
+            Ok(Err(_)) => {
+                worker.recorder.error("io");
+                conn = None;
+            }
+            Err(_) => {
+                // The answer may still come: this connection is out of step, drop it.
+                worker.recorder.error("timeout");
+                conn = None;
+            }
+        }
+    }
+    worker.finish()
+}
+
+/// Opens a connection; its driver runs in its own task until the sender is dropped.
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<SendRequest<Empty<Bytes>>, &'static str> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(_)) => return Err("connect"),
+        Err(_) => return Err("connect_timeout"),
+    };
+    // Small requests, answered at once: no Nagle delay.
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| "connect")?;
+    tokio::spawn(async move {
+        // Ends when the worker drops the sender or the server closes; either is expected.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Sends one request and reads its whole answer (draining a 200's body without keeping it).
+async fn exchange(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    request: Request<Empty<Bytes>>,
+) -> Result<Answer, hyper::Error> {
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let mut body = response.into_body();
+    if status == StatusCode::OK {
+        while let Some(frame) = body.frame().await {
+            frame?;
+        }
+        return Ok(Answer::Success);
+    }
+    let bytes = body.collect().await?.to_bytes();
+    Ok(Answer::Error(
+        scan::error_code(&bytes).unwrap_or_else(|| format!("http_{}", status.as_u16())),
+    ))
+}

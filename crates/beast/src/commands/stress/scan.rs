@@ -1,0 +1,109 @@
+//! Just enough of a reply read to classify it, without parsing the JSON: the string value of
+//! a top-level-looking `"id"` and the `code` inside an `"error":{...}` object. The node's
+//! answers are compact JSON with escaped strings, so a key pattern `"name":` cannot occur
+//! inside a string value.
+
+/// The most distinct error kinds a run keeps apart; more go under [`OTHER_KIND`].
+pub const MAX_KINDS: usize = 32;
+/// Where error kinds beyond [`MAX_KINDS`] are counted.
+pub const OTHER_KIND: &str = "other";
+
+/// The string value of `"key": "..."`; `None` if absent or not a plain string.
+pub fn string_field<'a>(json: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut from = 0;
+    while let Some(at) = find(&json[from..], key) {
+        let after = from + at + key.len();
+        if let Some(rest) = after_colon(&json[after..]) {
+            let rest = rest.strip_prefix(b"\"")?;
+            let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+            return (rest[end] == b'"').then_some(&rest[..end]);
+        }
+        from = after;
+    }
+    None
+}
+
+/// The `code` of an `"error":{"code":"..."}` object, if the body carries one. A code that is
+/// not a short snake_case word comes back as `bad_error_code`, so a strange server cannot
+/// grow the error table.
+pub fn error_code(json: &[u8]) -> Option<String> {
+    let mut from = 0;
+    while let Some(at) = find(&json[from..], b"\"error\"") {
+        let after = from + at + b"\"error\"".len();
+        if let Some(rest) = after_colon(&json[after..])
+            && rest.first() == Some(&b'{')
+        {
+            let code = string_field(rest, b"\"code\"").unwrap_or(b"");
+            let plain = !code.is_empty()
+                && code.len() <= 64
+                && code
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
+            return Some(if plain {
+                String::from_utf8_lossy(code).into_owned()
+            } else {
+                "bad_error_code".to_owned()
+            });
+        }
+        from = after;
+    }
+    None
+}
+
+/// The bytes after `\s*:\s*`, if that is what `rest` starts with.
+fn after_colon(rest: &[u8]) -> Option<&[u8]> {
+    let rest = rest.trim_ascii_start().strip_prefix(b":")?;
+    Some(rest.trim_ascii_start())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_is_found_first_last_or_spaced() {
+        let cases: [&[u8]; 4] = [
+            br#"{"id":"7-3","asset":"BTC","price":"1"}"#,
+            br#"{"asset":"BTC","sources":[{"source":"okx-ws"}],"id":"7-3"}"#,
+            br#"{ "asset" : "BTC", "id" : "7-3" }"#,
+            br#"{"error":{"code":"rate_limited","message":"\"id\":\"x\""},"id":"7-3"}"#,
+        ];
+        for case in cases {
+            assert_eq!(
+                string_field(case, b"\"id\""),
+                Some(&b"7-3"[..]),
+                "{}",
+                String::from_utf8_lossy(case)
+            );
+        }
+    }
+
+    #[test]
+    fn an_id_that_is_not_a_string_or_a_key_is_not_taken() {
+        assert_eq!(string_field(br#"{"id":7}"#, b"\"id\""), None);
+        assert_eq!(string_field(br#"{"source":"id","x":1}"#, b"\"id\""), None);
+        assert_eq!(string_field(br#"{"asset":"BTC"}"#, b"\"id\""), None);
+    }
+
+    #[test]
+    fn error_codes_are_read_and_success_bodies_have_none() {
+        assert_eq!(
+            error_code(br#"{"id":"1","error":{"code":"stale_price","message":"old"}}"#).as_deref(),
+            Some("stale_price")
+        );
+        assert_eq!(
+            error_code(br#"{"error": {"message":"m", "code": "rate_limited"}}"#).as_deref(),
+            Some("rate_limited")
+        );
+        assert_eq!(
+            error_code(br#"{"error":{"code":"<script>"}}"#).as_deref(),
+            Some("bad_error_code")
+        );
+        assert_eq!(error_code(br#"{"asset":"BTC","price":"1","id":"1"}"#), None);
+        assert_eq!(error_code(br#"{"note":"error","id":"1"}"#), None);
+    }
+}

@@ -1,0 +1,330 @@
+//! The engine against tiny in-process servers: what the client reports must match what the
+//! server saw, request for request.
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+    routing::get,
+};
+use tokio::net::UdpSocket;
+
+use super::{
+    engine::{self, LevelOutcome, Live, Stop, Tally},
+    plan::Plan,
+};
+use crate::cli::{Secret, StressArgs};
+
+const KEY: &str = "tb_test_key";
+
+fn args(target: &str, levels: &[usize], duration_s: f64, timeout_ms: u64) -> StressArgs {
+    StressArgs {
+        target: target.to_owned(),
+        key: Secret(KEY.to_owned()),
+        assets: vec!["BTC".to_owned(), "ETH".to_owned()],
+        levels: levels.to_vec(),
+        duration_s,
+        timeout_ms,
+        path: None,
+        json: true,
+    }
+}
+
+async fn run_all(plan: &Plan, stop: &Stop) -> Vec<LevelOutcome> {
+    let mut outcomes = Vec::new();
+    for &n in &plan.levels {
+        let outcome = engine::run_level(plan, n, stop, Arc::new(Live::default()))
+            .await
+            .expect("the level runs");
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+fn total(outcomes: &[LevelOutcome]) -> Tally {
+    let mut tally = Tally::default();
+    for outcome in outcomes {
+        tally.merge(&outcome.tally);
+    }
+    tally
+}
+
+/// What the HTTP test server saw.
+#[derive(Default)]
+struct Seen {
+    requests: AtomicU64,
+    limited: AtomicU64,
+    unauthorized: AtomicU64,
+    assets: Mutex<BTreeSet<String>>,
+}
+
+/// A `/price` that answers 200 with fixed JSON, and 429 `rate_limited` to every fifth request.
+async fn http_server() -> (SocketAddr, Arc<Seen>) {
+    async fn price(
+        State(seen): State<Arc<Seen>>,
+        headers: HeaderMap,
+        Query(query): Query<std::collections::HashMap<String, String>>,
+    ) -> (StatusCode, &'static str) {
+        let n = seen.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(asset) = query.get("asset") {
+            seen.assets.lock().expect("test lock").insert(asset.clone());
+        }
+        let expected = format!("Bearer {KEY}");
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&expected) {
+            seen.unauthorized.fetch_add(1, Ordering::SeqCst);
+            return (
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":{"code":"invalid_api_key","message":"no"}}"#,
+            );
+        }
+        if n % 5 == 0 {
+            seen.limited.fetch_add(1, Ordering::SeqCst);
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"error":{"code":"rate_limited","message":"slow down","retry_after_s":1}}"#,
+            );
+        }
+        (
+            StatusCode::OK,
+            r#"{"asset":"BTC","price":"64000.5","sources_used":3}"#,
+        )
+    }
+    let seen = Arc::new(Seen::default());
+    let app = Router::new()
+        .route("/price", get(price))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("bound address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+#[derive(Clone, Copy)]
+enum UdpMode {
+    /// A reply to another id first (an error, so taking it would show), then the real one.
+    Answer,
+    /// `{"id":..,"error":{"code":"stale_price",..}}`.
+    Refuse,
+    /// Never answers.
+    Silent,
+}
+
+/// A UDP price server per the protocol contract; counts the well-formed requests it got.
+async fn udp_server(mode: UdpMode) -> (SocketAddr, Arc<AtomicU64>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = socket.local_addr().expect("bound address");
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0; 65_536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let Ok(request) = serde_json::from_slice::<serde_json::Value>(&buf[..n]) else {
+                continue;
+            };
+            let (Some(id), Some(_asset)) = (request["id"].as_str(), request["asset"].as_str())
+            else {
+                continue;
+            };
+            if request["key"] != KEY {
+                continue;
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let replies = match mode {
+                UdpMode::Answer => vec![
+                    r#"{"id":"stale-0","error":{"code":"not_yours","message":"m"}}"#.to_owned(),
+                    format!(r#"{{"asset":"BTC","price":"64000.5","sources_used":3,"id":"{id}"}}"#),
+                ],
+                UdpMode::Refuse => vec![format!(
+                    r#"{{"id":"{id}","error":{{"code":"stale_price","message":"old","age_ms":9000}}}}"#
+                )],
+                UdpMode::Silent => vec![],
+            };
+            for reply in replies {
+                let _ = socket.send_to(reply.as_bytes(), from).await;
+            }
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_reported_are_the_requests_the_server_answered() {
+    let (addr, seen) = http_server().await;
+    let plan = Plan::new(&args(&format!("http://{addr}"), &[1, 4], 0.3, 2000))
+        .await
+        .expect("valid plan");
+    let outcomes = run_all(&plan, &Stop::default()).await;
+
+    let tally = total(&outcomes);
+    assert!(
+        outcomes.iter().all(|o| o.tally.requests > 0),
+        "every level sent requests"
+    );
+    assert_eq!(tally.requests, seen.requests.load(Ordering::SeqCst));
+    assert_eq!(tally.successes + tally.error_count(), tally.requests);
+    assert_eq!(
+        seen.unauthorized.load(Ordering::SeqCst),
+        0,
+        "the key is sent"
+    );
+    let limited = seen.limited.load(Ordering::SeqCst);
+    assert!(limited > 0);
+    assert_eq!(tally.errors.get("rate_limited"), Some(&limited));
+    assert_eq!(tally.errors.len(), 1, "{:?}", tally.errors);
+    assert_eq!(
+        outcomes.iter().map(|o| o.latency.len()).sum::<u64>(),
+        tally.successes,
+        "one latency per success"
+    );
+    let assets = seen.assets.lock().expect("test lock").clone();
+    assert_eq!(assets, BTreeSet::from(["BTC".to_owned(), "ETH".to_owned()]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_ends_a_level_early_and_its_requests_still_add_up() {
+    let (addr, seen) = http_server().await;
+    let plan = Plan::new(&args(&format!("http://{addr}"), &[4], 30.0, 2000))
+        .await
+        .expect("valid plan");
+    let stop = Stop::default();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        trigger.soft.cancel();
+    });
+    let outcomes = run_all(&plan, &stop).await;
+
+    assert!(outcomes[0].interrupted);
+    assert!(
+        outcomes[0].elapsed < Duration::from_secs(5),
+        "{:?}",
+        outcomes[0].elapsed
+    );
+    assert!(outcomes[0].tally.requests > 0);
+    assert_eq!(
+        outcomes[0].tally.requests,
+        seen.requests.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_replies_are_matched_by_id_and_none_are_lost() {
+    let (addr, seen) = udp_server(UdpMode::Answer).await;
+    let plan = Plan::new(&args(&format!("udp://{addr}"), &[1, 4], 0.3, 1000))
+        .await
+        .expect("valid plan");
+    let outcomes = run_all(&plan, &Stop::default()).await;
+
+    let tally = total(&outcomes);
+    assert!(tally.successes > 0);
+    assert!(tally.errors.is_empty(), "{:?}", tally.errors);
+    assert_eq!(tally.successes, seen.load(Ordering::SeqCst));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_error_replies_are_counted_by_their_code() {
+    let (addr, seen) = udp_server(UdpMode::Refuse).await;
+    let plan = Plan::new(&args(&format!("udp://{addr}"), &[2], 0.2, 1000))
+        .await
+        .expect("valid plan");
+    let tally = total(&run_all(&plan, &Stop::default()).await);
+
+    assert!(tally.requests > 0);
+    assert_eq!(tally.successes, 0);
+    assert_eq!(tally.errors.get("stale_price"), Some(&tally.requests));
+    assert_eq!(tally.requests, seen.load(Ordering::SeqCst));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_requests_with_no_reply_are_timeouts() {
+    let (addr, seen) = udp_server(UdpMode::Silent).await;
+    let plan = Plan::new(&args(&format!("udp://{addr}"), &[2], 0.3, 100))
+        .await
+        .expect("valid plan");
+    let tally = total(&run_all(&plan, &Stop::default()).await);
+
+    assert!(tally.requests >= 2, "{tally:?}");
+    assert_eq!(tally.successes, 0);
+    assert_eq!(tally.errors.get("timeout"), Some(&tally.requests));
+    assert_eq!(tally.requests, seen.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn bad_command_lines_are_clear_errors() {
+    let cases: [(StressArgs, &str); 8] = [
+        (args("localhost:8080", &[1], 1.0, 100), "scheme"),
+        (
+            args("ftp://127.0.0.1:21", &[1], 1.0, 100),
+            "unsupported scheme",
+        ),
+        (
+            args("https://127.0.0.1:8443", &[1], 1.0, 100),
+            "https is not supported",
+        ),
+        (args("udp://127.0.0.1", &[1], 1.0, 100), "no port"),
+        (args("http://127.0.0.1:1", &[0], 1.0, 100), "out of range"),
+        (args("http://127.0.0.1:1", &[], 1.0, 100), "no level"),
+        (args("http://127.0.0.1:1", &[1], 0.0, 100), "--duration-s"),
+        (
+            StressArgs {
+                key: Secret("  ".to_owned()),
+                ..args("http://127.0.0.1:1", &[1], 1.0, 100)
+            },
+            "--key is empty",
+        ),
+    ];
+    for (args, expected) in cases {
+        let error = match Plan::new(&args).await {
+            Ok(_) => panic!("{} was accepted", args.target),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            error.contains(expected),
+            "{error:?} should mention {expected:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_path_comes_from_the_flag_or_the_target() {
+    let mut with_path = args("http://127.0.0.1:1/v1/price", &[1], 1.0, 100);
+    let plan = Plan::new(&with_path).await.expect("valid plan");
+    let report = super::report::Report::new(&plan, &[], false).expect("report");
+    assert_eq!(report.path.as_deref(), Some("/v1/price"));
+
+    with_path.path = Some("/price".to_owned());
+    let error = Plan::new(&with_path).await.err().map(|e| e.to_string());
+    assert!(error.is_some_and(|e| e.contains("disagrees")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_to_a_port_nobody_listens_on_is_refused_not_timed_out() {
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback")
+        .local_addr()
+        .expect("bound address");
+    let plan = Plan::new(&args(&format!("udp://{closed}"), &[1], 0.2, 1000))
+        .await
+        .expect("valid plan");
+    let tally = total(&run_all(&plan, &Stop::default()).await);
+
+    assert!(tally.requests > 0);
+    assert_eq!(
+        tally.errors.get("refused"),
+        Some(&tally.requests),
+        "{tally:?}"
+    );
+}

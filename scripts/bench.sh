@@ -1,0 +1,419 @@
+#!/usr/bin/env bash
+# Benchmarks a node's price API on loopback, next to two baselines, and checks the metering.
+#
+# In one run: the node (`serve --simulate`, a partner key) is loaded with
+#   (a) wrk on HTTP /price, (b) `beast stress` on HTTP, (c) `beast stress` on UDP (if the
+#   node has a UDP listener), then the same wrk load goes to (d) nginx serving a static copy
+#   of a real /price answer and (e) `beast bench-baseline`, a bare hyper server with the same
+#   bytes; `beast stress` also loads (e) so its numbers have a baseline too.
+# For each: requests/s, latency p50/p99, server CPU seconds per million requests (net of the
+# node's idle use: the simulator and feeds), server RSS; medians over RUNS runs, and the
+# ratios node/nginx and node/hyper. Then the node is stopped and its usage_logs rows are
+# compared with the requests the clients counted.
+#
+# Environment: RUNS (default 3), DURATION seconds per measurement (default 10),
+# CONCURRENCY (default 64), THREADS for wrk (default 2), CARGO (default `cargo`),
+# KEEP=1 to keep the work directory. Loopback only; everything started is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10}
+CONCURRENCY=${CONCURRENCY:-64}
+THREADS=${THREADS:-2}
+CARGO=${CARGO:-cargo}
+BEAST=target/release/beast
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+# --- tools -----------------------------------------------------------------------------
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    log "installing ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+log "building (release)"
+$CARGO build --release -p beast
+
+# --- work directory, cleanup --------------------------------------------------------------
+WORK=$(mktemp -d /tmp/beast-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    local rc=$?
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "${KEEP:-0}" = 1 ]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Parsing and arithmetic, in one small Python helper.
+cat >"$WORK/helper.py" <<'PY'
+import json, os, re, statistics, sqlite3, sys, time, urllib.request
+
+def listener(log, name):
+    for line in open(log, errors="replace"):
+        try:
+            v = json.loads(line)
+        except ValueError:
+            continue
+        f = v.get("fields", v)
+        if f.get("message") == "listening" and f.get("listener") == name:
+            return f["addr"].replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]")
+    return ""
+
+def probe(url, key, out, counts, deadline_s):
+    """GET url until it answers 200 (saving the body); counts keyed probes by outcome."""
+    ok = other = 0
+    deadline = time.time() + float(deadline_s)
+    while time.time() < deadline:
+        req = urllib.request.Request(url, headers={"Authorization": "Bearer " + key})
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                body = r.read()
+                if r.status == 200:
+                    ok += 1
+                    open(out, "wb").write(body)
+                    json.dump({"ok": ok, "other": other}, open(counts, "w"))
+                    return 0
+        except urllib.error.HTTPError:
+            other += 1
+        except OSError:
+            pass  # not listening yet: the server never saw it
+        time.sleep(0.2)
+    json.dump({"ok": ok, "other": other}, open(counts, "w"))
+    return 1
+
+def pids_of(spec):
+    """PID, or tree:PID for a process and its children (nginx master and workers)."""
+    tree = spec.startswith("tree:")
+    root = spec.split(":")[-1]
+    pids = [root]
+    if tree:
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    stat = open(f"/proc/{p}/stat").read()
+                except OSError:
+                    continue
+                if stat[stat.rfind(")") + 2:].split()[1] == root:
+                    pids.append(p)
+    return pids
+
+def cpu_ticks(spec):
+    total = 0
+    for p in pids_of(spec):
+        try:
+            stat = open(f"/proc/{p}/stat").read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+def rss_kb(spec):
+    total = 0
+    for p in pids_of(spec):
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+UNITS = {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+
+def dur_us(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    return round(float(m.group(1)) * UNITS[m.group(2)]) if m else None
+
+def parse_wrk(path):
+    text = open(path).read()
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    return {
+        "requests": requests,
+        "successes": requests - errors,
+        "errors": errors,
+        "socket_errors": sum(map(int, sock.groups())) if sock else 0,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+        "p50_us": dur_us(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)),
+        "p99_us": dur_us(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)),
+    }
+
+def parse_stress(path):
+    t = json.load(open(path))["totals"]
+    return {
+        "requests": t["requests"],
+        "successes": t["successes"],
+        "errors": t["requests"] - t["successes"],
+        "error_kinds": t["errors"],
+        "rps": t["rps"],
+        "p50_us": t["p50_us"],
+        "p99_us": t["p99_us"],
+    }
+
+def record(name, run, kind, out, ticks0, ticks1, t0, t1, rss, idle_ticks_per_s):
+    row = parse_wrk(out) if kind == "wrk" else parse_stress(out)
+    clk = os.sysconf("SC_CLK_TCK")
+    wall = float(t1) - float(t0)
+    cpu_s = (int(ticks1) - int(ticks0) - float(idle_ticks_per_s) * wall) / clk
+    row.update(
+        name=name, run=int(run), kind=kind, wall_s=round(wall, 3),
+        cpu_s=round(cpu_s, 3),
+        cpu_s_per_million=round(cpu_s / row["requests"] * 1e6, 2) if row["requests"] else None,
+        rss_mb=round(int(rss) / 1024, 1),
+    )
+    print(json.dumps(row))
+    extra = f" errors {row['error_kinds']}" if row.get("error_kinds") else ""
+    print(f"   run {run} {name:<20} {row['rps']:>10.0f} req/s  p50 {fmt_ms(row['p50_us'])}  "
+          f"p99 {fmt_ms(row['p99_us'])}  cpu {row['cpu_s_per_million']} s/M  "
+          f"rss {row['rss_mb']} MB{extra}", file=sys.stderr)
+
+def fmt_ms(us):
+    return "-" if us is None else f"{us / 1000:.3f} ms"
+
+def median(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+def summary(results, runs):
+    rows = [json.loads(l) for l in open(results)]
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    med = {n: {k: median([r for r in rows if r["name"] == n], k)
+               for k in ("rps", "p50_us", "p99_us", "cpu_s_per_million", "rss_mb")}
+           for n in names}
+    print(f"\nmedians over {runs} run(s)")
+    print(f"{'':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'cpu s/M':>10}{'rss MB':>9}")
+    for n in names:
+        m = med[n]
+        f = lambda v, d: "-" if v is None else f"{v:.{d}f}"
+        print(f"{n:<22}{f(m['rps'], 0):>10}{f(m['p50_us'] and m['p50_us'] / 1000, 3):>10}"
+              f"{f(m['p99_us'] and m['p99_us'] / 1000, 3):>10}"
+              f"{f(m['cpu_s_per_million'], 2):>10}{f(m['rss_mb'], 1):>9}")
+    pairs = [("node-http-wrk", "nginx-wrk"), ("node-http-wrk", "hyper-wrk"),
+             ("node-http-stress", "hyper-stress")]
+    print("\nratios (node / baseline; req/s higher is better, the rest lower)")
+    for ours, base in pairs:
+        if ours not in med or base not in med:
+            continue
+        parts = []
+        for k, label in (("rps", "req/s"), ("p50_us", "p50"), ("p99_us", "p99"),
+                         ("cpu_s_per_million", "cpu/M"), ("rss_mb", "rss")):
+            a, b = med[ours][k], med[base][k]
+            parts.append(f"{label} {a / b:.2f}" if a is not None and b else f"{label} -")
+        print(f"{ours + ' / ' + base:<36} " + "  ".join(parts))
+
+def usage(db, results, probes, concurrency):
+    rows = [json.loads(l) for l in open(results)]
+    p = json.load(open(probes))
+    http_ok = p["ok"] + sum(r["successes"] for r in rows
+                            if r["name"] in ("node-http-wrk", "node-http-stress"))
+    http_err = p["other"] + sum(r["errors"] for r in rows
+                                if r["name"] in ("node-http-wrk", "node-http-stress"))
+    udp_ok = sum(r["successes"] for r in rows if r["name"] == "node-udp-stress")
+    udp_err = sum(r["errors"] for r in rows if r["name"] == "node-udp-stress")
+    # wrk leaves out requests still in flight when it stops; the node served (and metered) them.
+    wrk_slack = sum(1 for r in rows if r["name"] == "node-http-wrk") * int(concurrency)
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    counts = {(proto, status == 200): n for proto, status, n in con.execute(
+        "SELECT protocol, status, COUNT(*) FROM usage_logs GROUP BY 1, 2")}
+    got = lambda proto, ok: sum(n for (pr, o), n in counts.items() if pr == proto and o == ok)
+    print("\nmetering: usage_logs rows vs requests counted by the clients")
+    ok = True
+    for proto, good, label, counted, slack in (
+            ("http", True, "http 200", http_ok, wrk_slack),
+            ("http", False, "http errors", http_err, wrk_slack),
+            ("udp", True, "udp ok", udp_ok, 0),
+            ("udp", False, "udp errors", udp_err, 0)):
+        rows_n = got(proto, good)
+        fine = counted <= rows_n <= counted + slack
+        ok &= fine
+        note = "" if slack == 0 else f" (wrk may leave out up to {slack} in flight at its stop)"
+        print(f"  {label:<12} usage_logs {rows_n:>10}  counted {counted:>10}  "
+              f"{'OK' if fine else 'MISMATCH'}{note}")
+    return 0 if ok else 2
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "listener":
+        print(listener(*args))
+    elif cmd == "probe":
+        sys.exit(probe(*args))
+    elif cmd == "cpu":
+        print(cpu_ticks(args[0]))
+    elif cmd == "rss":
+        print(rss_kb(args[0]))
+    elif cmd == "now":
+        print(f"{time.time():.6f}")
+    elif cmd == "record":
+        record(*args)
+    elif cmd == "summary":
+        summary(*args)
+    elif cmd == "usage":
+        sys.exit(usage(*args))
+PY
+helper() { python3 "$WORK/helper.py" "$@"; }
+
+# Waits (up to 30 s) for a listener to appear in a JSON log; prints its address.
+wait_listener() {
+    local logfile=$1 name=$2 addr="" i
+    for i in $(seq 150); do
+        addr=$(helper listener "$logfile" "$name")
+        [ -n "$addr" ] && { echo "$addr"; return 0; }
+        sleep 0.2
+    done
+    return 1
+}
+
+# --- the node -------------------------------------------------------------------------------
+DATA="$WORK/data"
+mkdir -p "$DATA"
+KEY=$("$BEAST" --data-dir "$DATA" keys create --tier partner --name bench | tail -n 1)
+[ -n "$KEY" ] || die "no key was created"
+udp_flag=()
+"$BEAST" serve --help | grep -q -- '--price-udp' && udp_flag=(--price-udp 127.0.0.1:0)
+"$BEAST" serve --simulate --data-dir "$DATA" --roles price \
+    --price-http 127.0.0.1:0 --price-health 127.0.0.1:0 \
+    --report-http 127.0.0.1:0 --report-health 127.0.0.1:0 "${udp_flag[@]}" \
+    --log-format json 2>"$WORK/node.log" >/dev/null &
+NODE_PID=$!
+PIDS+=("$NODE_PID")
+NODE_HTTP=$(wait_listener "$WORK/node.log" price-http) || die "the node logged no price-http listener"
+NODE_UDP=""
+if [ ${#udp_flag[@]} -gt 0 ]; then
+    NODE_UDP=$(helper listener "$WORK/node.log" price-udp)
+fi
+log "node pid $NODE_PID: http $NODE_HTTP, udp ${NODE_UDP:-none}"
+
+mkdir -p "$WORK/www"
+helper probe "http://$NODE_HTTP/price?asset=BTC" "$KEY" "$WORK/www/price.json" \
+    "$WORK/probes.json" 60 || die "/price?asset=BTC never answered 200"
+log "/price answers ($(wc -c <"$WORK/www/price.json") bytes); measuring the node's idle CPU"
+t0=$(helper now); c0=$(helper cpu "$NODE_PID")
+sleep 3
+t1=$(helper now); c1=$(helper cpu "$NODE_PID")
+IDLE=$(python3 -c "print(($c1 - $c0) / ($t1 - $t0))")
+log "node idle: $IDLE CPU ticks/s (simulator, feeds); subtracted below"
+
+# --- baselines ------------------------------------------------------------------------------
+chmod 755 "$WORK" "$WORK/www"
+chmod 644 "$WORK/www/price.json"
+NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$WORK/nginx/tmp"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type application/json;
+    keepalive_requests 10000000;
+    client_body_temp_path $WORK/nginx/tmp/body;
+    proxy_temp_path $WORK/nginx/tmp/proxy;
+    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
+    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
+    scgi_temp_path $WORK/nginx/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $WORK/www;
+        location / { try_files /price.json =404; }
+    }
+}
+EOF
+"$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" \
+    -g 'daemon off;' &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+
+"$BEAST" bench-baseline --bind 127.0.0.1:0 --body-file "$WORK/www/price.json" >"$WORK/hyper.out" &
+HYPER_PID=$!
+PIDS+=("$HYPER_PID")
+HYPER_ADDR=""
+for _ in $(seq 50); do
+    HYPER_ADDR=$(sed -n 's/^listening on //p' "$WORK/hyper.out")
+    [ -n "$HYPER_ADDR" ] && break
+    sleep 0.1
+done
+[ -n "$HYPER_ADDR" ] || die "bench-baseline did not start"
+for _ in $(seq 50); do
+    curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/price?asset=BTC" && break
+    sleep 0.1
+done
+curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/price?asset=BTC" || die "nginx did not start"
+log "nginx pid $NGINX_PID on 127.0.0.1:$NGINX_PORT; hyper baseline pid $HYPER_PID on $HYPER_ADDR"
+
+# --- measurements ---------------------------------------------------------------------------
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+# measure NAME KIND SERVER_PIDSPEC IDLE_TICKS_PER_S COMMAND...
+measure() {
+    local name=$1 kind=$2 spec=$3 idle=$4 t0 t1 c0 c1 rss
+    shift 4
+    t0=$(helper now); c0=$(helper cpu "$spec")
+    if ! "$@" >"$WORK/out.txt" 2>"$WORK/err.txt"; then
+        # `beast stress` exits 1 when nothing succeeded; its JSON is still there.
+        [ "$kind" = stress ] && [ -s "$WORK/out.txt" ] || {
+            cat "$WORK/err.txt" >&2
+            die "$name failed"
+        }
+    fi
+    t1=$(helper now); c1=$(helper cpu "$spec")
+    rss=$(helper rss "$spec")
+    helper record "$name" "$run" "$kind" "$WORK/out.txt" "$c0" "$c1" "$t0" "$t1" "$rss" \
+        "$idle" >>"$RESULTS"
+}
+wrk_cmd() {
+    wrk -t"$THREADS" -c"$CONCURRENCY" -d"${DURATION}s" --latency "$@"
+}
+stress_cmd() {
+    "$BEAST" stress --levels "$CONCURRENCY" --duration-s "$DURATION" --json "$@"
+}
+
+log "RUNS=$RUNS DURATION=${DURATION}s CONCURRENCY=$CONCURRENCY (wrk threads $THREADS)"
+for run in $(seq "$RUNS"); do
+    measure node-http-wrk wrk "$NODE_PID" "$IDLE" \
+        wrk_cmd -H "Authorization: Bearer $KEY" "http://$NODE_HTTP/price?asset=BTC"
+    measure node-http-stress stress "$NODE_PID" "$IDLE" \
+        stress_cmd --target "http://$NODE_HTTP" --key "$KEY" --assets BTC
+    if [ -n "$NODE_UDP" ]; then
+        measure node-udp-stress stress "$NODE_PID" "$IDLE" \
+            stress_cmd --target "udp://$NODE_UDP" --key "$KEY" --assets BTC
+    elif [ "$run" = 1 ]; then
+        log "the node has no UDP listener: UDP skipped"
+    fi
+    measure nginx-wrk wrk "tree:$NGINX_PID" 0 wrk_cmd "http://127.0.0.1:$NGINX_PORT/price?asset=BTC"
+    measure hyper-wrk wrk "$HYPER_PID" 0 wrk_cmd "http://$HYPER_ADDR/price?asset=BTC"
+    measure hyper-stress stress "$HYPER_PID" 0 \
+        stress_cmd --target "http://$HYPER_ADDR" --key unused --assets BTC
+done
+
+helper summary "$RESULTS" "$RUNS"
+
+# --- metering check -------------------------------------------------------------------------
+log "stopping the node (SIGTERM) to flush usage"
+kill -TERM "$NODE_PID"
+wait "$NODE_PID" || die "the node exited with status $? on SIGTERM"
+helper usage "$DATA/beast.sqlite3" "$RESULTS" "$WORK/probes.json" "$CONCURRENCY"
