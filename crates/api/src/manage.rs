@@ -136,13 +136,14 @@ impl AppState {
         let revision = self.store.exchanges_revision().await?;
         let definitions = self.store.exchange_feeds().await?;
         let mappings = self.store.asset_map().await?;
+        // The book first: it drops prices of assets it does not know.
+        let catalog = Catalog::new(&definitions, &mappings);
+        self.book
+            .set_assets(catalog.assets.keys().map(String::as_str));
         let errors = self.feeds.apply(&definitions, &mappings);
         for (name, error) in &errors {
             tracing::error!(exchange = %name, %error, "stored definition does not compile; not applied");
         }
-        let catalog = Catalog::new(&definitions, &mappings);
-        self.book
-            .set_assets(catalog.assets.keys().map(String::as_str));
         self.catalog.store(Arc::new(catalog));
         *applied = revision;
         Ok(errors)

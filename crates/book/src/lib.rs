@@ -57,10 +57,25 @@ impl AssetBook {
         })
     }
 
-    fn rebuild(&self, sources: &[SourcePrice], now_ms: i64, max_age_ms: i64) {
+    /// Renders the answers anew. `changed` is the one source whose price just changed: until
+    /// a source ages out, the other sources' pinned answers are still right and are kept.
+    fn rebuild(
+        &self,
+        sources: &[SourcePrice],
+        changed: Option<&str>,
+        now_ms: i64,
+        max_age_ms: i64,
+    ) {
+        let old = self.view.load();
+        let nothing_aged = now_ms < old.rebuild_at_ms;
         let pinned = sources
             .iter()
             .filter_map(|s| {
+                let unchanged = changed.is_some_and(|c| c != &*s.source);
+                if nothing_aged && unchanged {
+                    // Not pinned before means not fresh before, and freshness only decays.
+                    return old.pinned.iter().find(|(t, _)| *t == s.source).cloned();
+                }
                 aggregate::answer(&self.asset, sources, Some(&s.source), now_ms, max_age_ms)
                     .map(|a| (s.source.clone(), Arc::new(a)))
             })
@@ -97,17 +112,6 @@ impl Book {
         }
     }
 
-    /// Makes assets known, so that a request for one answers "no price yet", not "unknown".
-    pub fn register<'a>(&self, assets: impl IntoIterator<Item = &'a str>) {
-        let _guard = self.adding.lock();
-        let mut map = HashMap::clone(&self.assets.load());
-        for asset in assets {
-            map.entry(Arc::from(asset))
-                .or_insert_with_key(|a| AssetBook::new(a.clone()));
-        }
-        self.assets.store(Arc::new(map));
-    }
-
     /// Makes exactly these assets known: new ones are added, absent ones forgotten (an asset
     /// that is no longer mapped answers "unknown"), the others keep their prices.
     pub fn set_assets<'a>(&self, assets: impl IntoIterator<Item = &'a str>) {
@@ -126,21 +130,21 @@ impl Book {
         self.assets.store(Arc::new(map));
     }
 
-    fn entry(&self, asset: &str) -> Option<Arc<AssetBook>> {
-        self.assets.load().get(asset).cloned()
-    }
-
     /// The answer for `asset` (pinned to one source tag, if given) as of `now_ms`.
     pub fn lookup(&self, asset: &str, source: Option<&str>, now_ms: i64) -> Lookup {
-        let Some(book) = self.entry(asset) else {
+        let assets = self.assets.load();
+        let Some(book) = assets.get(asset) else {
             return Lookup::Unknown;
         };
-        let mut view = book.view.load_full();
+        let mut view = book.view.load();
         if now_ms >= view.rebuild_at_ms {
             let sources = book.sources.lock();
-            book.rebuild(&sources, now_ms, self.max_age_ms);
+            // Another reader may have rebuilt while this one waited for the lock.
+            if now_ms >= book.view.load().rebuild_at_ms {
+                book.rebuild(&sources, None, now_ms, self.max_age_ms);
+            }
             drop(sources);
-            view = book.view.load_full();
+            view = book.view.load();
         }
         let answer = match source {
             None => view.aggregate.as_ref(),
@@ -166,17 +170,12 @@ impl Book {
         }
     }
 
-    /// Applies a trade received at `tick.time_received_ms`.
+    /// Applies a price received at `tick.time_received_ms`. A price for an asset the book does
+    /// not know (no longer mapped) is dropped.
     pub fn apply_at(&self, tick: Tick, now_ms: i64) {
-        let book = match self.entry(&tick.asset) {
-            Some(b) => b,
-            None => {
-                self.register([&*tick.asset]);
-                match self.entry(&tick.asset) {
-                    Some(b) => b,
-                    None => return,
-                }
-            }
+        let assets = self.assets.load();
+        let Some(book) = assets.get(&*tick.asset) else {
+            return;
         };
         let mut sources = book.sources.lock();
         let incoming = SourcePrice {
@@ -192,6 +191,7 @@ impl Book {
             },
             replayed: tick.replayed,
         };
+        let changed = incoming.source.clone();
         match sources.iter_mut().find(|s| s.source == incoming.source) {
             Some(existing) => {
                 let newer = incoming.time_exchange_ms >= existing.time_exchange_ms;
@@ -205,7 +205,7 @@ impl Book {
                 sources.sort_by(|a, b| a.source.cmp(&b.source));
             }
         }
-        book.rebuild(&sources, now_ms, self.max_age_ms);
+        book.rebuild(&sources, Some(&changed), now_ms, self.max_age_ms);
     }
 }
 

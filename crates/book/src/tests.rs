@@ -11,8 +11,6 @@ fn tick(source: &str, quote: &str, price: &str, at: i64) -> Tick {
         source: source.into(),
         quote: quote.into(),
         price: Price::parse(price).unwrap(),
-        size: None,
-        trade_id: None,
         time_exchange_ms: at,
         time_received_ms: at,
         replayed: false,
@@ -21,7 +19,7 @@ fn tick(source: &str, quote: &str, price: &str, at: i64) -> Tick {
 
 fn book_with(ticks: Vec<Tick>) -> Book {
     let book = Book::new(MAX_AGE);
-    book.register(["BTC", "ETH"]);
+    book.set_assets(["BTC", "ETH"]);
     for t in ticks {
         book.apply(t);
     }
@@ -205,4 +203,48 @@ fn the_answer_is_rendered_once_per_change_not_per_read() {
     };
     assert!(Arc::ptr_eq(&first, &second), "same rendered answer reused");
     assert_eq!(&*first.sources_used, "a-ws");
+}
+
+fn fresh(book: &Book, source: Option<&str>, now: i64) -> Arc<Answer> {
+    match book.lookup("BTC", source, now) {
+        Lookup::Fresh(a) => a,
+        other => panic!("expected a fresh answer, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_trade_re_renders_its_own_source_and_keeps_the_others() {
+    let book = book_with(vec![
+        tick("a-ws", "USD", "100", 0),
+        tick("b-ws", "USD", "200", 0),
+    ]);
+    let (a, b) = (fresh(&book, Some("a-ws"), 1), fresh(&book, Some("b-ws"), 1));
+    book.apply(tick("b-ws", "USD", "201", 5));
+    assert!(
+        Arc::ptr_eq(&a, &fresh(&book, Some("a-ws"), 6)),
+        "a-ws unchanged: kept"
+    );
+    let b_after = fresh(&book, Some("b-ws"), 6);
+    assert!(!Arc::ptr_eq(&b, &b_after));
+    assert_eq!(json(&book, Some("b-ws"), 6)["price"], "201");
+    // Once a-ws has aged out, the next trade of b-ws drops it rather than keeping it.
+    book.apply(tick("b-ws", "USD", "202", MAX_AGE + 1));
+    assert!(matches!(
+        book.lookup("BTC", Some("a-ws"), MAX_AGE + 1),
+        Lookup::Stale { .. }
+    ));
+}
+
+#[test]
+fn prices_of_assets_the_book_does_not_know_are_dropped() {
+    let book = book_with(vec![]);
+    let mut t = tick("a-ws", "USD", "1", 0);
+    t.asset = "NOPE".into();
+    book.apply(t);
+    assert!(matches!(book.lookup("NOPE", None, 1), Lookup::Unknown));
+    // Forgetting an asset makes it unknown; keeping one keeps its price.
+    book.apply(tick("a-ws", "USD", "100", 0));
+    book.set_assets(["BTC"]);
+    assert!(matches!(book.lookup("ETH", None, 1), Lookup::Unknown));
+    assert_eq!(json(&book, None, 1)["price"], "100");
 }

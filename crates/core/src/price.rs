@@ -61,7 +61,7 @@ impl fmt::Display for Price {
     }
 }
 
-/// One trade, normalized at the edge of a feed.
+/// One price, normalized at the edge of a feed (a trade, or a REST ticker).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tick {
     /// Normalized asset (`BTC`).
@@ -71,8 +71,6 @@ pub struct Tick {
     /// Quote currency of the market the trade happened on (`USD`, `USDT`).
     pub quote: Arc<str>,
     pub price: Price,
-    pub size: Option<Price>,
-    pub trade_id: Option<String>,
     /// Trade time reported by the exchange, unix ms.
     pub time_exchange_ms: i64,
     /// When we received it, unix ms.

@@ -14,7 +14,7 @@ use std::{
 use backon::{BackoffBuilder, ExponentialBuilder};
 use beast_core::now_ms;
 use futures_util::{SinkExt, StreamExt};
-use tokio::time::{Instant, interval_at, sleep, timeout};
+use tokio::time::{Instant, interval_at, sleep, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -141,6 +141,9 @@ impl Connection {
         let mut ping =
             (d.ping_interval_s > 0).then(|| interval_at(Instant::now() + ping_period, ping_period));
         let liveness = Duration::from_secs(d.liveness_timeout_s);
+        // Only a frame from the exchange moves the deadline: our own pings must not keep a
+        // dead connection alive.
+        let mut deadline = Instant::now() + liveness;
         enum Event {
             Stop,
             Ping,
@@ -150,7 +153,7 @@ impl Connection {
             let event = tokio::select! {
                 _ = cancel.cancelled() => Event::Stop,
                 _ = async { match ping.as_mut() { Some(p) => p.tick().await, None => std::future::pending().await } } => Event::Ping,
-                r = timeout(liveness, ws.next()) => Event::Frame(r),
+                r = timeout_at(deadline, ws.next()) => Event::Frame(r),
             };
             let outgoing = match event {
                 Event::Stop => {
@@ -165,6 +168,7 @@ impl Connection {
                 Event::Frame(Ok(None)) => return SessionEnd::Closed,
                 Event::Frame(Ok(Some(Err(e)))) => return e.into(),
                 Event::Frame(Ok(Some(Ok(msg)))) => {
+                    deadline = Instant::now() + liveness;
                     self.feed.stats.frame_seen();
                     match msg {
                         Message::Text(text) => self.handle_text(text.as_str()),
@@ -208,7 +212,8 @@ impl Connection {
         }
     }
 
-    fn deliver(&mut self, trade: RawTrade, replayed: bool, received: i64) {
+    fn deliver(&mut self, mut trade: RawTrade, replayed: bool, received: i64) {
+        trade.symbol.make_ascii_lowercase();
         let Some(index) = self.feed.pair_index(&trade.symbol) else {
             return;
         };
@@ -223,8 +228,6 @@ impl Connection {
             index,
             PriceUpdate {
                 price: trade.price,
-                size: trade.size,
-                trade_id: trade.trade_id,
                 time_exchange_ms: trade.time_ms,
                 received_ms: received,
                 replayed,

@@ -1,6 +1,8 @@
 //! Reading one WebSocket frame with a compiled definition: the trades it carries (with their
 //! exact decimal text), a heartbeat to answer, or nothing of interest.
 
+use std::borrow::Cow;
+
 use beast_core::{Price, definition::TimeFormat};
 use serde_json::Value;
 use serde_json_path::JsonPath;
@@ -66,13 +68,21 @@ fn matches(rules: &[(JsonPath, Value)], frame: &Value) -> bool {
         .all(|(path, expected)| path.query(frame).first() == Some(expected))
 }
 
-/// Exact text of a scalar: strings as they are, numbers as written (arbitrary precision).
-fn scalar_text(v: &Value) -> Option<String> {
+/// Exact text of a scalar: strings as they are (borrowed), numbers as written (arbitrary
+/// precision).
+fn scalar_text(v: &Value) -> Option<Cow<'_, str>> {
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }
+}
+
+/// A positive decimal price, from a string or a number, with its exact text.
+pub(crate) fn positive_price(v: &Value) -> Option<Price> {
+    scalar_text(v)
+        .and_then(|t| Price::parse(&t).ok())
+        .filter(|p| p.value().is_sign_positive() && !p.value().is_zero())
 }
 
 impl CompiledDefinition {
@@ -144,15 +154,13 @@ impl CompiledDefinition {
             problem: problem.to_owned(),
             item: truncated(&item.to_string()),
         };
-        let price = scalar_text(price_value)
-            .and_then(|t| Price::parse(&t).ok())
-            .filter(|p| p.value().is_sign_positive() && !p.value().is_zero())
+        let price = positive_price(price_value)
             .ok_or_else(|| bad("price_path", "not a positive decimal"))?;
         let raw_symbol = get(&self.symbol)
             .and_then(scalar_text)
             .ok_or_else(|| bad("symbol_path", "missing or not a string"))?;
         let symbol = match &self.symbol_pattern {
-            None => raw_symbol,
+            None => raw_symbol.into_owned(),
             Some((pre, post)) => raw_symbol
                 .strip_prefix(pre.as_str())
                 .and_then(|s| s.strip_suffix(post.as_str()))
@@ -177,7 +185,12 @@ impl CompiledDefinition {
                     .ok_or_else(|| bad("time_path", time_problem(self.def.time_format)))?,
             ),
         };
-        let trade_id = self.trade_id.as_ref().and_then(get).and_then(scalar_text);
+        let trade_id = self
+            .trade_id
+            .as_ref()
+            .and_then(get)
+            .and_then(scalar_text)
+            .map(Cow::into_owned);
         out.push(RawTrade {
             symbol,
             price,

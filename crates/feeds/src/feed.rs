@@ -108,18 +108,17 @@ pub(crate) struct Feed {
 }
 
 impl Feed {
-    /// A feed for the enabled prewarm `mappings` of `def`, sharded by
+    /// A feed for `pairs` (the enabled prewarm mappings of `def`), sharded by
     /// `max_symbols_per_connection`.
     pub fn new(
         def: Arc<CompiledDefinition>,
-        mappings: &[AssetMapping],
+        pairs: &[AssetMapping],
         stats: Arc<FeedStats>,
         sink: Arc<dyn TickSink>,
     ) -> Self {
         let per_connection = def.def.max_symbols_per_connection.max(1) as usize;
-        let pairs: Vec<Pair> = mappings
+        let pairs: Vec<Pair> = pairs
             .iter()
-            .filter(|m| m.exchange == def.def.name && m.enabled && m.prewarm)
             .enumerate()
             .map(|(i, m)| Pair {
                 symbol: m.symbol.clone(),
@@ -158,8 +157,9 @@ impl Feed {
         shards
     }
 
+    /// The pair of an exchange symbol, given in lower case; unknown symbols are counted.
     pub fn pair_index(&self, symbol: &str) -> Option<usize> {
-        let found = self.by_symbol.get(&symbol.to_ascii_lowercase()).copied();
+        let found = self.by_symbol.get(symbol).copied();
         if found.is_none() {
             self.stats.unknown_symbols.fetch_add(1, Relaxed);
         }
@@ -225,8 +225,6 @@ impl Feed {
 #[derive(Debug, Clone)]
 pub(crate) struct PriceUpdate {
     pub price: Price,
-    pub size: Option<Price>,
-    pub trade_id: Option<String>,
     pub time_exchange_ms: Option<i64>,
     pub received_ms: i64,
     pub replayed: bool,
@@ -239,8 +237,6 @@ impl PriceUpdate {
             source,
             quote,
             price: self.price,
-            size: self.size,
-            trade_id: self.trade_id,
             time_exchange_ms: self.time_exchange_ms.unwrap_or(self.received_ms),
             time_received_ms: self.received_ms,
             replayed: self.replayed,

@@ -92,9 +92,9 @@ pub struct FeedManager {
     stats: Mutex<HashMap<String, Arc<FeedStats>>>,
     /// Asset → exchanges to fetch it from, best first.
     on_demand: ArcSwap<HashMap<String, Vec<Candidate>>>,
-    /// Asset → time of the last on-demand attempt; the lock makes concurrent requests for one
-    /// asset share a single fetch.
-    attempts: Mutex<HashMap<String, Arc<tokio::sync::Mutex<i64>>>>,
+    /// (asset, pinned source) → time of the last failed on-demand fetch; the lock makes
+    /// concurrent requests for one asset share a single fetch.
+    attempts: Mutex<HashMap<(String, Option<String>), Arc<tokio::sync::Mutex<i64>>>>,
 }
 
 impl FeedManager {
@@ -171,7 +171,6 @@ impl FeedManager {
                 running.insert((*name).to_owned(), run);
             }
         }
-        drop(running);
 
         let mut on_demand: HashMap<String, Vec<Candidate>> = HashMap::new();
         for m in mappings.iter().filter(|m| m.enabled) {
@@ -198,6 +197,8 @@ impl FeedManager {
             });
         }
         self.on_demand.store(Arc::new(on_demand));
+        // Held to here so two overlapping calls cannot leave the older on-demand table.
+        drop(running);
         errors
     }
 
@@ -276,18 +277,16 @@ impl FeedManager {
         let gate = self
             .attempts
             .lock()
-            .entry(asset.to_owned())
+            .entry((asset.to_owned(), source.map(str::to_owned)))
             .or_default()
             .clone();
-        let mut last_attempt = gate.lock().await;
+        let mut last_failure = gate.lock().await;
         if is_fresh() {
             return Ok(());
         }
-        let now = now_ms();
-        if now - *last_attempt < self.options.on_demand_retry_ms {
+        if now_ms() - *last_failure < self.options.on_demand_retry_ms {
             return Err(FetchError::RetryLater(asset.to_owned()));
         }
-        *last_attempt = now;
         let mut last_error = None;
         for c in candidates {
             let stats = self.stats_of(&c.def.def.name);
@@ -308,6 +307,7 @@ impl FeedManager {
                 }
             }
         }
+        *last_failure = now_ms();
         Err(last_error.map_or_else(|| FetchError::NotListed(asset.to_owned()), FetchError::from))
     }
 }

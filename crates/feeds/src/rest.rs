@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use beast_core::{Price, TimeFormat, now_ms};
+use beast_core::{TimeFormat, now_ms};
 use serde_json::Value;
 
-use crate::{CompiledDefinition, feed::PriceUpdate, timefmt};
+use crate::{CompiledDefinition, extract::positive_price, feed::PriceUpdate, timefmt};
 
 /// Longest REST answer read; tickers are a few kilobytes.
 const MAX_BODY: usize = 256 * 1024;
@@ -44,7 +44,8 @@ impl RestClient {
         symbol: &str,
     ) -> Result<PriceUpdate, RestError> {
         let exchange = &def.def.name;
-        let (Some(price_path), false) = (&def.rest_price, def.def.rest_url.is_empty()) else {
+        // A definition has a REST price path exactly when it has a `rest_url`.
+        let Some(price_path) = &def.rest_price else {
             return Err(RestError::NoTicker {
                 exchange: exchange.clone(),
             });
@@ -80,27 +81,20 @@ impl RestClient {
         let price = price_path
             .query(&json)
             .first()
-            .and_then(|v| match v {
-                Value::String(s) => Price::parse(s).ok(),
-                Value::Number(n) => Price::parse(&n.to_string()).ok(),
-                _ => None,
-            })
-            .filter(|p| p.value().is_sign_positive() && !p.value().is_zero())
+            .and_then(|v| positive_price(v))
             .ok_or_else(|| {
                 failed(format!(
                     "no positive decimal at rest_price_path {}",
                     def.def.rest_price_path
                 ))
             })?;
-        let time_exchange_ms = def
-            .rest_time
-            .as_ref()
-            .and_then(|path| path.query(&json).first().cloned())
-            .and_then(|v| rest_time_ms(&v, def.def.time_format));
+        let time_exchange_ms = def.rest_time.as_ref().and_then(|path| {
+            path.query(&json)
+                .first()
+                .and_then(|v| rest_time_ms(v, def.def.time_format))
+        });
         Ok(PriceUpdate {
             price,
-            size: None,
-            trade_id: None,
             time_exchange_ms,
             received_ms,
             replayed: false,

@@ -4,7 +4,7 @@
 //! (`cargo test --test api faults -- --nocapture | grep RECOVERY`).
 //!
 //! Timings are shortened through the parameters: fresh for 3 s, a pair quiet for 1 s is
-//! refreshed from REST, a connection silent for 2 s is dead.
+//! refreshed from REST, a connection silent for 2 s is dead (clients ping every second).
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,9 @@ async fn spawn_fast_app() -> TestApp {
                 "UPDATE application_parameters SET value = '1000' WHERE name = 'rest_timeout_ms'",
                 "UPDATE application_parameters SET value = '200' WHERE name = 'on_demand_retry_ms'",
                 "UPDATE exchange_feeds SET liveness_timeout_s = 2",
+                // Pings more often than the liveness deadline: they must not keep a silent
+                // connection alive.
+                "UPDATE exchange_feeds SET ping_interval_s = 1 WHERE ping_interval_s > 0",
             ],
         )
         .await;
@@ -52,6 +55,23 @@ async fn healthy(app: &TestApp, key: &str, exchange: &str, asset: &str) -> Value
         (r.status == StatusCode::OK && feed["connected"] == true).then_some(feed)
     })
     .await
+}
+
+/// Asks for `asset` pinned to `source` every 250 ms for `window`; every answer must be 200.
+async fn stays_fresh(app: &TestApp, key: &str, asset: &str, source: &str, window: Duration) {
+    let path = format!("/price?asset={asset}&source={source}");
+    let started = Instant::now();
+    while started.elapsed() < window {
+        let r = app.get(&path, Some(key)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{path} after {:?}: {}",
+            started.elapsed(),
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn report(kind: &str, since: Instant) {
@@ -104,11 +124,7 @@ async fn a_stalled_connection_is_declared_dead_while_rest_keeps_its_prices_fresh
         .await;
     let at = Instant::now();
     // Throughout the stall, okx's ETH stays fresh: REST stands in for the silent socket.
-    while at.elapsed() < Duration::from_millis(4000) {
-        let r = app.get("/price?asset=ETH&source=okx", Some(&key)).await;
-        assert_eq!(r.status, StatusCode::OK, "during the stall: {}", r.body);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    stays_fresh(&app, &key, "ETH", "okx", Duration::from_millis(4000)).await;
     let after = app
         .eventually("okx reconnected after the stall", WITHIN, || async {
             let f = app.feed("okx").await?;
@@ -185,13 +201,7 @@ async fn stopped_heartbeats_leave_a_feed_with_flowing_trades_alone() {
     app.fault(json!({"exchange": "cryptocom", "kind": "stop_heartbeats", "duration_ms": 3000}))
         .await;
     let at = Instant::now();
-    while at.elapsed() < Duration::from_millis(3000) {
-        let r = app
-            .get("/price?asset=BTC&source=cryptocom", Some(&key))
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    stays_fresh(&app, &key, "BTC", "cryptocom", Duration::from_millis(3000)).await;
     report("stop_heartbeats", at);
     let after = app.feed("cryptocom").await.unwrap();
     assert_eq!(
@@ -211,11 +221,7 @@ async fn a_quiet_pair_is_refreshed_from_rest_not_reconnected() {
     )
     .await;
     let at = Instant::now();
-    while at.elapsed() < Duration::from_millis(4000) {
-        let r = app.get("/price?asset=BTC&source=okx", Some(&key)).await;
-        assert_eq!(r.status, StatusCode::OK, "quiet BTC-USDT: {}", r.body);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    stays_fresh(&app, &key, "BTC", "okx", Duration::from_millis(4000)).await;
     report("quiet", at);
     let after = app.feed("okx").await.unwrap();
     assert_eq!(
