@@ -162,11 +162,7 @@ impl Application {
             applied: Arc::default(),
             udp: Arc::default(),
             node: settings.node_id.as_str().into(),
-            roles: settings
-                .roles
-                .split(',')
-                .map(|r| r.trim().to_owned())
-                .collect(),
+            roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
             started: Instant::now(),
         };
         if runs_feeds {

@@ -76,22 +76,24 @@ pub enum Role {
     Webhook,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Price => "price",
+            Role::Report => "report",
+            Role::Webhook => "webhook",
+        }
+    }
+}
+
 impl Settings {
     /// The admin key: `BEAST_ADMIN_KEY` if set, else the key file, created with a random key
     /// (readable by the owner only) on first use. The key itself is never logged.
     pub fn admin_key(&self) -> anyhow::Result<String> {
-        if let Ok(key) = std::env::var("BEAST_ADMIN_KEY")
-            && !key.trim().is_empty()
-        {
-            return Ok(key.trim().to_owned());
+        if let Some(key) = self.existing_admin_key()? {
+            return Ok(key);
         }
         let path = self.admin_key_path();
-        match std::fs::read_to_string(&path) {
-            Ok(key) if !key.trim().is_empty() => return Ok(key.trim().to_owned()),
-            Ok(_) => bail!("admin key file {} is empty", path.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        }
         let key = beast_store::keys::generate_key();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -108,6 +110,23 @@ impl Settings {
         Ok(key)
     }
 
+    /// The admin key from `BEAST_ADMIN_KEY` or the key file, if either has one; never creates
+    /// one (for clients of a node, such as `beast exchanges status`).
+    pub fn existing_admin_key(&self) -> anyhow::Result<Option<String>> {
+        if let Ok(key) = std::env::var("BEAST_ADMIN_KEY")
+            && !key.trim().is_empty()
+        {
+            return Ok(Some(key.trim().to_owned()));
+        }
+        let path = self.admin_key_path();
+        match std::fs::read_to_string(&path) {
+            Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_owned())),
+            Ok(_) => bail!("admin key file {} is empty", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
     pub fn admin_key_path(&self) -> PathBuf {
         self.admin_key_file
             .clone()
@@ -122,11 +141,11 @@ impl Settings {
             .map(str::trim)
             .filter(|r| !r.is_empty())
         {
-            let role = match name {
-                "price" => Role::Price,
-                "report" => Role::Report,
-                "webhook" => Role::Webhook,
-                other => bail!("unknown role {other:?} (roles: price, report, webhook)"),
+            let Some(role) = [Role::Price, Role::Report, Role::Webhook]
+                .into_iter()
+                .find(|r| r.as_str() == name)
+            else {
+                bail!("unknown role {name:?} (roles: price, report, webhook)");
             };
             if !roles.contains(&role) {
                 roles.push(role);

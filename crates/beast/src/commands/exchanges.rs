@@ -17,17 +17,18 @@ use serde::de::DeserializeOwned;
 use crate::{cli::ExchangesCommand, config::ConfigArgs};
 
 pub async fn run(config: &ConfigArgs, command: ExchangesCommand) -> anyhow::Result<()> {
-    let store = super::open_store(config).await?;
-    let result = execute(config, &store, command).await;
-    store.close().await;
-    result
+    match command {
+        // These two need no store: one asks a running node, the other reads a file.
+        ExchangesCommand::Status { url } => status(config, &url).await,
+        ExchangesCommand::Parse {
+            definition: Some(file),
+            ..
+        } => parse(read_json(&file)?),
+        command => super::with_store(config, async |store| execute(store, command).await).await,
+    }
 }
 
-async fn execute(
-    config: &ConfigArgs,
-    store: &dyn Store,
-    command: ExchangesCommand,
-) -> anyhow::Result<()> {
+async fn execute(store: &dyn Store, command: ExchangesCommand) -> anyhow::Result<()> {
     match command {
         ExchangesCommand::List => {
             let mappings = store.asset_map().await?;
@@ -94,22 +95,21 @@ async fn execute(
             );
         }
         ExchangesCommand::Parse {
-            exchange,
-            definition,
-        } => {
-            let def = match (exchange, definition) {
-                (_, Some(file)) => read_json(&file)?,
-                (Some(name), None) => stored_definition(store, &name).await?,
-                (None, None) => bail!("give --exchange NAME or --definition FILE"),
-            };
-            let compiled = CompiledDefinition::compile(def)?;
-            let stdin = std::io::stdin().lock();
-            let stdout = std::io::stdout().lock();
-            parse_frames(&compiled, stdin, stdout, &mut std::io::stderr().lock())?;
-        }
-        ExchangesCommand::Status { url } => status(config, &url).await?,
+            exchange: Some(name),
+            ..
+        } => parse(stored_definition(store, &name).await?)?,
+        ExchangesCommand::Parse { .. } => bail!("give --exchange NAME or --definition FILE"),
+        ExchangesCommand::Status { url } => bail!("status talks to a node ({url}), not the store"),
     }
     Ok(())
+}
+
+/// Runs stdin's frames through `def`, trades to stdout, bad frames to stderr.
+fn parse(def: ExchangeDefinition) -> anyhow::Result<()> {
+    let compiled = CompiledDefinition::compile(def)?;
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    parse_frames(&compiled, stdin, stdout, &mut std::io::stderr().lock())
 }
 
 async fn stored_definition(store: &dyn Store, name: &str) -> anyhow::Result<ExchangeDefinition> {
@@ -176,9 +176,15 @@ fn parse_frames(
 
 async fn status(config: &ConfigArgs, url: &str) -> anyhow::Result<()> {
     let settings = config.settings(&Default::default())?;
+    let key = settings.existing_admin_key()?.with_context(|| {
+        format!(
+            "no admin key: set BEAST_ADMIN_KEY or create {}",
+            settings.admin_key_path().display()
+        )
+    })?;
     let response = reqwest::Client::new()
         .get(format!("{}/admin/feed-status", url.trim_end_matches('/')))
-        .bearer_auth(settings.admin_key()?)
+        .bearer_auth(key)
         .send()
         .await
         .with_context(|| format!("reaching {url}"))?;

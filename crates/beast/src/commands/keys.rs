@@ -7,7 +7,10 @@ use beast_store::{Store, keys};
 use crate::{cli::KeysCommand, config::ConfigArgs};
 
 pub async fn run(config: &ConfigArgs, command: KeysCommand) -> anyhow::Result<()> {
-    let store = super::open_store(config).await?;
+    super::with_store(config, async |store| execute(store, command).await).await
+}
+
+async fn execute(store: &dyn Store, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { tier, name } => {
             let key = keys::generate_key();
@@ -49,6 +52,5 @@ pub async fn run(config: &ConfigArgs, command: KeysCommand) -> anyhow::Result<()
             println!("revoked key {id}");
         }
     }
-    store.close().await;
     Ok(())
 }

@@ -25,14 +25,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
-/// The store named by the settings (for commands that work on it directly).
-async fn open_store(
+/// Opens the store named by the settings (for commands that work on it directly), runs `work`
+/// on it and closes it, whether `work` succeeded or not.
+async fn with_store<T>(
     config: &crate::config::ConfigArgs,
-) -> anyhow::Result<beast_store::SqliteStore> {
+    work: impl AsyncFnOnce(&beast_store::SqliteStore) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let settings = config.settings(&Default::default())?;
-    beast_store::SqliteStore::open(&settings.data_dir)
+    let store = beast_store::SqliteStore::open(&settings.data_dir)
         .await
-        .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", settings.data_dir.display()))
+        .map_err(|e| {
+            anyhow::anyhow!("opening the store in {}: {e}", settings.data_dir.display())
+        })?;
+    let result = work(&store).await;
+    store.close().await;
+    result
 }
 
 /// Waits for SIGTERM or Ctrl-C.

@@ -186,6 +186,22 @@ impl TestApp {
         reply(req.bearer_auth(&self.admin_key), path).await
     }
 
+    /// The stored definition of an exchange, as `/admin/exchange-feeds` lists it, without its
+    /// live status: ready to be changed and saved back.
+    pub async fn stored_definition(&self, name: &str) -> Value {
+        let r = self.admin("/admin/exchange-feeds", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let mut row = r.body["exchange_feeds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["name"] == name)
+            .unwrap_or_else(|| panic!("no exchange {name}: {}", r.body))
+            .clone();
+        row.as_object_mut().unwrap().remove("status");
+        row
+    }
+
     /// Injects a fault into the simulator; panics if it refuses.
     pub async fn fault(&self, request: Value) {
         let url = format!("http://{}/_faults", self.simulator);
