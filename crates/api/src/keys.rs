@@ -14,13 +14,15 @@ use std::{
 
 use arc_swap::ArcSwap;
 use beast_core::{ApiError, Tier, month_of, next_month_start_ms};
-use beast_store::{ApiKeyRecord, KeysVersion, Store, keys::hash_key};
+use beast_store::{ApiKeyRecord, Area, Store, keys::hash_key};
 use governor::{
     Quota, RateLimiter,
     clock::{Clock, DefaultClock},
     state::{InMemoryState, NotKeyed},
 };
 use tokio_util::sync::CancellationToken;
+
+use crate::follow::follow;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 
@@ -56,8 +58,9 @@ impl KeyEntry {
         }
     }
 
-    /// Rate limit and quota; a request admitted here may proceed.
-    pub fn admit(&self, now_ms: i64) -> Result<(), ApiError> {
+    /// Rate limit (one token per request) and quota (room for `answers` more answers); a
+    /// request admitted here may proceed.
+    pub fn admit(&self, now_ms: i64, answers: u64) -> Result<(), ApiError> {
         if self.tier.unlimited {
             return Ok(());
         }
@@ -73,12 +76,12 @@ impl KeyEntry {
         if let Some(limiter) = &self.limiter
             && let Err(not_until) = limiter.check()
         {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let wait = not_until.wait_time_from(limiter.clock().now());
             return Err(ApiError::RateLimited {
                 retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
             });
         }
-        if self.used.load(Relaxed) >= self.tier.monthly_quota {
+        if self.used.load(Relaxed).saturating_add(answers) > self.tier.monthly_quota {
             let left_ms = (self.month_ends_ms.load(Relaxed) - now_ms).max(1000);
             return Err(ApiError::QuotaExceeded {
                 retry_after_s: (left_ms as u64).div_ceil(1000),
@@ -145,45 +148,37 @@ impl KeyRing {
         self.len() == 0
     }
 
-    /// Loads the keys now; returns the version loaded.
-    pub async fn load(&self, store: &dyn Store) -> Result<KeysVersion, beast_store::StoreError> {
-        let version = store.api_keys_version().await?;
+    /// Loads the keys now; returns the revision loaded.
+    pub async fn load(&self, store: &dyn Store) -> Result<i64, beast_store::StoreError> {
+        let revision = store.revision(Area::Keys).await?;
         let (records, tiers) = (store.api_keys().await?, store.tiers().await?);
         self.replace(&records, &tiers, beast_core::now_ms());
-        Ok(version)
+        Ok(revision)
     }
 
-    /// Reloads whenever the store's keys change from `known`, until `stop`.
+    /// Reloads whenever the store's keys change after revision `seen`, until `stop`.
     pub async fn keep_in_step(
         self: Arc<Self>,
         store: Arc<dyn Store>,
-        mut known: KeysVersion,
+        seen: i64,
         every: Duration,
         stop: CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let changed = match store.api_keys_version().await {
-                Ok(v) => v != known,
-                Err(e) => {
-                    tracing::warn!(error = %e, "checking API keys failed");
-                    false
-                }
-            };
-            if changed {
-                match self.load(&*store).await {
-                    Ok(v) => {
-                        known = v;
-                        tracing::info!(active = self.len(), "API keys reloaded");
+        let reload = |_| {
+            let (ring, store) = (self.clone(), store.clone());
+            async move {
+                match ring.load(&*store).await {
+                    Ok(_) => {
+                        tracing::info!(active = ring.len(), "API keys reloaded");
+                        true
                     }
-                    Err(e) => tracing::warn!(error = %e, "reloading API keys failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reloading API keys failed");
+                        false
+                    }
                 }
             }
-        }
+        };
+        follow(store.clone(), Area::Keys, seen, every, stop, reload).await;
     }
 }

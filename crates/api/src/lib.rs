@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod catalog;
+mod follow;
 pub mod http;
 pub mod keys;
 pub mod manage;

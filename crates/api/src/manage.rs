@@ -8,10 +8,10 @@ use std::{sync::Arc, time::Duration};
 
 use beast_core::{ApiError, AssetMapping, ExchangeDefinition};
 use beast_feeds::{CompiledDefinition, DefinitionError, validate_mapping};
-use beast_store::{Store, StoreError};
+use beast_store::{Area, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
-use crate::{AppState, Catalog};
+use crate::{AppState, Catalog, follow::follow};
 
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -66,15 +66,10 @@ pub async fn toggle_exchange(
     name: &str,
     enabled: Option<bool>,
 ) -> Result<bool, ManageError> {
-    let current = store
-        .exchange_feeds()
+    store
+        .set_exchange_enabled(name, enabled)
         .await?
-        .into_iter()
-        .find(|d| d.name == name)
-        .ok_or_else(|| ManageError::NotFound(format!("no exchange named {name:?}")))?;
-    let enabled = enabled.unwrap_or(!current.enabled);
-    store.set_exchange_enabled(name, enabled).await?;
-    Ok(enabled)
+        .ok_or_else(|| ManageError::NotFound(format!("no exchange named {name:?}")))
 }
 
 /// Validates a batch of mappings and saves them all, or none.
@@ -111,7 +106,13 @@ pub async fn toggle_asset(
     enabled: Option<bool>,
     prewarm: Option<bool>,
 ) -> Result<AssetMapping, ManageError> {
-    let asset = beast_core::normalize_asset(asset).unwrap_or_default();
+    let asset = beast_core::normalize_asset(asset).ok_or_else(|| ManageError::Invalid {
+        index: None,
+        error: DefinitionError {
+            field: "asset",
+            message: format!("{asset:?} is not 1 to 20 letters or digits"),
+        },
+    })?;
     let missing = || ManageError::NotFound(format!("{exchange:?} has no mapping for {asset:?}"));
     if !store
         .set_asset_flags(exchange, &asset, enabled, prewarm)
@@ -133,7 +134,7 @@ impl AppState {
     /// stored definitions that did not compile (left as they were).
     pub async fn apply_exchanges(&self) -> Result<Vec<(String, DefinitionError)>, StoreError> {
         let mut applied = self.applied.lock().await;
-        let revision = self.store.exchanges_revision().await?;
+        let revision = self.store.revision(Area::Exchanges).await?;
         let definitions = self.store.exchange_feeds().await?;
         let mappings = self.store.asset_map().await?;
         // The book first: it drops prices of assets it does not know.
@@ -150,23 +151,32 @@ impl AppState {
     }
 
     /// Applies changes made by other processes, checking the store's revision every `period`,
-    /// until `cancel` fires.
+    /// until `cancel` fires. Changes this node's admin API applied itself are not applied again.
     pub async fn keep_exchanges_in_step(self, period: Duration, cancel: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(period) => {}
-            }
-            let changed = match self.store.exchanges_revision().await {
-                Ok(revision) => revision != *self.applied.lock().await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the exchanges revision");
-                    false
+        let seen = *self.applied.lock().await;
+        let reload = |revision| {
+            let state = self.clone();
+            async move {
+                if *state.applied.lock().await == revision {
+                    return true;
                 }
-            };
-            if changed && let Err(e) = self.apply_exchanges().await {
-                tracing::warn!(error = %e, "cannot apply the exchanges configuration");
+                match state.apply_exchanges().await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot apply the exchanges configuration");
+                        false
+                    }
+                }
             }
-        }
+        };
+        follow(
+            self.store.clone(),
+            Area::Exchanges,
+            seen,
+            period,
+            cancel,
+            reload,
+        )
+        .await;
     }
 }

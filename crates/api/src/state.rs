@@ -32,6 +32,12 @@ pub struct AppState {
     pub started: Instant,
 }
 
+/// The empty source list of error rows, shared rather than allocated per row.
+fn no_source() -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    EMPTY.clone()
+}
+
 /// An answer and the tier that produced it.
 pub type Served = (Arc<Answer>, CacheTier);
 
@@ -56,20 +62,20 @@ impl AppState {
         source: Option<&str>,
         now: i64,
     ) -> Result<Served, ApiError> {
-        let pinned: Option<Arc<str>> = match source {
+        let catalog;
+        let pinned = match source {
             None => None,
             Some(wanted) => {
-                let catalog = self.catalog.load();
+                catalog = self.catalog.load_full();
                 let tag = catalog
                     .source_tag(wanted)
                     .filter(|tag| catalog.lists(asset, tag))
                     .ok_or_else(|| ApiError::UnknownSource {
                         source_tag: wanted.chars().take(40).collect(),
                     })?;
-                Some(tag.into())
+                Some(tag)
             }
         };
-        let pinned = pinned.as_deref();
         match self.book.lookup(asset, pinned, now) {
             Lookup::Fresh(answer) => return Ok((answer, CacheTier::Memory)),
             Lookup::Unknown => {
@@ -96,13 +102,13 @@ impl AppState {
         }
     }
 
-    /// Records one metered answer for `key`. `requested` is the asset as the caller wrote it:
-    /// an answer already carries its asset (no allocation), an error row gets the normalized
-    /// name when the request had a valid one.
+    /// Records one metered answer for `key`. An answer carries its asset (no allocation); an
+    /// error row records `asset` as given (the normalized name when the request had a valid
+    /// one), cut to a sane length.
     pub async fn meter(
         &self,
         key: &KeyEntry,
-        requested: &str,
+        asset: &str,
         outcome: Result<&Served, &ApiError>,
         protocol: Protocol,
         started: Instant,
@@ -115,9 +121,8 @@ impl AppState {
                 *tier,
             ),
             Err(e) => {
-                let asset = normalize_asset(requested)
-                    .unwrap_or_else(|_| requested.chars().take(2 * MAX_ASSET_LEN).collect());
-                (asset.into(), e.status(), Arc::from(""), CacheTier::None)
+                let asset: String = asset.chars().take(2 * MAX_ASSET_LEN).collect();
+                (asset.into(), e.status(), no_source(), CacheTier::None)
             }
         };
         self.usage

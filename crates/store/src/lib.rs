@@ -49,25 +49,38 @@ pub struct ApiKeyRecord {
     pub usage_count: i64,
 }
 
-/// Changes whenever any key is added, changed or revoked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct KeysVersion {
-    pub count: i64,
-    pub revoked: i64,
-    pub last_update_ms: i64,
+/// A part of the configuration that running nodes follow: every write to it through the store
+/// bumps its revision, so a node polls one row to learn that it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// `exchange_feeds` and `exchange_asset_map`.
+    Exchanges,
+    /// `api_keys`.
+    Keys,
+}
+
+impl Area {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Area::Exchanges => "exchanges",
+            Area::Keys => "keys",
+        }
+    }
 }
 
 #[async_trait]
 pub trait Store: Send + Sync {
     async fn exchange_feeds(&self) -> Result<Vec<ExchangeDefinition>>;
     async fn asset_map(&self) -> Result<Vec<AssetMapping>>;
-    /// Bumped by every write to `exchange_feeds` or `exchange_asset_map` made through the
-    /// store, by any process: a running node polls it to apply changes live.
-    async fn exchanges_revision(&self) -> Result<i64>;
+    /// The revision of an area, bumped by every write to it made through the store by any
+    /// process: a running node polls it to apply changes live.
+    async fn revision(&self, area: Area) -> Result<i64>;
     /// Inserts or replaces (by `name`) a definition. The caller validates it first.
     async fn save_exchange(&self, def: &ExchangeDefinition) -> Result<()>;
-    /// False if there is no such exchange.
-    async fn set_exchange_enabled(&self, name: &str, enabled: bool) -> Result<bool>;
+    /// Enables or disables an exchange (`None` flips it); its new state, `None` if there is
+    /// no such exchange.
+    async fn set_exchange_enabled(&self, name: &str, enabled: Option<bool>)
+    -> Result<Option<bool>>;
     /// Inserts or replaces (by exchange and asset) a batch of mappings, all or none.
     async fn save_asset_mappings(&self, mappings: &[AssetMapping]) -> Result<()>;
     /// Sets the given flags of one mapping; false if there is no such mapping.
@@ -83,7 +96,6 @@ pub trait Store: Send + Sync {
     async fn parameters(&self) -> Result<Vec<(String, String)>>;
 
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
-    async fn api_keys_version(&self) -> Result<KeysVersion>;
     /// Stores a new key (by hash) for an existing tier.
     async fn create_api_key(
         &self,

@@ -15,7 +15,7 @@ use sqlx::{
     },
 };
 
-use crate::{ApiKeyRecord, KeysVersion, Result, Store, StoreError, parameter_defaults, seed};
+use crate::{ApiKeyRecord, Area, Result, Store, StoreError, parameter_defaults, seed};
 
 /// Rows per INSERT statement (9 binds a row, far below SQLite's variable limit).
 const USAGE_ROWS_PER_STATEMENT: usize = 1000;
@@ -45,6 +45,11 @@ fn migrator() -> Migrator {
             2,
             "revisions",
             include_str!("../migrations/sqlite/0002_revisions.sql"),
+        ),
+        migration(
+            3,
+            "keys_revision",
+            include_str!("../migrations/sqlite/0003_keys_revision.sql"),
         ),
     ])
 }
@@ -215,9 +220,10 @@ async fn upsert_mapping(tx: &mut sqlx::SqliteConnection, m: &AssetMapping) -> Re
     Ok(())
 }
 
-/// Marks the exchanges configuration as changed, inside the writing transaction.
-async fn bump_exchanges_revision(tx: &mut sqlx::SqliteConnection) -> Result<()> {
-    sqlx::query("UPDATE config_revisions SET revision = revision + 1 WHERE area = 'exchanges'")
+/// Marks an area of the configuration as changed, inside the writing transaction.
+async fn bump_revision(tx: &mut sqlx::SqliteConnection, area: Area) -> Result<()> {
+    sqlx::query("UPDATE config_revisions SET revision = revision + 1 WHERE area = ?")
+        .bind(area.as_str())
         .execute(tx)
         .await?;
     Ok(())
@@ -334,9 +340,10 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn exchanges_revision(&self) -> Result<i64> {
+    async fn revision(&self, area: Area) -> Result<i64> {
         Ok(
-            sqlx::query_scalar("SELECT revision FROM config_revisions WHERE area = 'exchanges'")
+            sqlx::query_scalar("SELECT revision FROM config_revisions WHERE area = ?")
+                .bind(area.as_str())
                 .fetch_one(&self.pool)
                 .await?,
         )
@@ -355,23 +362,31 @@ impl Store for SqliteStore {
                 }),
                 e => e,
             })?;
-        bump_exchanges_revision(&mut tx).await?;
+        bump_revision(&mut tx, Area::Exchanges).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn set_exchange_enabled(&self, name: &str, enabled: bool) -> Result<bool> {
+    async fn set_exchange_enabled(
+        &self,
+        name: &str,
+        enabled: Option<bool>,
+    ) -> Result<Option<bool>> {
         let mut tx = self.pool.begin().await?;
-        let done =
-            sqlx::query("UPDATE exchange_feeds SET enabled = ?, updated_at_ms = ? WHERE name = ?")
-                .bind(enabled)
-                .bind(now_ms())
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-        bump_exchanges_revision(&mut tx).await?;
+        let now: Option<bool> = sqlx::query_scalar(
+            "UPDATE exchange_feeds SET enabled = COALESCE(?, NOT enabled), updated_at_ms = ? \
+             WHERE name = ? RETURNING enabled",
+        )
+        .bind(enabled)
+        .bind(now_ms())
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if now.is_some() {
+            bump_revision(&mut tx, Area::Exchanges).await?;
+        }
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(now)
     }
 
     async fn save_asset_mappings(&self, mappings: &[AssetMapping]) -> Result<()> {
@@ -384,7 +399,7 @@ impl Store for SqliteStore {
                 e => e,
             })?;
         }
-        bump_exchanges_revision(&mut tx).await?;
+        bump_revision(&mut tx, Area::Exchanges).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -407,9 +422,12 @@ impl Store for SqliteStore {
         .bind(asset)
         .execute(&mut *tx)
         .await?;
-        bump_exchanges_revision(&mut tx).await?;
+        let changed = done.rows_affected() == 1;
+        if changed {
+            bump_revision(&mut tx, Area::Exchanges).await?;
+        }
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(changed)
     }
 
     async fn tiers(&self) -> Result<Vec<Tier>> {
@@ -450,19 +468,6 @@ impl Store for SqliteStore {
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn api_keys_version(&self) -> Result<KeysVersion> {
-        let (count, revoked, last): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COUNT(revoked_at_ms), COALESCE(MAX(updated_at_ms), 0) FROM api_keys",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(KeysVersion {
-            count,
-            revoked,
-            last_update_ms: last,
-        })
-    }
-
     async fn create_api_key(
         &self,
         key_hash: &str,
@@ -483,9 +488,11 @@ impl Store for SqliteStore {
             )));
         }
         let now = now_ms();
-        let id: i64 = sqlx::query_scalar(
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
             "INSERT INTO api_keys (key_hash, key_prefix, name, tier, created_at_ms, updated_at_ms, usage_month) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id, key_hash, key_prefix, name, tier, created_at_ms, \
+             revoked_at_ms, usage_month, usage_count",
         )
         .bind(key_hash)
         .bind(key_prefix)
@@ -494,26 +501,30 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(now)
         .bind(month_of(now))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        let row = sqlx::query(select_keys!(" WHERE id = ?"))
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
+        bump_revision(&mut tx, Area::Keys).await?;
+        tx.commit().await?;
         key_from_row(&row)
     }
 
     async fn revoke_api_key(&self, id: i64) -> Result<bool> {
         let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at_ms = ?, updated_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL",
         )
         .bind(now)
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let revoked = done.rows_affected() == 1;
+        if revoked {
+            bump_revision(&mut tx, Area::Keys).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()> {
@@ -528,10 +539,10 @@ impl Store for SqliteStore {
             q.push_values(chunk, |mut row, e| {
                 row.push_bind(e.ts_ms)
                     .push_bind(e.key_id)
-                    .push_bind(e.asset.to_string())
-                    .push_bind(e.source.to_string())
+                    .push_bind(e.asset.clone())
+                    .push_bind(e.source.clone())
                     .push_bind(e.protocol.as_str())
-                    .push_bind(e.node.to_string())
+                    .push_bind(e.node.clone())
                     .push_bind(i64::from(e.status))
                     .push_bind(i64::from(e.latency_us))
                     .push_bind(e.cache_tier.as_str());

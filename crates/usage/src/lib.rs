@@ -121,9 +121,11 @@ impl UsageWriter {
         let size = self.options.batch_size.max(1);
         let mut batch = Vec::with_capacity(size);
         loop {
+            // Stop first: under constant load shutdown must not wait for a quiet moment.
             let got = tokio::select! {
-                n = self.rx.recv_many(&mut batch, size) => n,
+                biased;
                 _ = stop.cancelled() => break,
+                n = self.rx.recv_many(&mut batch, size) => n,
             };
             if got == 0 {
                 break;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{answer, apply, body};
-use crate::{AppState, http::parse_query, manage};
+use crate::{AppState, http::parse_query, manage, state::normalize_asset};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +28,7 @@ pub struct ListQuery {
 pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     let result = async {
         let q: ListQuery = parse_query(query.as_deref())?;
-        let asset = q.asset.map(|a| a.trim().to_ascii_uppercase());
+        let asset = q.asset.as_deref().map(normalize_asset).transpose()?;
         let rows: Vec<AssetMapping> = state
             .store
             .asset_map()

@@ -14,15 +14,10 @@ pub async fn exchanges(State(state): State<AppState>) -> Json<Value> {
         .iter()
         .map(|e| {
             let live = status.iter().find(|s| s.name == e.name);
-            json!({
-                "name": e.name,
-                "source": e.source,
-                "enabled": e.enabled,
-                "assets": e.assets,
-                "prewarm_assets": e.prewarm_assets,
-                "connected": live.is_some_and(|s| s.connected),
-                "feed": live,
-            })
+            let mut row = json!(e);
+            row["connected"] = json!(live.is_some_and(|s| s.connected));
+            row["feed"] = json!(live);
+            row
         })
         .collect();
     Json(json!({ "exchanges": rows }))

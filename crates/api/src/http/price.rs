@@ -11,11 +11,7 @@ use beast_core::{ApiError, Protocol, now_ms};
 use serde::Deserialize;
 
 use super::{Keyed, error_response, json_response, parse_query};
-use crate::{
-    AppState,
-    keys::KeyEntry,
-    state::{Served, normalize_asset},
-};
+use crate::{AppState, keys::KeyEntry, state::normalize_asset};
 
 #[derive(Debug, Deserialize)]
 pub struct PriceQuery {
@@ -43,6 +39,8 @@ pub async fn price(
             .await
         }
         Err(e) => {
+            // A malformed query still spends the key's rate, like any other request.
+            let e = key.admit(now_ms(), 1).err().unwrap_or(e);
             state
                 .meter(&key, "", Err(&e), Protocol::Http, started)
                 .await;
@@ -55,8 +53,9 @@ pub async fn price(
     }
 }
 
-/// One metered price answer, whatever the protocol: admission (rate limit, quota), lookup,
-/// the quota count and the usage row. Returns the rendered body.
+/// One metered price answer, whatever the protocol: admission (rate limit, quota) before
+/// anything else, so even malformed requests spend the key's rate; then the lookup, the quota
+/// count and the usage row. Returns the rendered body.
 pub(crate) async fn metered_price(
     state: &AppState,
     key: &KeyEntry,
@@ -66,31 +65,23 @@ pub(crate) async fn metered_price(
     started: Instant,
 ) -> Result<Vec<u8>, ApiError> {
     let now = now_ms();
-    let outcome = answer(state, key, asset, source, now).await;
+    let name = asset
+        .ok_or_else(|| ApiError::BadRequest("asset is required".into()))
+        .and_then(normalize_asset);
+    let outcome = match (key.admit(now, 1), &name) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(e.clone()),
+        (Ok(()), Ok(name)) => state.price_answer(name, source, now).await,
+    };
     if outcome.is_ok() {
         key.count_success(1);
     }
+    let recorded = match &name {
+        Ok(name) => name.as_str(),
+        Err(_) => asset.unwrap_or(""),
+    };
     state
-        .meter(
-            key,
-            asset.unwrap_or(""),
-            outcome.as_ref(),
-            protocol,
-            started,
-        )
+        .meter(key, recorded, outcome.as_ref(), protocol, started)
         .await;
     outcome.map(|(answer, _)| answer.template.render(now))
-}
-
-async fn answer(
-    state: &AppState,
-    key: &KeyEntry,
-    asset: Option<&str>,
-    source: Option<&str>,
-    now: i64,
-) -> Result<Served, ApiError> {
-    let asset = asset.ok_or_else(|| ApiError::BadRequest("asset is required".into()))?;
-    let asset = normalize_asset(asset)?;
-    key.admit(now)?;
-    state.price_answer(&asset, source, now).await
 }

@@ -28,19 +28,25 @@ fn requested_assets(query: Result<PricesQuery, ApiError>) -> Result<Vec<String>,
     let list = query?
         .assets
         .ok_or_else(|| ApiError::BadRequest("assets is required".into()))?;
-    asset_list(list.split(','))
+    asset_list(list.split(','), MAX_ASSETS)
 }
 
-/// Normalized, de-duplicated asset names, at most [`MAX_ASSETS`].
+/// Normalized asset names, each once, in the order first asked for, at most `max`.
 pub(crate) fn asset_list<'a>(
     names: impl Iterator<Item = &'a str>,
+    max: usize,
 ) -> Result<Vec<String>, ApiError> {
-    let mut assets: Vec<String> = names.map(normalize_asset).collect::<Result<_, _>>()?;
-    assets.dedup();
-    if assets.len() > MAX_ASSETS {
-        return Err(ApiError::BadRequest(format!(
-            "at most {MAX_ASSETS} assets per request"
-        )));
+    let mut assets: Vec<String> = Vec::new();
+    for name in names {
+        let name = normalize_asset(name)?;
+        if !assets.contains(&name) {
+            if assets.len() == max {
+                return Err(ApiError::BadRequest(format!(
+                    "at most {max} assets per request"
+                )));
+            }
+            assets.push(name);
+        }
     }
     Ok(assets)
 }
@@ -68,7 +74,9 @@ pub(crate) async fn metered_prices(
     started: Instant,
 ) -> Result<(StatusCode, Vec<u8>), ApiError> {
     let now = now_ms();
-    let assets = match assets.and_then(|a| key.admit(now).map(|()| a)) {
+    // One rate token for the request, quota room for every asset asked for (all or none).
+    let wanted = assets.as_ref().map_or(1, Vec::len) as u64;
+    let assets = match key.admit(now, wanted).and(assets) {
         Ok(assets) => assets,
         Err(e) => {
             state.meter(key, "", Err(&e), protocol, started).await;

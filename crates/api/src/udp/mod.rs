@@ -22,6 +22,7 @@ use std::{
 };
 
 use beast_core::{ApiError, Protocol};
+use futures_util::FutureExt;
 use serde::Serialize;
 use socket2::{Domain, Socket, Type};
 use tokio::net::UdpSocket;
@@ -35,8 +36,9 @@ use request::{Parsed, parse};
 
 /// Largest request accepted; anything longer is dropped.
 pub const MAX_REQUEST: usize = 2048;
-/// Largest reply: a `/prices` answer for many assets can be large, a datagram cannot.
-const MAX_REPLY: usize = 65_000;
+/// Most assets in one UDP batch: their answers (up to ~1.3 KB each with six sources) must fit
+/// in one datagram, so a batch is refused before anything is metered, never cut afterwards.
+const MAX_BATCH: usize = 40;
 
 /// How the UDP listener is set up.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +121,7 @@ async fn worker(
     stats: Arc<UdpStats>,
     cancel: CancellationToken,
 ) {
+    let socket = Arc::new(socket);
     // One byte more than the limit tells an oversized datagram from one that fits exactly.
     let mut buf = vec![0u8; MAX_REQUEST + 1];
     loop {
@@ -137,26 +140,41 @@ async fn worker(
             stats.dropped_oversized.fetch_add(1, Relaxed);
             continue;
         }
-        let reply = match parse(&buf[..len]) {
+        let mut reply = match parse(&buf[..len]) {
             Parsed::Garbage => {
                 stats.dropped_garbage.fetch_add(1, Relaxed);
                 continue;
             }
-            Parsed::Invalid { id, error } => with_id(id.as_deref(), Err(&error)),
-            Parsed::Request(request) => answer(&state, request).await,
-        };
-        match socket.send_to(&reply, peer).await {
-            Ok(_) => stats.sent.fetch_add(1, Relaxed),
-            Err(e) => {
-                tracing::debug!(error = %e, %peer, "udp send failed");
-                stats.send_errors.fetch_add(1, Relaxed)
+            Parsed::Invalid { id, error } => {
+                send(&socket, &stats, with_id(id.as_deref(), Err(&error)), peer).await;
+                continue;
             }
+            Parsed::Request(request) => Box::pin(answer(state.clone(), request.into_owned())),
         };
+        // Memory answers complete at once. One that must wait (an on-demand REST fetch, a full
+        // usage channel) finishes in its own task, so this socket keeps receiving.
+        match (&mut reply).now_or_never() {
+            Some(bytes) => send(&socket, &stats, bytes, peer).await,
+            None => {
+                let (socket, stats) = (socket.clone(), stats.clone());
+                tokio::spawn(async move { send(&socket, &stats, reply.await, peer).await });
+            }
+        }
     }
 }
 
+async fn send(socket: &UdpSocket, stats: &UdpStats, reply: Vec<u8>, peer: SocketAddr) {
+    match socket.send_to(&reply, peer).await {
+        Ok(_) => stats.sent.fetch_add(1, Relaxed),
+        Err(e) => {
+            tracing::debug!(error = %e, %peer, "udp send failed");
+            stats.send_errors.fetch_add(1, Relaxed)
+        }
+    };
+}
+
 /// Authenticates and answers one well-formed request.
-async fn answer(state: &AppState, request: request::Request<'_>) -> Vec<u8> {
+async fn answer(state: AppState, request: request::Request<'static>) -> Vec<u8> {
     let started = Instant::now();
     let id = request.id.as_deref();
     let key = match state.keys.authenticate(&request.key) {
@@ -165,14 +183,14 @@ async fn answer(state: &AppState, request: request::Request<'_>) -> Vec<u8> {
     };
     let body = match &request.assets {
         Some(names) => {
-            let assets = prices::asset_list(names.iter().map(|n| n.as_ref()));
-            prices::metered_prices(state, &key, assets, Protocol::Udp, started)
+            let assets = prices::asset_list(names.iter().map(|n| n.as_ref()), MAX_BATCH);
+            prices::metered_prices(&state, &key, assets, Protocol::Udp, started)
                 .await
                 .map(|(_, body)| body)
         }
         None => {
             metered_price(
-                state,
+                &state,
                 &key,
                 request.asset.as_deref(),
                 request.source.as_deref(),
@@ -182,42 +200,31 @@ async fn answer(state: &AppState, request: request::Request<'_>) -> Vec<u8> {
             .await
         }
     };
-    let reply = with_id(id, body.as_deref());
-    if reply.len() > MAX_REPLY {
-        let too_big = ApiError::BadRequest(format!(
-            "the answer ({} bytes) does not fit in a datagram; ask for fewer assets or use HTTP",
-            reply.len()
-        ));
-        return with_id(id, Err(&too_big));
+    match body {
+        Ok(body) => with_id(id, Ok(body)),
+        Err(e) => with_id(id, Err(&e)),
     }
-    reply
 }
 
-/// A reply body with the request id first: `{"id":"x",...}`.
-fn with_id(id: Option<&str>, body: Result<&[u8], &ApiError>) -> Vec<u8> {
-    let error_body;
-    let body = match body {
+/// A reply body with the request id first: `{"id":"x",...}`. A body without an id is
+/// returned as it is, not copied.
+fn with_id(id: Option<&str>, body: Result<Vec<u8>, &ApiError>) -> Vec<u8> {
+    let mut body = match body {
         Ok(body) => body,
-        Err(e) => {
-            error_body = e.to_json().to_string();
-            error_body.as_bytes()
-        }
+        Err(e) => e.to_json().to_string().into_bytes(),
     };
     let Some(id) = id else {
-        return body.to_vec();
+        return body;
     };
     let quoted = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".into());
-    let mut out = Vec::with_capacity(body.len() + quoted.len() + 8);
-    out.extend_from_slice(b"{\"id\":");
-    out.extend_from_slice(quoted.as_bytes());
-    match body.get(1..) {
-        Some(rest) if rest != b"}" => {
-            out.push(b',');
-            out.extend_from_slice(rest);
-        }
-        _ => out.push(b'}'),
-    }
-    out
+    let separator: &[u8] = if body.get(1..) == Some(b"}") {
+        b""
+    } else {
+        b","
+    };
+    let prefix = [b"{\"id\":".as_slice(), quoted.as_bytes(), separator].concat();
+    body.splice(0..1.min(body.len()), prefix);
+    body
 }
 
 #[cfg(test)]
@@ -227,10 +234,11 @@ mod tests {
     #[test]
     fn the_id_is_put_first_in_any_reply() {
         assert_eq!(
-            with_id(Some("a\"1"), Ok(br#"{"asset":"BTC"}"#)),
+            with_id(Some("a\"1"), Ok(br#"{"asset":"BTC"}"#.to_vec())),
             br#"{"id":"a\"1","asset":"BTC"}"#
         );
-        assert_eq!(with_id(None, Ok(br#"{"x":1}"#)), br#"{"x":1}"#);
+        assert_eq!(with_id(Some("2"), Ok(b"{}".to_vec())), br#"{"id":"2"}"#);
+        assert_eq!(with_id(None, Ok(br#"{"x":1}"#.to_vec())), br#"{"x":1}"#);
         let reply = with_id(Some("7"), Err(&ApiError::MissingKey));
         let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
         assert_eq!(

@@ -1,5 +1,5 @@
-//! Reading one UDP request datagram. serde_json on a borrowed struct: no copy of the key or
-//! the asset unless they contain escapes.
+//! Reading one UDP request datagram: serde_json into a borrowed struct, owned only once it is
+//! handed to the future that answers it.
 
 use std::borrow::Cow;
 
@@ -21,6 +21,20 @@ pub struct Request<'a> {
     pub source: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub id: Option<Cow<'a, str>>,
+}
+
+impl Request<'_> {
+    /// The request with its strings owned, to be answered by a task of its own.
+    pub fn into_owned(self) -> Request<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        Request {
+            key: own(self.key),
+            asset: self.asset.map(own),
+            assets: self.assets.map(|a| a.into_iter().map(own).collect()),
+            source: self.source.map(own),
+            id: self.id.map(own),
+        }
+    }
 }
 
 pub enum Parsed<'a> {
