@@ -139,10 +139,10 @@ impl Application {
         ));
 
         let keys = Arc::new(KeyRing::default());
-        let version = keys.load(&*store).await?;
+        let keys_seen = keys.load(&*store).await?;
         tracker.spawn(keys.clone().keep_in_step(
             store.clone(),
-            version,
+            keys_seen,
             params.keys_reload,
             background.clone(),
         ));

@@ -181,8 +181,16 @@ async fn the_binary_serves_keyed_prices_and_flushes_every_request_on_sigterm() {
     );
 
     let listed = String::from_utf8(beast(&data, &["keys", "list"]).stdout).unwrap();
-    assert!(
-        listed.contains("e2e") && listed.contains("1001"),
+    // id, prefix, tier, name, month, requests, status: 1001 requests on the e2e key.
+    let row: Vec<&str> = listed
+        .lines()
+        .find(|l| l.split_whitespace().nth(3) == Some("e2e"))
+        .unwrap_or_else(|| panic!("no e2e key in {listed}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (row[2], row[5], row[6]),
+        ("pro", "1001", "active"),
         "{listed}"
     );
     assert!(!listed.contains(&key), "keys list never shows the key");
@@ -424,8 +432,17 @@ fn exchanges_parse_tries_an_unsaved_definition_and_the_cli_saves_it() {
     );
     let out = beast(&data, &["exchanges", "assets", "--exchange", "seventh"]);
     let listing = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        listing.contains("FOO") && listing.contains("FOOEUR"),
+    // exchange, asset (normalized from "foo"), symbol, quote, enabled, prewarm.
+    let row: Vec<&str> = listing
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no mapping in {listing}"))
+        .split_whitespace()
+        .take(6)
+        .collect();
+    assert_eq!(
+        row,
+        ["seventh", "FOO", "FOOEUR", "EUR", "true", "true"],
         "{listing}"
     );
 }

@@ -162,7 +162,13 @@ async fn a_change_made_by_another_process_is_applied_within_seconds() {
     .await;
     // What `beast exchanges toggle gemini --enabled false` does: write the store directly.
     let store = SqliteStore::open(app.data_dir.path()).await.unwrap();
-    assert!(store.set_exchange_enabled("gemini", false).await.unwrap());
+    assert_eq!(
+        store
+            .set_exchange_enabled("gemini", Some(false))
+            .await
+            .unwrap(),
+        Some(false)
+    );
     store.close().await;
     app.eventually("gemini stopped", Duration::from_secs(5), || async {
         (!running(&app, "gemini").await).then_some(())

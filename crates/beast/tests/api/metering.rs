@@ -74,6 +74,10 @@ async fn a_thousand_requests_then_shutdown_leave_exactly_a_thousand_rows() {
 #[tokio::test]
 async fn requests_without_a_valid_key_are_not_metered() {
     let mut app = spawn_app().await;
+    let key = app.key("pro").await;
+    // The one request with a valid key is the only row.
+    let r = app.get("/price?asset=NOSUCHCOIN", Some(&key)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
     for _ in 0..20 {
         assert_eq!(
             app.get("/price?asset=BTC", Some("tb_bogus")).await.status,
@@ -85,5 +89,13 @@ async fn requests_without_a_valid_key_are_not_metered() {
         );
     }
     app.stop().await;
-    assert_eq!(usage_rows(app.data_dir.path(), "").await, 0);
+    assert_eq!(usage_rows(app.data_dir.path(), "").await, 1);
+    assert_eq!(
+        usage_rows(
+            app.data_dir.path(),
+            "WHERE asset = 'NOSUCHCOIN' AND status = 404"
+        )
+        .await,
+        1
+    );
 }

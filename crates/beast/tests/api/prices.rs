@@ -1,6 +1,9 @@
 //! Prices over HTTP: freshness of every seeded asset, aggregation, provenance, errors.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 
 use reqwest::StatusCode;
 
@@ -82,32 +85,32 @@ async fn btc_is_the_median_of_the_usd_sources_with_every_source_listed() {
         "served {served}, median of used {median}"
     );
     // Once every exchange has traded BTC, all six are listed with their own quote.
-    let r = app.get("/price?asset=BTC", Some(&key)).await;
-    let tags: BTreeSet<&str> = r.body["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["source"].as_str().unwrap())
-        .collect();
-    assert!(
-        tags.contains("coinbase-ws") && tags.contains("kraken-ws"),
-        "{tags:?}"
-    );
+    let tags: BTreeSet<String> = app
+        .eventually(
+            "BTC from all six exchanges",
+            Duration::from_secs(10),
+            || async {
+                let r = app.get("/price?asset=BTC", Some(&key)).await;
+                let tags: BTreeSet<String> = r.body["sources"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|s| s["source"].as_str().map(str::to_owned))
+                    .collect();
+                (tags.len() == 6).then_some(tags)
+            },
+        )
+        .await;
+    for exchange in ["coinbase", "gemini", "kraken", "gateio", "cryptocom", "okx"] {
+        assert!(tags.contains(&format!("{exchange}-ws")), "{tags:?}");
+    }
 }
 
 #[tokio::test]
 async fn a_caller_can_pin_one_exchange() {
     let app = spawn_app().await;
     let key = app.key("pro").await;
-    app.wait_fresh("ETH", &key, Duration::from_secs(10)).await;
-    let mut r = app.get("/price?asset=ETH&source=okx", Some(&key)).await;
-    for _ in 0..50 {
-        if r.status == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        r = app.get("/price?asset=ETH&source=okx", Some(&key)).await;
-    }
+    app.wait_priced_by("ETH", "okx", &key).await;
+    let r = app.get("/price?asset=ETH&source=okx", Some(&key)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(
         (r.body["quote"].as_str(), r.body["sources_used"].as_u64()),
@@ -187,21 +190,32 @@ async fn errors_are_json_with_stable_codes() {
 #[tokio::test]
 async fn an_asset_with_only_stale_sources_answers_503_with_its_age() {
     let app = spawn_app_with(|dir| async move {
-        // Every price is stale at once, and no REST ticker can refresh one.
-        sql(&dir, &["UPDATE application_parameters SET value = '1' WHERE name = 'price_fresh_max_age_ms'",
+        // Fresh for 1 s, and no REST ticker to refresh a price once the feeds go silent.
+        sql(&dir, &["UPDATE application_parameters SET value = '1000' WHERE name = 'price_fresh_max_age_ms'",
                     "UPDATE exchange_feeds SET rest_url = ''"]).await;
     })
     .await;
     let key = app.key("pro").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let r = app.get("/price?asset=BTC", Some(&key)).await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("stale_price")),
-        "{}",
-        r.body
+    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    let last_fresh = Instant::now();
+    app.fault(serde_json::json!({"kind": "stall"})).await;
+    let stalled = Instant::now();
+    let body = app
+        .eventually("BTC stale", Duration::from_secs(10), || async {
+            let r = app.get("/price?asset=BTC", Some(&key)).await;
+            (r.status == StatusCode::SERVICE_UNAVAILABLE).then_some(r.body)
+        })
+        .await;
+    assert_eq!(body["error"]["code"], "stale_price", "{body}");
+    // The age is that of the newest price, which came before the stall (give or take frames
+    // already in flight) and at most one freshness period before the last fresh answer.
+    let age = body["error"]["age_ms"].as_i64().unwrap();
+    assert!(age >= 1000, "{body}");
+    assert!(age + 200 >= stalled.elapsed().as_millis() as i64, "{body}");
+    assert!(
+        age <= last_fresh.elapsed().as_millis() as i64 + 1000,
+        "{body}"
     );
-    assert!(r.body["error"]["age_ms"].as_i64().unwrap() >= 1);
 }
 
 #[tokio::test]

@@ -34,6 +34,7 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
     );
     assert!(reply["price"].as_str().unwrap().parse::<f64>().unwrap() > 0.0);
     let http = app.get("/price?asset=BTC", Some(&key)).await.body;
+    // The same body as HTTP: the same fields, the same asset, quote and sources.
     let fields = |v: &Value| {
         v.as_object()
             .unwrap()
@@ -42,36 +43,65 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
             .cloned()
             .collect::<Vec<_>>()
     };
+    let sources = |v: &Value| {
+        v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["source"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(fields(&reply), fields(&http), "same body as HTTP");
+    for field in ["asset", "quote"] {
+        assert_eq!(reply[field], http[field], "{field}");
+    }
+    assert_eq!(sources(&reply), sources(&http));
 
-    let batch = json!({"key": key, "assets": ["BTC", "ETH"], "id": "b"}).to_string();
+    // A batch: each asset once, however often it is named.
+    let batch = json!({"key": key, "assets": ["BTC", "ETH", "btc"], "id": "b"}).to_string();
     let reply = ask(&app, &socket, batch.as_bytes()).await.unwrap();
     assert_eq!(reply["id"], "b");
-    assert!(reply["prices"]["BTC"]["price"].is_string(), "{reply}");
+    let priced: Vec<&String> = reply["prices"].as_object().unwrap().keys().collect();
+    assert_eq!(priced, ["BTC", "ETH"], "{reply}");
+    for asset in ["BTC", "ETH"] {
+        assert!(reply["prices"][asset]["price"].is_string(), "{reply}");
+    }
+    // A batch whose answer could not fit in a datagram is refused before anything is served.
+    let many: Vec<String> = (1..=41).map(|i| format!("A{i}")).collect();
+    let too_many = json!({"key": key, "assets": many, "id": "big"}).to_string();
+    let reply = ask(&app, &socket, too_many.as_bytes()).await.unwrap();
+    assert_eq!(
+        (&reply["id"], &reply["error"]["code"]),
+        (&json!("big"), &json!("bad_request")),
+        "{reply}"
+    );
 
     // Errors carry the HTTP codes; nothing valid goes unanswered.
-    for (request, code) in [
+    for (id, request, code) in [
+        ("e1", json!({"asset": "BTC"}), "missing_api_key"),
         (
-            json!({"asset": "BTC", "id": "e1"}).to_string(),
-            "missing_api_key",
-        ),
-        (
-            json!({"key": "tb_wrong", "asset": "BTC", "id": "e2"}).to_string(),
+            "e2",
+            json!({"key": "tb_wrong", "asset": "BTC"}),
             "invalid_api_key",
         ),
         (
-            json!({"key": key, "asset": "NOSUCHCOIN", "id": "e3"}).to_string(),
+            "e3",
+            json!({"key": key, "asset": "NOSUCHCOIN"}),
             "unknown_asset",
         ),
-        (json!({"key": key, "id": "e4"}).to_string(), "bad_request"),
-        (
-            json!({"key": key, "asset": 7, "id": "e5"}).to_string(),
-            "bad_request",
-        ),
+        ("e4", json!({"key": key}), "bad_request"),
+        ("e5", json!({"key": key, "asset": 7}), "bad_request"),
     ] {
-        let reply = ask(&app, &socket, request.as_bytes()).await.unwrap();
-        assert_eq!(reply["error"]["code"], code, "{request}: {reply}");
-        assert!(reply["id"].as_str().unwrap().starts_with('e'), "{reply}");
+        let mut request = request;
+        request["id"] = json!(id);
+        let reply = ask(&app, &socket, request.to_string().as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            (&reply["id"], &reply["error"]["code"]),
+            (&json!(id), &json!(code)),
+            "{request}: {reply}"
+        );
     }
     // Garbage and oversized datagrams are dropped, and counted.
     assert!(ask(&app, &socket, b"\x00\x01garbage").await.is_none());
@@ -82,9 +112,9 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
 
     app.stop().await;
     let dir = app.data_dir.path();
-    // One row per request with a valid key: req-1, two for the batch, e3, e4. (e5 is not
-    // metered: a request that does not parse has no key to meter it to.)
-    assert_eq!(usage_rows(dir, "WHERE protocol = 'udp'").await, 5);
+    // One row per request with a valid key: req-1, two for the batch, the refused batch, e3,
+    // e4. (e5 is not metered: a request that does not parse has no key to meter it to.)
+    assert_eq!(usage_rows(dir, "WHERE protocol = 'udp'").await, 6);
     assert_eq!(
         usage_rows(dir, "WHERE protocol = 'udp' AND status = 200").await,
         3
