@@ -91,7 +91,7 @@ pub struct ActiveFault {
 /// Why a fault was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FaultError {
-    #[error("unknown exchange {0:?}; simulated: coinbase, gemini, kraken, gateio, cryptocom, okx")]
+    #[error("unknown exchange {0:?}; simulated: {simulated}", simulated = EXCHANGES.join(", "))]
     UnknownExchange(String),
 }
 
@@ -431,10 +431,14 @@ mod tests {
             exchange: Some("binance".into()),
             ..request(FaultKind::Stall)
         };
-        assert_eq!(
-            faults.inject(&binance),
-            Err(FaultError::UnknownExchange("binance".into()))
-        );
+        let refused = faults.inject(&binance);
+        assert_eq!(refused, Err(FaultError::UnknownExchange("binance".into())));
+        let message = refused.unwrap_err().to_string();
+        assert!(message.contains("\"binance\""), "{message}");
+        for name in EXCHANGES {
+            assert!(message.contains(name), "{message} names {name}");
+        }
+        assert!(faults.active().is_empty());
     }
 
     #[test]

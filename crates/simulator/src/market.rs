@@ -125,26 +125,27 @@ pub(crate) struct Market {
 impl Market {
     /// The next live trade on `symbol`: steps the walk and takes a new id.
     pub(crate) fn trade(&self, exchange: &'static str, symbol: &str) -> Trade {
-        self.with_book(exchange, symbol, |book, rng| {
-            book.step(rng);
-            let trade = book.trade(symbol, book.price, OffsetDateTime::now_utc(), rng);
-            book.last = Some(trade.clone());
-            if book.recent.len() == SNAPSHOT_TRADES {
-                book.recent.pop_front();
-            }
-            book.recent.push_back(trade.clone());
-            trade
-        })
+        self.with_book(exchange, symbol, |book, rng| book.record(symbol, rng))
     }
 
-    /// Recent trades, newest first, as a real exchange replays them on subscribe: the last
-    /// [`SNAPSHOT_TRADES`] live trades (already sent to earlier connections, same ids), or for
-    /// a book that never traded, older trades seconds to minutes in the past. Their ids are
-    /// taken from the same counter, so they sort below every later live trade.
+    /// Recent trades on `symbol`, in that spelling, newest first, as a real exchange replays
+    /// them on subscribe: the last [`SNAPSHOT_TRADES`] live trades (already sent to earlier
+    /// connections or reported by a ticker, same ids), or for a book that never traded, older
+    /// trades seconds to minutes in the past. Their ids are taken from the same counter, so
+    /// they sort below every later live trade.
     pub(crate) fn snapshot(&self, exchange: &'static str, symbol: &str) -> Vec<Trade> {
         self.with_book(exchange, symbol, |book, rng| {
             if !book.recent.is_empty() {
-                return book.recent.iter().rev().cloned().collect();
+                // Each was recorded in the spelling of whoever made it.
+                return book
+                    .recent
+                    .iter()
+                    .rev()
+                    .map(|trade| Trade {
+                        symbol: symbol.to_owned(),
+                        ..trade.clone()
+                    })
+                    .collect();
             }
             let now = OffsetDateTime::now_utc();
             let mut age = rng.random_range(2.0..10.0);
@@ -166,18 +167,15 @@ impl Market {
         })
     }
 
-    /// The REST view of `symbol`: its last trade (made now if it never traded) and figures
-    /// derived from the same price.
+    /// The REST view of `symbol`: its last trade (made now, as a live trade, if it never
+    /// traded) and figures derived from the same price.
     pub(crate) fn ticker(&self, exchange: &'static str, symbol: &str) -> Ticker {
         self.with_book(exchange, symbol, |book, rng| {
-            let mut last = match &book.last {
-                Some(trade) => trade.clone(),
-                None => {
-                    let trade = book.trade(symbol, book.price, OffsetDateTime::now_utc(), rng);
-                    book.last = Some(trade.clone());
-                    trade
-                }
-            };
+            let mut last = book
+                .recent
+                .back()
+                .cloned()
+                .unwrap_or_else(|| book.record(symbol, rng));
             last.symbol = symbol.to_owned();
             book.ticker(last)
         })
@@ -207,8 +205,8 @@ struct Book {
     price: f64,
     decimals: usize,
     next_id: u64,
-    last: Option<Trade>,
-    /// The last live trades, oldest first.
+    /// The last live trades, oldest first, at most [`SNAPSHOT_TRADES`]; the newest is the
+    /// ticker's last trade.
     recent: VecDeque<Trade>,
 }
 
@@ -220,7 +218,6 @@ impl Book {
             price: anchor * (1.0 + rng.random_range(-0.001..0.001)),
             decimals: price_decimals(anchor),
             next_id: rng.random_range(100_000_000..900_000_000),
-            last: None,
             recent: VecDeque::new(),
         }
     }
@@ -230,6 +227,17 @@ impl Book {
         let pull = (self.anchor - self.price) * 0.02;
         self.price =
             (self.price * (1.0 + shock) + pull).clamp(self.anchor * 0.8, self.anchor * 1.25);
+    }
+
+    /// A live trade now: steps the walk, takes a new id and keeps the trade for snapshots.
+    fn record(&mut self, symbol: &str, rng: &mut ThreadRng) -> Trade {
+        self.step(rng);
+        let trade = self.trade(symbol, self.price, OffsetDateTime::now_utc(), rng);
+        if self.recent.len() == SNAPSHOT_TRADES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(trade.clone());
+        trade
     }
 
     fn trade(
@@ -330,8 +338,7 @@ fn unit(hash: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const EXCHANGES: [&str; 6] = ["coinbase", "gemini", "kraken", "gateio", "cryptocom", "okx"];
+    use crate::EXCHANGES;
 
     fn price(trade: &Trade) -> f64 {
         trade.price.parse().expect("decimal price")
@@ -393,8 +400,13 @@ mod tests {
         for asset in ["PEPE", "BONK", "TIA", "CHILLGUY", "1INCH", "S"] {
             let base = base_price(asset);
             assert!((0.01..=100.0).contains(&base), "{asset} {base}");
-            assert_eq!(base, base_price(asset));
         }
+        // Pinned, so a change of hash or of its mapping onto prices shows: the FNV-1a-64 test
+        // vector, and PEPE's level as the code has always computed it.
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a("PEPE"), 0xf4bd_7719_3b2a_d59d);
+        let pepe = base_price("PEPE");
+        assert!((pepe / 66.690_510_191_052_8 - 1.0).abs() < 1e-12, "{pepe}");
     }
 
     #[test]
@@ -432,6 +444,60 @@ mod tests {
         let first = market.trade("kraken", "SOL/USD");
         let second = market.trade("kraken", "SOL/USD");
         assert!(first.id > snapshot[0].id && second.id == first.id + 1);
+    }
+
+    #[test]
+    fn a_ticker_on_a_book_that_never_traded_makes_a_live_trade_later_snapshots_replay() {
+        let market = Market::default();
+        let early = market.snapshot("kraken", "ETH/USD");
+        let ticker = market.ticker("kraken", "ETHUSD");
+        assert!(
+            early
+                .iter()
+                .all(|t| t.id < ticker.last.id && t.time < ticker.last.time),
+            "the ticker trade comes after the snapshot made up before it"
+        );
+
+        let replayed = market.snapshot("kraken", "ETH/USD");
+        assert_eq!(replayed.len(), 1);
+        assert_eq!(
+            (
+                replayed[0].id,
+                replayed[0].time,
+                replayed[0].symbol.as_str()
+            ),
+            (ticker.last.id, ticker.last.time, "ETH/USD"),
+            "replayed in the subscriber's spelling"
+        );
+        assert_eq!(replayed[0].price, ticker.last.price);
+
+        let live = market.trade("kraken", "ETH/USD");
+        assert_eq!(live.id, ticker.last.id + 1);
+        assert_eq!(market.ticker("kraken", "ETH/USD").last.id, live.id);
+        let snapshot = market.snapshot("kraken", "ETH/USD");
+        let ids: Vec<u64> = snapshot.iter().map(|t| t.id).collect();
+        assert_eq!(ids, [live.id, ticker.last.id], "newest first");
+        assert!(snapshot[0].time >= snapshot[1].time);
+    }
+
+    #[test]
+    fn snapshots_keep_only_the_last_live_trades() {
+        let market = Market::default();
+        let trades: Vec<Trade> = (0..SNAPSHOT_TRADES + 3)
+            .map(|_| market.trade("okx", "SOL-USDT"))
+            .collect();
+        let snapshot: Vec<u64> = market
+            .snapshot("okx", "SOL-USDT")
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        let expected: Vec<u64> = trades
+            .iter()
+            .rev()
+            .take(SNAPSHOT_TRADES)
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(snapshot, expected);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::{Exchange, by_symbol, query_symbol};
+use super::{Exchange, by_symbol, single_query_symbol};
 use crate::SimulatorOptions;
 use crate::market::{Ticker, Trade};
 use crate::session::{Added, Conn};
@@ -120,13 +120,12 @@ impl Exchange for CryptoCom {
     }
 
     fn rest_symbols(path: &str, query: &HashMap<String, String>) -> Option<Vec<String>> {
-        let instrument = query_symbol(
+        single_query_symbol(
             path,
             "exchange/v1/public/get-tickers",
             query,
             "instrument_name",
-        )?;
-        Some(vec![instrument.to_owned()])
+        )
     }
 
     fn rest_body(tickers: &[Ticker]) -> Value {

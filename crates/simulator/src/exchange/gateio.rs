@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::{Exchange, query_symbol};
+use super::{Exchange, single_query_symbol};
 use crate::market::{Ticker, Trade};
 use crate::session::{Added, Conn};
 use crate::wire;
@@ -119,8 +119,7 @@ impl Exchange for GateIo {
     }
 
     fn rest_symbols(path: &str, query: &HashMap<String, String>) -> Option<Vec<String>> {
-        let pair = query_symbol(path, "api/v4/spot/tickers", query, "currency_pair")?;
-        Some(vec![pair.to_owned()])
+        single_query_symbol(path, "api/v4/spot/tickers", query, "currency_pair")
     }
 
     fn rest_body(tickers: &[Ticker]) -> Value {

@@ -70,14 +70,29 @@ pub(crate) trait Exchange: Default + Send + 'static {
     fn rest_body(tickers: &[Ticker]) -> Value;
 }
 
-/// The one query parameter of a ticker endpoint that names the symbol.
+/// The query parameter `key` of a request to the ticker endpoint `endpoint`; `None` for
+/// another path or without that parameter.
 fn query_symbol<'q>(
     path: &str,
     endpoint: &str,
     query: &'q HashMap<String, String>,
     key: &str,
 ) -> Option<&'q str> {
-    (path == endpoint).then(|| query.get(key).map(String::as_str))?
+    if path != endpoint {
+        return None;
+    }
+    query.get(key).map(String::as_str)
+}
+
+/// [`Exchange::rest_symbols`] of a ticker endpoint whose query parameter `key` names one
+/// symbol.
+fn single_query_symbol(
+    path: &str,
+    endpoint: &str,
+    query: &HashMap<String, String>,
+    key: &str,
+) -> Option<Vec<String>> {
+    query_symbol(path, endpoint, query, key).map(|symbol| vec![symbol.to_owned()])
 }
 
 /// Trades grouped by symbol, groups in order of first appearance.

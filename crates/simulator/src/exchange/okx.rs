@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Exchange, by_symbol, query_symbol};
+use super::{Exchange, by_symbol, single_query_symbol};
 use crate::market::{Ticker, Trade};
 use crate::session::{Added, Conn};
 use crate::wire;
@@ -79,7 +79,7 @@ impl Exchange for Okx {
     }
 
     fn on_text(&mut self, text: &str, conn: &mut Conn) -> Vec<String> {
-        if text == "ping" {
+        if Self::is_ping(text) {
             return vec!["pong".to_owned()];
         }
         match serde_json::from_str::<Request>(text) {
@@ -120,8 +120,7 @@ impl Exchange for Okx {
     }
 
     fn rest_symbols(path: &str, query: &HashMap<String, String>) -> Option<Vec<String>> {
-        let inst_id = query_symbol(path, "api/v5/market/ticker", query, "instId")?;
-        Some(vec![inst_id.to_owned()])
+        single_query_symbol(path, "api/v5/market/ticker", query, "instId")
     }
 
     fn rest_body(tickers: &[Ticker]) -> Value {

@@ -1,15 +1,11 @@
-//! Real WebSocket and HTTP clients against a started simulator. Each exchange is driven with the
-//! messages its seeded definition (`crates/store/seed/exchanges.json`) sends, and its frames are
-//! checked for the real wire shapes and value types.
-
-// Helpers outside `#[test]` functions: panicking on a broken expectation is how these fail.
-#![allow(clippy::expect_used)]
+//! Each exchange driven with the messages its seeded definition (`crates/store/seed/exchanges.json`)
+//! sends, its frames checked for the real wire shapes and value types; then the REST tickers and
+//! the simulator's lifecycle.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use beast_core::ExchangeDefinition;
-use beast_simulator::{Simulator, SimulatorOptions};
+use beast_simulator::Simulator;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -17,204 +13,21 @@ use time::format_description::well_known::Rfc3339;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::helpers::{
+    Harness, TRADES_WITHIN, Ws, connect, first_frame, heartbeat_every, next_frame, next_text,
+    now_ms, parse, read_until, render_times, send, subscribe, subscribe_messages, symbols,
+    wait_for_close,
+};
 
-/// Every subscribed symbol must have a live trade within this long of subscribing.
-const TRADES_WITHIN: Duration = Duration::from_secs(2);
 /// Snapshot trades are at least this old.
 const SNAPSHOT_AGE_MS: i64 = 1_000;
 /// Live trades are at most this old when they arrive.
 const LIVE_AGE_MS: i64 = 3_000;
 
-const SEED_EXCHANGES: &str = include_str!("../../store/seed/exchanges.json");
-const SEED_ASSETS: &str = include_str!("../../store/seed/assets.json");
-
 // ---------------------------------------------------------------------------------------------
-// Harness
+// Checking trades
 // ---------------------------------------------------------------------------------------------
-
-struct Harness {
-    simulator: Simulator,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Harness {
-    async fn start() -> Harness {
-        Harness::with(SimulatorOptions::default()).await
-    }
-
-    async fn with(options: SimulatorOptions) -> Harness {
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let simulator = Simulator::start(options, cancel.clone(), &tracker)
-            .await
-            .expect("simulator starts");
-        Harness {
-            simulator,
-            cancel,
-            tracker,
-        }
-    }
-
-    /// The seeded definition of `name`, pointed at this simulator.
-    fn definition(&self, name: &str) -> ExchangeDefinition {
-        let definitions: Vec<ExchangeDefinition> =
-            serde_json::from_str(SEED_EXCHANGES).expect("seeded definitions parse");
-        let mut definition = definitions
-            .into_iter()
-            .find(|d| d.name == name)
-            .unwrap_or_else(|| panic!("no seeded definition for {name}"));
-        assert!(
-            self.simulator.redirect(&mut definition),
-            "{name} is simulated"
-        );
-        definition
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// BTC, ETH, SOL and the first other prewarmed asset, written the way `exchange` writes symbols.
-fn symbols(exchange: &str) -> Vec<String> {
-    const MAJORS: [&str; 3] = ["BTC", "ETH", "SOL"];
-    let assets: Value = serde_json::from_str(SEED_ASSETS).expect("seeded assets parse");
-    let entry = &assets["exchanges"][exchange];
-    let template = entry["symbol"].as_str().expect("symbol template");
-    let prewarm = entry["prewarm"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .find(|asset| !MAJORS.contains(asset))
-        .expect("a prewarmed minor asset");
-    MAJORS
-        .into_iter()
-        .chain([prewarm])
-        .map(|asset| {
-            template
-                .replace("{ASSET}", asset)
-                .replace("{asset}", &asset.to_lowercase())
-        })
-        .collect()
-}
-
-/// Replaces `{TS}` (unix ms) and `{TS_S}` (unix s) as the connector does.
-fn render_times(template: &str, ms: i64) -> String {
-    template
-        .replace("{TS_S}", &(ms / 1_000).to_string())
-        .replace("{TS}", &ms.to_string())
-}
-
-/// The subscribe message(s) the connector would send for `symbols`, one per line.
-fn subscribe_messages(definition: &ExchangeDefinition, symbols: &[String], ms: i64) -> Vec<String> {
-    let joined = symbols
-        .iter()
-        .map(|symbol| definition.symbol_template.replace("{SYMBOL}", symbol))
-        .collect::<Vec<_>>()
-        .join(&definition.symbol_separator);
-    render_times(
-        &definition.subscribe_template.replace("{SYMBOLS}", &joined),
-        ms,
-    )
-    .lines()
-    .map(str::to_owned)
-    .collect()
-}
-
-async fn connect(definition: &ExchangeDefinition) -> Ws {
-    let (ws, _) = connect_async(definition.ws_url.as_str())
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {}: {e}", definition.ws_url));
-    ws
-}
-
-/// Connects and sends the definition's subscribe message(s) for `symbols`.
-async fn subscribe(definition: &ExchangeDefinition, symbols: &[String], ms: i64) -> Ws {
-    let mut ws = connect(definition).await;
-    for message in subscribe_messages(definition, symbols, ms) {
-        send(&mut ws, &message).await;
-    }
-    ws
-}
-
-async fn send(ws: &mut Ws, text: &str) {
-    ws.send(Message::text(text)).await.expect("send");
-}
-
-/// The next text frame, or `None` once `deadline` passes. Panics if the server closes.
-async fn next_text(ws: &mut Ws, deadline: Instant) -> Option<String> {
-    loop {
-        let message = match timeout(
-            deadline.saturating_duration_since(Instant::now()),
-            ws.next(),
-        )
-        .await
-        {
-            Err(_) => return None,
-            Ok(message) => message,
-        };
-        match message {
-            Some(Ok(Message::Text(text))) => return Some(text.to_string()),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("connection ended unexpectedly: {other:?}"),
-        }
-    }
-}
-
-/// Feeds every text frame to `done` until it returns true; false if `within` passes first.
-async fn read_until(ws: &mut Ws, within: Duration, mut done: impl FnMut(&str) -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while let Some(text) = next_text(ws, deadline).await {
-        if done(&text) {
-            return true;
-        }
-    }
-    false
-}
-
-/// Waits for the server to close the connection, skipping frames; the close code, if any.
-async fn wait_for_close(ws: &mut Ws, within: Duration) -> Option<u16> {
-    let deadline = Instant::now() + within;
-    loop {
-        let message = timeout(
-            deadline.saturating_duration_since(Instant::now()),
-            ws.next(),
-        )
-        .await
-        .expect("the server closes the connection in time");
-        match message {
-            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return None,
-        }
-    }
-}
-
-fn parse(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("frame is not JSON ({e}): {text}"))
-}
-
-/// GET a URL: status and JSON body (`Null` when the body is not JSON).
-async fn http_get(url: &str) -> (u16, Value) {
-    let response = reqwest::get(url).await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 /// Live trades seen per symbol: ids must increase, prices be positive plain decimals and
 /// timestamps recent.
@@ -242,11 +55,35 @@ impl Tally {
         }
     }
 
-    fn covers(&self, symbols: &[String]) -> bool {
-        symbols
-            .iter()
-            .all(|symbol| self.last_id.contains_key(symbol))
+    /// Whether a live trade on `symbol` was seen.
+    fn has(&self, symbol: &str) -> bool {
+        self.last_id.contains_key(symbol)
     }
+
+    fn covers(&self, symbols: &[String]) -> bool {
+        symbols.iter().all(|symbol| self.has(symbol))
+    }
+}
+
+/// Hands every frame, as JSON, to `on_frame` (which checks it and records live trades in the
+/// tally) until `on_frame` returns true with live trades seen on every one of `symbols`;
+/// panics unless that happens within [`TRADES_WITHIN`].
+async fn stream_trades(
+    ws: &mut Ws,
+    symbols: &[String],
+    mut on_frame: impl FnMut(Value, &mut Tally) -> bool,
+) {
+    let mut tally = Tally::default();
+    let done = read_until(ws, TRADES_WITHIN, |text| {
+        on_frame(parse(text), &mut tally) && tally.covers(symbols)
+    })
+    .await;
+    let seen: Vec<&String> = symbols.iter().filter(|s| tally.has(s)).collect();
+    assert!(
+        done,
+        "within {TRADES_WITHIN:?}: live trades on {seen:?} of {symbols:?}, \
+         and whatever else the test waits for"
+    );
 }
 
 fn rfc3339_ms(text: &str) -> i64 {
@@ -285,21 +122,16 @@ fn int(value: &Value) -> i64 {
 #[tokio::test]
 async fn coinbase_acks_snapshots_streams_trades_and_heartbeats() {
     let harness = Harness::start().await;
-    let definition = harness.definition("coinbase");
-    let symbols = symbols("coinbase");
-    let messages = subscribe_messages(&definition, &symbols, now_ms());
+    let (definition, symbols, mut ws) = harness.open("coinbase").await;
     assert_eq!(
-        messages.len(),
+        subscribe_messages(&definition, &symbols, now_ms()).len(),
         2,
         "market_trades and heartbeats are separate messages"
     );
-    let mut ws = subscribe(&definition, &symbols, now_ms()).await;
 
     let (mut acks, mut snapshots, mut heartbeats) = (Vec::new(), 0, 0);
     let mut sequence: Option<u64> = None;
-    let mut tally = Tally::default();
-    let done = read_until(&mut ws, TRADES_WITHIN, |text| {
-        let frame = parse(text);
+    stream_trades(&mut ws, &symbols, |frame, tally| {
         let number = uint(&frame["sequence_num"]);
         assert_eq!(
             number,
@@ -355,14 +187,10 @@ async fn coinbase_acks_snapshots_streams_trades_and_heartbeats() {
             }
             other => panic!("unexpected channel {other}"),
         }
-        tally.covers(&symbols) && heartbeats > 0
+        heartbeats > 0
     })
     .await;
 
-    assert!(
-        done,
-        "trades for {symbols:?} and a heartbeat within {TRADES_WITHIN:?}"
-    );
     assert_eq!(snapshots, 1);
     assert_eq!(
         acks,
@@ -376,19 +204,15 @@ async fn coinbase_acks_snapshots_streams_trades_and_heartbeats() {
 #[tokio::test]
 async fn gemini_acks_streams_nanosecond_trades_and_answers_pings_and_garbage() {
     let harness = Harness::start().await;
-    let definition = harness.definition("gemini");
-    let symbols = symbols("gemini");
+    let (_, symbols, mut ws) = harness.open("gemini").await;
     assert!(symbols.iter().all(|s| s == &s.to_lowercase()));
-    let mut ws = subscribe(&definition, &symbols, now_ms()).await;
 
-    let ack = next_text(&mut ws, Instant::now() + TRADES_WITHIN)
-        .await
-        .expect("ack");
-    assert_eq!(parse(&ack), json!({"id": 1, "status": 200, "result": null}));
+    assert_eq!(
+        next_frame(&mut ws, "ack").await,
+        json!({"id": 1, "status": 200, "result": null})
+    );
 
-    let mut tally = Tally::default();
-    let done = read_until(&mut ws, TRADES_WITHIN, |text| {
-        let trade = parse(text);
+    stream_trades(&mut ws, &symbols, |trade, tally| {
         let nanos = uint(&trade["E"]);
         assert!(
             nanos > 1_000_000_000_000_000_000,
@@ -402,10 +226,9 @@ async fn gemini_acks_streams_nanosecond_trades_and_answers_pings_and_garbage() {
             string(&trade["p"]),
             time_ms,
         );
-        tally.covers(&symbols)
+        true
     })
     .await;
-    assert!(done, "trades for {symbols:?} within {TRADES_WITHIN:?}");
 
     send(&mut ws, r#"{"id":42,"method":"ping"}"#).await;
     send(&mut ws, r#"{"id":43,"method":"subscribe","params":"#).await;
@@ -431,11 +254,7 @@ async fn kraken_greets_acks_each_symbol_and_streams_numeric_prices() {
     let symbols = symbols("kraken");
     let mut ws = connect(&definition).await;
 
-    let status = parse(
-        &next_text(&mut ws, Instant::now() + TRADES_WITHIN)
-            .await
-            .expect("status"),
-    );
+    let status = next_frame(&mut ws, "status").await;
     assert_eq!(
         (status["channel"].as_str(), status["type"].as_str()),
         (Some("status"), Some("update"))
@@ -448,9 +267,7 @@ async fn kraken_greets_acks_each_symbol_and_streams_numeric_prices() {
         send(&mut ws, &message).await;
     }
     let (mut acked, mut snapshots, mut heartbeats) = (Vec::new(), Vec::new(), 0);
-    let mut tally = Tally::default();
-    let done = read_until(&mut ws, TRADES_WITHIN, |text| {
-        let frame = parse(text);
+    stream_trades(&mut ws, &symbols, |frame, tally| {
         if frame["method"] == "subscribe" {
             assert_eq!(frame["success"], true, "{frame}");
             assert_eq!(int(&frame["req_id"]), req_id);
@@ -504,27 +321,15 @@ async fn kraken_greets_acks_each_symbol_and_streams_numeric_prices() {
             }
             other => panic!("unexpected channel {other}"),
         }
-        tally.covers(&symbols) && heartbeats > 0
+        heartbeats > 0
     })
     .await;
-    assert!(
-        done,
-        "trades for {symbols:?} and a heartbeat within {TRADES_WITHIN:?}"
-    );
     assert_eq!(acked, symbols);
     assert_eq!(snapshots, symbols);
 
     let ping_id = now_ms() + 1;
     send(&mut ws, &render_times(&definition.ping_payload, ping_id)).await;
-    let mut pong = None;
-    read_until(&mut ws, TRADES_WITHIN, |text| {
-        let frame = parse(text);
-        let is_pong = frame["method"] == "pong";
-        pong = is_pong.then_some(frame);
-        is_pong
-    })
-    .await;
-    let pong = pong.expect("pong");
+    let pong = first_frame(&mut ws, "pong", |frame| frame["method"] == "pong").await;
     assert_eq!(int(&pong["req_id"]), ping_id);
     rfc3339_ms(string(&pong["time_in"]));
     rfc3339_ms(string(&pong["time_out"]));
@@ -533,23 +338,15 @@ async fn kraken_greets_acks_each_symbol_and_streams_numeric_prices() {
 #[tokio::test]
 async fn gateio_acks_and_sends_one_trade_per_frame_and_pongs() {
     let harness = Harness::start().await;
-    let definition = harness.definition("gateio");
-    let symbols = symbols("gateio");
-    let mut ws = subscribe(&definition, &symbols, now_ms()).await;
+    let (definition, symbols, mut ws) = harness.open("gateio").await;
 
-    let ack = parse(
-        &next_text(&mut ws, Instant::now() + TRADES_WITHIN)
-            .await
-            .expect("ack"),
-    );
+    let ack = next_frame(&mut ws, "ack").await;
     assert_eq!(ack["channel"], "spot.trades");
     assert_eq!(ack["event"], "subscribe");
     assert_eq!(ack["result"], json!({"status": "success"}));
     assert!(uint(&ack["time_ms"]) / 1_000 == uint(&ack["time"]));
 
-    let mut tally = Tally::default();
-    let done = read_until(&mut ws, TRADES_WITHIN, |text| {
-        let frame = parse(text);
+    stream_trades(&mut ws, &symbols, |frame, tally| {
         assert_eq!(
             (frame["channel"].as_str(), frame["event"].as_str()),
             (Some("spot.trades"), Some("update"))
@@ -568,21 +365,15 @@ async fn gateio_acks_and_sends_one_trade_per_frame_and_pongs() {
             price,
             created_ms,
         );
-        tally.covers(&symbols)
+        true
     })
     .await;
-    assert!(done, "trades for {symbols:?} within {TRADES_WITHIN:?}");
 
     send(&mut ws, &render_times(&definition.ping_payload, now_ms())).await;
-    let mut pong = None;
-    read_until(&mut ws, TRADES_WITHIN, |text| {
-        let frame = parse(text);
-        let is_pong = frame["channel"] == "spot.pong";
-        pong = is_pong.then_some(frame);
-        is_pong
+    let pong = first_frame(&mut ws, "spot.pong", |frame| {
+        frame["channel"] == "spot.pong"
     })
     .await;
-    let pong = pong.expect("spot.pong");
     assert_eq!(
         (
             pong["event"].as_str(),
@@ -596,14 +387,10 @@ async fn gateio_acks_and_sends_one_trade_per_frame_and_pongs() {
 #[tokio::test]
 async fn cryptocom_echoes_the_request_id_once_then_pushes_with_id_minus_one() {
     let harness = Harness::start().await;
-    let definition = harness.definition("cryptocom");
-    let symbols = symbols("cryptocom");
-    let mut ws = subscribe(&definition, &symbols, now_ms()).await;
+    let (_, symbols, mut ws) = harness.open("cryptocom").await;
 
     let mut first_pushes = Vec::new();
-    let mut tally = Tally::default();
-    let done = read_until(&mut ws, TRADES_WITHIN, |text| {
-        let frame = parse(text);
+    stream_trades(&mut ws, &symbols, |frame, tally| {
         assert_eq!(
             (frame["method"].as_str(), frame["code"].as_i64()),
             (Some("subscribe"), Some(0))
@@ -624,7 +411,7 @@ async fn cryptocom_echoes_the_request_id_once_then_pushes_with_id_minus_one() {
         }
         match int(&frame["id"]) {
             1 => {
-                assert!(!tally.last_id.contains_key(instrument), "echo comes first");
+                assert!(!tally.has(instrument), "echo comes first");
                 assert!(
                     data.iter()
                         .all(|t| now_ms() - int(&t["t"]) >= SNAPSHOT_AGE_MS)
@@ -639,35 +426,22 @@ async fn cryptocom_echoes_the_request_id_once_then_pushes_with_id_minus_one() {
             }
             other => panic!("unexpected id {other}"),
         }
-        tally.covers(&symbols)
+        true
     })
     .await;
-    assert!(done, "trades for {symbols:?} within {TRADES_WITHIN:?}");
     assert_eq!(first_pushes, symbols);
-}
-
-fn short_heartbeat() -> SimulatorOptions {
-    SimulatorOptions {
-        cryptocom_heartbeat: Duration::from_millis(300),
-        ..SimulatorOptions::default()
-    }
 }
 
 #[tokio::test]
 async fn cryptocom_closes_a_connection_that_ignores_its_heartbeat() {
-    let harness = Harness::with(short_heartbeat()).await;
+    let harness = Harness::with(heartbeat_every(300)).await;
     let definition = harness.definition("cryptocom");
     let mut ws = subscribe(&definition, &symbols("cryptocom")[..1], now_ms()).await;
 
-    let mut heartbeat = None;
-    read_until(&mut ws, TRADES_WITHIN, |text| {
-        let frame = parse(text);
-        let is_heartbeat = frame["method"] == "public/heartbeat";
-        heartbeat = is_heartbeat.then_some(frame);
-        is_heartbeat
+    let heartbeat = first_frame(&mut ws, "a heartbeat", |frame| {
+        frame["method"] == "public/heartbeat"
     })
     .await;
-    let heartbeat = heartbeat.expect("a heartbeat");
     assert_eq!(heartbeat["code"], 0);
     assert!(
         uint(&heartbeat["id"]) > 1_600_000_000_000,
@@ -688,10 +462,9 @@ async fn cryptocom_closes_a_connection_that_ignores_its_heartbeat() {
 
 #[tokio::test]
 async fn cryptocom_keeps_a_connection_that_answers_its_heartbeats() {
-    let harness = Harness::with(short_heartbeat()).await;
+    let harness = Harness::with(heartbeat_every(300)).await;
     let definition = harness.definition("cryptocom");
-    let symbol = &symbols("cryptocom")[..1];
-    let mut ws = subscribe(&definition, symbol, now_ms()).await;
+    let mut ws = subscribe(&definition, &symbols("cryptocom")[..1], now_ms()).await;
 
     let deadline = Instant::now() + Duration::from_millis(1_500);
     let (mut answered, mut pushes) = (0, 0);
@@ -715,14 +488,10 @@ async fn cryptocom_keeps_a_connection_that_answers_its_heartbeats() {
 #[tokio::test]
 async fn okx_acks_each_arg_streams_trades_and_answers_ping_and_garbage() {
     let harness = Harness::start().await;
-    let definition = harness.definition("okx");
-    let symbols = symbols("okx");
-    let mut ws = subscribe(&definition, &symbols, now_ms()).await;
+    let (definition, symbols, mut ws) = harness.open("okx").await;
 
     let (mut acked, mut conn_ids) = (Vec::new(), Vec::new());
-    let mut tally = Tally::default();
-    let done = read_until(&mut ws, TRADES_WITHIN, |text| {
-        let frame = parse(text);
+    stream_trades(&mut ws, &symbols, |frame, tally| {
         if frame["event"] == "subscribe" {
             assert_eq!(frame["arg"]["channel"], "trades");
             acked.push(string(&frame["arg"]["instId"]).to_owned());
@@ -738,10 +507,9 @@ async fn okx_acks_each_arg_streams_trades_and_answers_ping_and_garbage() {
             let ts = digits(&trade["ts"]) as i64;
             tally.live(inst_id, digits(&trade["tradeId"]), string(&trade["px"]), ts);
         }
-        tally.covers(&symbols)
+        true
     })
     .await;
-    assert!(done, "trades for {symbols:?} within {TRADES_WITHIN:?}");
     assert_eq!(acked, symbols);
     assert_eq!(conn_ids[0].len(), 8);
     assert!(conn_ids.iter().all(|id| id == &conn_ids[0]));
@@ -753,15 +521,8 @@ async fn okx_acks_each_arg_streams_trades_and_answers_ping_and_garbage() {
     );
 
     send(&mut ws, r#"{"op":"subscribe","args":"#).await;
-    let mut error = None;
-    read_until(&mut ws, TRADES_WITHIN, |text| {
-        let frame = parse(text);
-        let is_error = frame["event"] == "error";
-        error = is_error.then_some(frame);
-        is_error
-    })
-    .await;
-    assert_eq!(error.expect("error frame")["code"], "60012");
+    let error = first_frame(&mut ws, "error frame", |frame| frame["event"] == "error").await;
+    assert_eq!(error["code"], "60012");
 }
 
 #[tokio::test]
@@ -835,9 +596,9 @@ async fn every_rest_ticker_has_a_btc_price_at_the_definitions_price_path() {
         let [(price_path, price_pointer), (time_path, time_pointer)] = paths[name];
         assert_eq!(definition.rest_price_path, price_path, "{name}");
         assert_eq!(definition.rest_time_path, time_path, "{name}");
-        let url = definition.rest_url.replace("{SYMBOL}", &symbols(name)[0]);
-        let (status, body) = http_get(&url).await;
-        assert_eq!(status, 200, "{url}");
+        let (status, body, _) = harness.ticker(name, &symbols(name)[0]).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        let body = parse(&body);
         let price: f64 = string(body.pointer(price_pointer).unwrap_or(&Value::Null))
             .parse()
             .unwrap_or_else(|_| panic!("{name} price in {body}"));
@@ -863,14 +624,13 @@ async fn every_rest_ticker_has_a_btc_price_at_the_definitions_price_path() {
 #[tokio::test]
 async fn unknown_exchanges_and_paths_are_not_found() {
     let harness = Harness::start().await;
-    let base = format!("http://{}", harness.simulator.addr());
     for path in [
         "/binance/api/v3/ticker/price?symbol=BTCUSDT",
         "/okx/api/v5/market/books?instId=BTC-USDT",
         "/okx/api/v5/market/ticker",
         "/gemini/v1/pubticker/",
     ] {
-        let (status, _) = http_get(&format!("{base}{path}")).await;
+        let (status, _, _) = harness.get(&harness.url(path)).await;
         assert_eq!(status, 404, "{path}");
     }
 }
@@ -880,10 +640,7 @@ async fn cancelling_stops_every_task_and_closes_open_connections() {
     let harness = Harness::start().await;
     let definition = harness.definition("okx");
     let mut ws = subscribe(&definition, &symbols("okx")[..1], now_ms()).await;
-    let ack = next_text(&mut ws, Instant::now() + TRADES_WITHIN)
-        .await
-        .expect("ack");
-    assert_eq!(parse(&ack)["event"], "subscribe");
+    assert_eq!(next_frame(&mut ws, "ack").await["event"], "subscribe");
 
     harness.cancel.cancel();
     harness.tracker.close();
