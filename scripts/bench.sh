@@ -151,12 +151,10 @@ def parse_wrk(path):
     requests = int(re.search(r"(\d+) requests in", text).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     errors = int(non2xx.group(1)) if non2xx else 0
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     return {
         "requests": requests,
         "successes": requests - errors,
         "errors": errors,
-        "socket_errors": sum(map(int, sock.groups())) if sock else 0,
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
         "p50_us": dur_us(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)),
         "p99_us": dur_us(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)),
@@ -292,20 +290,14 @@ DATA="$WORK/data"
 mkdir -p "$DATA"
 KEY=$("$BEAST" --data-dir "$DATA" keys create --tier partner --name bench | tail -n 1)
 [ -n "$KEY" ] || die "no key was created"
-udp_flag=()
-"$BEAST" serve --help | grep -q -- '--price-udp' && udp_flag=(--price-udp 127.0.0.1:0)
 "$BEAST" serve --simulate --data-dir "$DATA" --roles price \
-    --price-http 127.0.0.1:0 --price-health 127.0.0.1:0 \
-    --report-http 127.0.0.1:0 --report-health 127.0.0.1:0 "${udp_flag[@]}" \
+    --price-http 127.0.0.1:0 --price-health 127.0.0.1:0 --price-udp 127.0.0.1:0 \
     --log-format json 2>"$WORK/node.log" >/dev/null &
 NODE_PID=$!
 PIDS+=("$NODE_PID")
 NODE_HTTP=$(wait_listener "$WORK/node.log" price-http) || die "the node logged no price-http listener"
-NODE_UDP=""
-if [ ${#udp_flag[@]} -gt 0 ]; then
-    NODE_UDP=$(helper listener "$WORK/node.log" price-udp)
-fi
-log "node pid $NODE_PID: http $NODE_HTTP, udp ${NODE_UDP:-none}"
+NODE_UDP=$(wait_listener "$WORK/node.log" price-udp) || die "the node logged no price-udp listener"
+log "node pid $NODE_PID: http $NODE_HTTP, udp $NODE_UDP"
 
 mkdir -p "$WORK/www"
 helper probe "http://$NODE_HTTP/price?asset=BTC" "$KEY" "$WORK/www/price.json" \
@@ -398,12 +390,8 @@ for run in $(seq "$RUNS"); do
         wrk_cmd -H "Authorization: Bearer $KEY" "http://$NODE_HTTP/price?asset=BTC"
     measure node-http-stress stress "$NODE_PID" "$IDLE" \
         stress_cmd --target "http://$NODE_HTTP" --key "$KEY" --assets BTC
-    if [ -n "$NODE_UDP" ]; then
-        measure node-udp-stress stress "$NODE_PID" "$IDLE" \
-            stress_cmd --target "udp://$NODE_UDP" --key "$KEY" --assets BTC
-    elif [ "$run" = 1 ]; then
-        log "the node has no UDP listener: UDP skipped"
-    fi
+    measure node-udp-stress stress "$NODE_PID" "$IDLE" \
+        stress_cmd --target "udp://$NODE_UDP" --key "$KEY" --assets BTC
     measure nginx-wrk wrk "tree:$NGINX_PID" 0 wrk_cmd "http://127.0.0.1:$NGINX_PORT/price?asset=BTC"
     measure hyper-wrk wrk "$HYPER_PID" 0 wrk_cmd "http://$HYPER_ADDR/price?asset=BTC"
     measure hyper-stress stress "$HYPER_PID" 0 \

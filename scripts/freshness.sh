@@ -22,13 +22,18 @@ for run in range(runs):
     data = tempfile.mkdtemp()
     key = subprocess.run([BIN, "--data-dir", data, "keys", "create", "--tier", "partner"], check=True, capture_output=True, text=True).stdout.split()[-1]
     t0 = time.monotonic()
+    # Logs go to a file: a pipe nobody reads any more would fill up and block the node.
+    log = open(os.path.join(data, "node.log"), "w")
     p = subprocess.Popen([BIN, "--data-dir", data, "serve", "--simulate", "--log-format", "json",
-        "--price-http", "127.0.0.1:0", "--price-health", "127.0.0.1:0", "--report-http", "127.0.0.1:0", "--report-health", "127.0.0.1:0"],
-        stderr=subprocess.PIPE, text=True)
+        "--price-http", "127.0.0.1:0", "--price-health", "127.0.0.1:0", "--price-udp", "127.0.0.1:0",
+        "--report-http", "127.0.0.1:0", "--report-health", "127.0.0.1:0"], stderr=log)
     addr = None
-    for line in p.stderr:
-        m = re.search(r'"listener":"price-http","addr":"([^"]+)"', line) or re.search(r'"addr":"([^"]+)","listener":"price-http"', line)
-        if m: addr = m.group(1); break
+    while addr is None and p.poll() is None:
+        for line in open(os.path.join(data, "node.log")):
+            m = re.search(r'"listener":"price-http","addr":"([^"]+)"', line) or re.search(r'"addr":"([^"]+)","listener":"price-http"', line)
+            if m: addr = m.group(1)
+        time.sleep(0.02)
+    assert addr, "the node exited before listening"
     assets = [a["asset"] for a in get(f"http://{addr}/assets")[1]["assets"] if any(s["prewarm"] for s in a["sources"])]
     missing, asked_btc = set(assets), 0
     while missing and time.monotonic() - t0 < 30:
@@ -43,6 +48,8 @@ for run in range(runs):
     db = sqlite3.connect(os.path.join(data, "beast.sqlite3"))
     btc = db.execute("SELECT COUNT(*) FROM usage_logs WHERE asset='BTC'").fetchone()[0]
     rows.append((fresh_s, rss_mb, stop_s))
+    assert code == 0, f"exit code {code}"
+    assert btc == requests + asked_btc, f"{btc} BTC usage rows for {requests + asked_btc} BTC answers"
     print(f"run {run+1}: {len(assets)} assets, all fresh after {fresh_s:.2f} s (missing {len(missing)}), RSS {rss_mb:.1f} MiB, "
           f"SIGTERM->exit {stop_s:.2f} s (code {code}), BTC usage rows {btc} for {requests + asked_btc} BTC answers")
 med = [statistics.median(c) for c in zip(*rows)]

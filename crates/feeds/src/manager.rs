@@ -71,6 +71,9 @@ struct Running {
     cancel: CancellationToken,
 }
 
+/// Serializes on-demand fetches of one (asset, source); holds the time of the last failure.
+type FetchGate = Arc<tokio::sync::Mutex<i64>>;
+
 /// Where an asset can be fetched on demand.
 struct Candidate {
     def: Arc<CompiledDefinition>,
@@ -94,7 +97,7 @@ pub struct FeedManager {
     on_demand: ArcSwap<HashMap<String, Vec<Candidate>>>,
     /// (asset, pinned source) → time of the last failed on-demand fetch; the lock makes
     /// concurrent requests for one asset share a single fetch.
-    attempts: Mutex<HashMap<(String, Option<String>), Arc<tokio::sync::Mutex<i64>>>>,
+    attempts: Mutex<HashMap<(String, Option<String>), FetchGate>>,
 }
 
 impl FeedManager {

@@ -81,7 +81,7 @@ impl RestClient {
         let price = price_path
             .query(&json)
             .first()
-            .and_then(|v| positive_price(v))
+            .and_then(positive_price)
             .ok_or_else(|| {
                 failed(format!(
                     "no positive decimal at rest_price_path {}",

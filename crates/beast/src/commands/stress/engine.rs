@@ -126,6 +126,7 @@ pub async fn run_level(
                 shared: shared.clone(),
                 batch: Vec::with_capacity(BATCH),
                 tally: Tally::default(),
+                unpublished: (0, 0),
             },
         };
         workers.push(match &plan.target {
@@ -204,32 +205,42 @@ impl Worker {
     }
 }
 
-/// A worker's own counts, and its batch of latencies on the way to the shared histogram.
+/// A worker's own counts, and its batch of latencies and progress on the way to the shared
+/// histogram and progress counters (published every [`BATCH`] requests, not per request).
 pub struct Recorder {
     shared: Arc<Shared>,
     batch: Vec<u64>,
     tally: Tally,
+    /// Completed and failed requests not yet added to the progress counters.
+    unpublished: (u64, u64),
 }
 
 impl Recorder {
     pub fn success(&mut self, latency: Duration) {
         self.tally.requests += 1;
         self.tally.successes += 1;
-        self.shared.live.completed.fetch_add(1, Ordering::Relaxed);
+        self.unpublished.0 += 1;
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.batch.push(us.max(1));
-        if self.batch.len() >= BATCH {
+        if self.unpublished.0 >= BATCH as u64 {
             self.flush();
         }
     }
 
     pub fn error(&mut self, kind: &str) {
         self.tally.error(kind);
-        self.shared.live.completed.fetch_add(1, Ordering::Relaxed);
-        self.shared.live.failed.fetch_add(1, Ordering::Relaxed);
+        self.unpublished.0 += 1;
+        self.unpublished.1 += 1;
+        if self.unpublished.0 >= BATCH as u64 {
+            self.flush();
+        }
     }
 
     fn flush(&mut self) {
+        let (completed, failed) = std::mem::take(&mut self.unpublished);
+        let live = &self.shared.live;
+        live.completed.fetch_add(completed, Ordering::Relaxed);
+        live.failed.fetch_add(failed, Ordering::Relaxed);
         if self.batch.is_empty() {
             return;
         }
