@@ -27,10 +27,7 @@ fn book_with(ticks: Vec<Tick>) -> Book {
 }
 
 fn json(book: &Book, source: Option<&str>, now: i64) -> Value {
-    match book.lookup("BTC", source, now) {
-        Lookup::Fresh(a) => serde_json::from_slice(&a.template.render(now)).unwrap(),
-        other => panic!("expected a fresh answer, got {other:?}"),
-    }
+    serde_json::from_slice(&fresh(book, source, now).template.render(now)).unwrap()
 }
 
 #[test]

@@ -6,7 +6,12 @@ use std::time::{Duration, Instant};
 use beast_store::{SqliteStore, Store};
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, spawn_app_with, sql, usage_rows};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, sql, usage_rows};
+
+/// A node with one more tier, given as its `rate_limit_template` row.
+async fn spawn_app_with_tier(row: &'static str) -> TestApp {
+    spawn_app_with(|dir| async move { sql(&dir, &[row]).await }).await
+}
 
 #[tokio::test]
 async fn a_key_created_or_revoked_while_running_takes_effect_within_a_second() {
@@ -42,13 +47,9 @@ async fn a_key_created_or_revoked_while_running_takes_effect_within_a_second() {
 
 #[tokio::test]
 async fn requests_over_the_tier_rate_get_429_with_retry_after() {
-    let app = spawn_app_with(|dir| async move {
-        sql(
-            &dir,
-            &["INSERT INTO rate_limit_template VALUES ('tight', 1, 5, 1000000, 0, 0, 0)"],
-        )
-        .await;
-    })
+    let app = spawn_app_with_tier(
+        "INSERT INTO rate_limit_template VALUES ('tight', 1, 5, 1000000, 0, 0, 0)",
+    )
     .await;
     let key = app.key("tight").await;
     let mut statuses = Vec::new();
@@ -70,13 +71,9 @@ async fn requests_over_the_tier_rate_get_429_with_retry_after() {
 
 #[tokio::test]
 async fn the_monthly_quota_runs_out_exactly_at_the_tier_number() {
-    let app = spawn_app_with(|dir| async move {
-        sql(
-            &dir,
-            &["INSERT INTO rate_limit_template VALUES ('tiny', 1000, 1000, 5, 0, 0, 0)"],
-        )
-        .await;
-    })
+    let app = spawn_app_with_tier(
+        "INSERT INTO rate_limit_template VALUES ('tiny', 1000, 1000, 5, 0, 0, 0)",
+    )
     .await;
     let key = app.key("tiny").await;
     let first = app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
@@ -106,13 +103,9 @@ async fn the_monthly_quota_runs_out_exactly_at_the_tier_number() {
 
 #[tokio::test]
 async fn a_batch_needs_quota_for_every_asset_and_names_each_once() {
-    let mut app = spawn_app_with(|dir| async move {
-        sql(
-            &dir,
-            &["INSERT INTO rate_limit_template VALUES ('tiny', 1000, 1000, 5, 0, 0, 0)"],
-        )
-        .await;
-    })
+    let mut app = spawn_app_with_tier(
+        "INSERT INTO rate_limit_template VALUES ('tiny', 1000, 1000, 5, 0, 0, 0)",
+    )
     .await;
     let key = app.key("tiny").await;
     app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
