@@ -1,18 +1,22 @@
 //! Serving prices to key holders. `state` holds what every protocol shares (book, keys,
 //! usage sink, catalog) and the one lookup every protocol answers with; `keys` authenticates,
 //! rate-limits and enforces quotas in memory; `http` has one file per endpoint; `admin` is the
-//! admin API; `manage` changes exchanges and mappings live.
+//! admin API; `manage` changes exchanges and mappings live; `counters` counts what the node
+//! does and bounds the price requests in flight.
 
 pub mod admin;
 pub mod catalog;
+pub mod counters;
 mod follow;
 pub mod http;
 pub mod keys;
 pub mod manage;
+pub mod report;
 pub mod state;
 pub mod udp;
 
 pub use admin::AdminKey;
 pub use catalog::Catalog;
+pub use counters::RuntimeCounters;
 pub use keys::KeyRing;
 pub use state::AppState;

@@ -24,12 +24,14 @@ pub struct AppState {
     pub admin: Arc<AdminKey>,
     /// Serializes applying the exchange configuration; holds the revision last applied.
     pub applied: Arc<tokio::sync::Mutex<i64>>,
-    /// Packet counters of the UDP price listener.
-    pub udp: Arc<crate::udp::UdpStats>,
+    /// The runtime counters (UDP packet counters among them) and the in-flight governor.
+    pub counters: Arc<crate::counters::RuntimeCounters>,
     /// This node's name in usage rows and status.
     pub node: Arc<str>,
     pub roles: Arc<[String]>,
     pub started: Instant,
+    /// Report settings (page size cap, UDP answer limit).
+    pub reports: beast_reports::ReportOptions,
 }
 
 /// The empty source list of error rows, shared rather than allocated per row.
@@ -125,6 +127,7 @@ impl AppState {
                 (asset.into(), e.status(), no_source(), CacheTier::None)
             }
         };
+        self.counters.metered(outcome.map(|(_, tier)| *tier));
         self.usage
             .record(UsageEvent {
                 ts_ms: now_ms(),

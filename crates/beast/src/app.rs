@@ -8,10 +8,11 @@ use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
 use anyhow::Context;
 use axum::Router;
-use beast_api::{AdminKey, AppState, Catalog, KeyRing, http, udp::UdpOptions};
+use beast_api::{AdminKey, AppState, Catalog, KeyRing, RuntimeCounters, http, udp::UdpOptions};
 use beast_book::Book;
 use beast_core::ExchangeDefinition;
 use beast_feeds::{FeedManager, FeedOptions, Redirect, RestClient};
+use beast_reports::ReportOptions;
 use beast_simulator::{Simulator, SimulatorOptions};
 use beast_store::{SqliteStore, Store, parameter_defaults};
 use beast_usage::WriterOptions;
@@ -22,17 +23,20 @@ use crate::config::{Role, Settings};
 
 /// Runtime parameters read from `application_parameters`.
 #[derive(Debug, Clone, Copy)]
-struct Params {
+pub(crate) struct Params {
     usage: WriterOptions,
     keys_reload: Duration,
     exchanges_reload: Duration,
     udp: UdpOptions,
     rest_timeout: Duration,
     feeds: FeedOptions,
+    /// Most price requests in flight at once.
+    governor_max_in_flight: u64,
+    pub(crate) reports: ReportOptions,
 }
 
 impl Params {
-    fn from_rows(rows: &[(String, String)]) -> Self {
+    pub(crate) fn from_rows(rows: &[(String, String)]) -> Self {
         let get = |name: &str| -> u64 {
             let default = parameter_defaults()
                 .iter()
@@ -73,6 +77,14 @@ impl Params {
                 rest_concurrency: get("rest_concurrency") as usize,
                 on_demand_retry_ms: ms("on_demand_retry_ms"),
             },
+            governor_max_in_flight: get("governor_max_in_flight"),
+            reports: ReportOptions {
+                page_size_max: get("report_page_size_max"),
+                udp_max_bytes: get("report_udp_max_bytes") as usize,
+                retention_days: get("usage_retention_days"),
+                rollup_delay_ms: ms("rollup_delay_ms"),
+                rollup_every: Duration::from_millis(get("rollup_interval_ms")),
+            },
         }
     }
 }
@@ -81,6 +93,8 @@ pub struct Application {
     servers: Vec<(TcpListener, Router)>,
     /// The UDP price listener's sockets and the state they answer with.
     udp: Option<(Vec<std::net::UdpSocket>, AppState)>,
+    /// The UDP report listener's socket.
+    report_udp: Option<(std::net::UdpSocket, AppState)>,
     addresses: Vec<(String, SocketAddr)>,
     store: Arc<SqliteStore>,
     /// Feeds, key reload, simulator: stopped after the listeners have drained.
@@ -160,10 +174,11 @@ impl Application {
             store: store.clone(),
             admin: Arc::new(AdminKey::new(&settings.admin_key()?)),
             applied: Arc::default(),
-            udp: Arc::default(),
+            counters: Arc::new(RuntimeCounters::new(params.governor_max_in_flight)),
             node: settings.node_id.as_str().into(),
             roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
             started: Instant::now(),
+            reports: params.reports,
         };
         if runs_feeds {
             state.apply_exchanges().await?;
@@ -196,7 +211,7 @@ impl Application {
                     wanted.push((
                         "report-http",
                         settings.report_http,
-                        http::health_router(state.clone()),
+                        beast_api::report::report_router(state.clone()),
                     ));
                     wanted.push((
                         "report-health",
@@ -224,6 +239,22 @@ impl Application {
             addresses.push(("price-udp".to_owned(), bound));
             udp = Some((sockets, state.clone()));
         }
+        let mut report_udp = None;
+        if roles.contains(&Role::Report) {
+            let socket = std::net::UdpSocket::bind(settings.report_udp)
+                .with_context(|| format!("binding report-udp on {}", settings.report_udp))?;
+            socket.set_nonblocking(true)?;
+            let bound = socket.local_addr()?;
+            tracing::info!(listener = "report-udp", addr = %bound, "listening");
+            addresses.push(("report-udp".to_owned(), bound));
+            report_udp = Some((socket, state.clone()));
+            tracker.spawn(beast_reports::rollup::keep_rolled_up(
+                store.clone(),
+                params.reports.rollup_every,
+                params.reports.rollup_delay_ms,
+                background.clone(),
+            ));
+        }
         let mut servers = Vec::new();
         for (name, addr, router) in wanted {
             let listener = TcpListener::bind(addr)
@@ -237,6 +268,7 @@ impl Application {
         Ok(Self {
             servers,
             udp,
+            report_udp,
             addresses,
             store,
             background,
@@ -264,9 +296,11 @@ impl Application {
             });
         }
         if let Some((sockets, state)) = self.udp {
-            let stats = state.udp.clone();
             let stop = stop.clone();
-            servers.spawn(beast_api::udp::serve(state, sockets, stats, stop));
+            servers.spawn(beast_api::udp::serve(state, sockets, stop));
+        }
+        if let Some((socket, state)) = self.report_udp {
+            servers.spawn(beast_api::report::udp::serve(state, socket, stop.clone()));
         }
         let mut first_error = None;
         while let Some(done) = servers.join_next().await {

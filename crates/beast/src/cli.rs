@@ -37,6 +37,104 @@ pub enum Command {
     /// `scripts/bench.sh` measures a node against.
     #[command(hide = true)]
     BenchBaseline(BenchBaselineArgs),
+    /// Print usage reports: from the store directly (as the admin), or from a running node's
+    /// report listener with `--url` and a key.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Maintenance: roll up finished days of usage, then delete raw usage older than the
+    /// retention (`usage_retention_days`, default 93). Safe while nodes run; running it again
+    /// does nothing new.
+    Sync(SyncArgs),
+    /// Fill the store with realistic usage for the report benchmark (`scripts/reports-bench.sh`).
+    #[command(hide = true)]
+    GenerateUsage(GenerateUsageArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Usage rows, newest first.
+    Usage(ReportArgs),
+    /// Totals, errors, cache tiers, latency percentiles; per asset, source, protocol and day.
+    Summary(ReportArgs),
+}
+
+/// The report filters and format, as `/reports/usage` and `/reports/summary` take them.
+#[derive(Debug, Clone, clap::Args, Default, serde::Serialize)]
+pub struct ReportArgs {
+    /// Start, inclusive: RFC 3339 or unix ms.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// End, exclusive: RFC 3339 or unix ms.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset: Option<String>,
+    /// An exchange name or source tag.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// http, udp or ws.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// HTTP status of the answers.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// One key's usage (admin).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// json, csv, tsv or text.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Rows per page, or `all` (usage only).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<String>,
+    /// The next-page cursor printed by the previous page (usage only).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// A running node's report listener, e.g. http://127.0.0.1:9090; without it the store is
+    /// read directly.
+    #[arg(long)]
+    #[serde(skip)]
+    pub url: Option<String>,
+    /// The key sent to `--url` (an API key, or the admin key).
+    #[arg(long, env = "BEAST_API_KEY", hide_env_values = true)]
+    #[serde(skip)]
+    pub api_key: Option<Secret>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// Keep this many days of raw usage instead of the `usage_retention_days` parameter.
+    #[arg(long)]
+    pub retention_days: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateUsageArgs {
+    /// Raw usage rows to write.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Spread over this many days before now.
+    #[arg(long, default_value_t = 90)]
+    pub days: u64,
+    /// Keys to spread them over (created, tier pro); the first gets a tenth of all rows.
+    #[arg(long, default_value_t = 50)]
+    pub keys: u64,
+    /// Random seed, for repeatable data.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 #[derive(Debug, clap::Args)]

@@ -25,6 +25,8 @@ pub struct Settings {
     pub price_udp: SocketAddr,
     pub report_http: SocketAddr,
     pub report_health: SocketAddr,
+    /// UDP report protocol.
+    pub report_udp: SocketAddr,
     pub webhook_health: SocketAddr,
     /// This node's name in usage rows and status.
     pub node_id: String,
@@ -50,6 +52,7 @@ impl Default for Settings {
             price_udp: any(2679),
             report_http: any(9090),
             report_health: any(9091),
+            report_udp: any(2680),
             webhook_health: any(8083),
             node_id: default_node_id(),
             simulate: false,
@@ -201,6 +204,10 @@ pub struct ServeArgs {
     #[arg(long, env = "BEAST_REPORT_HEALTH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report_health: Option<SocketAddr>,
+    /// UDP report listener [default: 0.0.0.0:2680]
+    #[arg(long, env = "BEAST_REPORT_UDP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_udp: Option<SocketAddr>,
     /// Webhook health listener [default: 0.0.0.0:8083]
     #[arg(long, env = "BEAST_WEBHOOK_HEALTH")]
     #[serde(skip_serializing_if = "Option::is_none")]

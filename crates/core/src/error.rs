@@ -28,8 +28,30 @@ pub enum ApiError {
     InvalidField { field: String, message: String },
     #[error("this endpoint needs the admin key")]
     Forbidden,
+    #[error("your tier does not include usage reports")]
+    ReportsNotIncluded,
+    #[error(
+        "the monthly allowance of {allowance} reports is used up; it resets in {retry_after_s} s"
+    )]
+    ReportAllowanceUsed {
+        allowance: u64,
+        retry_after_s: u64,
+        /// When the allowance starts again (unix ms).
+        resets_at_ms: i64,
+    },
+    #[error(
+        "the answer is {bytes} bytes, more than one datagram carries ({max}); ask over HTTP instead (GET /reports/{report})"
+    )]
+    TooLargeForUdp {
+        bytes: usize,
+        max: usize,
+        report: &'static str,
+    },
     #[error("{0}")]
     NotFound(String),
+    /// The node is at its limit of price requests in flight (`governor_max_in_flight`).
+    #[error("this node is at capacity, retry in a moment")]
+    Overloaded,
     /// Something on our side failed; the details are in the server log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -39,13 +61,16 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::MissingKey | ApiError::InvalidKey => 401,
-            ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => 429,
+            ApiError::RateLimited { .. }
+            | ApiError::QuotaExceeded { .. }
+            | ApiError::ReportAllowanceUsed { .. } => 429,
             ApiError::UnknownAsset { .. }
             | ApiError::UnknownSource { .. }
             | ApiError::NotFound(_) => 404,
-            ApiError::NoPrice { .. } | ApiError::StalePrice { .. } => 503,
+            ApiError::NoPrice { .. } | ApiError::StalePrice { .. } | ApiError::Overloaded => 503,
             ApiError::BadRequest(_) | ApiError::InvalidField { .. } => 400,
-            ApiError::Forbidden => 403,
+            ApiError::Forbidden | ApiError::ReportsNotIncluded => 403,
+            ApiError::TooLargeForUdp { .. } => 413,
             ApiError::Internal(_) => 500,
         }
     }
@@ -64,7 +89,11 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidField { .. } => "invalid_field",
             ApiError::Forbidden => "forbidden",
+            ApiError::ReportsNotIncluded => "reports_not_included",
+            ApiError::ReportAllowanceUsed { .. } => "report_allowance_used",
+            ApiError::TooLargeForUdp { .. } => "too_large_for_udp",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Overloaded => "overloaded",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -72,9 +101,10 @@ impl ApiError {
     /// Seconds a client should wait, for answers that carry `Retry-After`.
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
-            ApiError::RateLimited { retry_after_s } | ApiError::QuotaExceeded { retry_after_s } => {
-                Some(*retry_after_s)
-            }
+            ApiError::RateLimited { retry_after_s }
+            | ApiError::QuotaExceeded { retry_after_s }
+            | ApiError::ReportAllowanceUsed { retry_after_s, .. } => Some(*retry_after_s),
+            ApiError::Overloaded => Some(1),
             _ => None,
         }
     }
@@ -88,6 +118,9 @@ impl ApiError {
         match self {
             ApiError::StalePrice { age_ms, .. } => body["age_ms"] = json!(age_ms),
             ApiError::InvalidField { field, .. } => body["field"] = json!(field),
+            ApiError::ReportAllowanceUsed { resets_at_ms, .. } => {
+                body["resets_at"] = json!(crate::rfc3339_ms(*resets_at_ms));
+            }
             _ => {}
         }
         json!({ "error": body })
@@ -115,5 +148,14 @@ mod tests {
         let e = ApiError::RateLimited { retry_after_s: 2 };
         assert_eq!((e.status(), e.retry_after_s()), (429, Some(2)));
         assert_eq!(e.to_json()["error"]["retry_after_s"], 2);
+    }
+
+    #[test]
+    fn overloaded_is_a_503_to_retry_in_a_second() {
+        let e = ApiError::Overloaded;
+        assert_eq!(
+            (e.status(), e.code(), e.retry_after_s()),
+            (503, "overloaded", Some(1))
+        );
     }
 }

@@ -32,17 +32,54 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// One UTC day in milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Start (unix ms) of the UTC day containing `ts_ms`.
+pub fn day_start_ms(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(DAY_MS) * DAY_MS
+}
+
+fn utc(ts_ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// `2026-11-21T10:00:00.123Z`: RFC 3339 in UTC with milliseconds, for reports.
+pub fn rfc3339_ms(ts_ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    utc(ts_ms).format(&format).unwrap_or_default()
+}
+
+/// `2026-11-21`: the UTC day of an instant.
+pub fn day_name(ts_ms: i64) -> String {
+    let d = utc(ts_ms);
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// An instant given as unix milliseconds (`1763719200000`) or RFC 3339
+/// (`2026-11-21T10:00:00Z`, any offset); `None` if it is neither.
+pub fn parse_instant_ms(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 /// Calendar months, for monthly quotas: `YYYY-MM` of a unix-ms instant (UTC).
 pub fn month_of(ts_ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(ts_ms.div_euclid(1000))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = utc(ts_ms);
     format!("{:04}-{:02}", t.year(), u8::from(t.month()))
 }
 
 /// Unix ms at which the month containing `ts_ms` ends (the next month starts, UTC).
 pub fn next_month_start_ms(ts_ms: i64) -> i64 {
-    let t = time::OffsetDateTime::from_unix_timestamp(ts_ms.div_euclid(1000))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = utc(ts_ms);
     let (year, month) = match t.month() {
         time::Month::December => (t.year() + 1, time::Month::January),
         m => (t.year(), m.next()),
@@ -63,5 +100,18 @@ mod calendar_tests {
         assert_eq!(month_of(1_767_225_600_000), "2026-01");
         assert_eq!(next_month_start_ms(1_767_225_599_999), 1_767_225_600_000);
         assert_eq!(next_month_start_ms(1_767_225_600_000), 1_769_904_000_000);
+    }
+
+    #[test]
+    fn instants_read_as_unix_ms_or_rfc3339_and_print_back() {
+        let ms = 1_763_719_200_123;
+        assert_eq!(rfc3339_ms(ms), "2025-11-21T10:00:00.123Z");
+        assert_eq!(parse_instant_ms("2025-11-21T10:00:00.123Z"), Some(ms));
+        assert_eq!(parse_instant_ms("2025-11-21T11:00:00.123+01:00"), Some(ms));
+        assert_eq!(parse_instant_ms(" 1763719200123 "), Some(ms));
+        assert_eq!(parse_instant_ms("yesterday"), None);
+        assert_eq!(day_name(ms), "2025-11-21");
+        assert_eq!(day_start_ms(ms), 1_763_683_200_000);
+        assert_eq!(day_start_ms(-1), -DAY_MS);
     }
 }

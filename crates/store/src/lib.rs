@@ -4,11 +4,15 @@
 //! their asset maps, the tiers and the runtime parameters (`seed`).
 
 pub mod keys;
+pub mod reports;
 mod seed;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use beast_core::{AssetMapping, ExchangeDefinition, Tier, UsageEvent};
+use futures_util::stream::BoxStream;
+
+pub use reports::{Allowance, Cursor, ReportLogEntry, RollupRow, UsageFilter, UsageRow};
 
 pub use seed::{parameter_defaults, seeded_exchanges};
 pub use sqlite::SqliteStore;
@@ -68,6 +72,15 @@ impl Area {
     }
 }
 
+/// Connection pool figures, read without waiting (for the runtime counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open, idle or in use.
+    pub open: u64,
+    /// Open connections not in use.
+    pub idle: u64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     async fn exchange_feeds(&self) -> Result<Vec<ExchangeDefinition>>;
@@ -94,6 +107,8 @@ pub trait Store: Send + Sync {
     async fn tiers(&self) -> Result<Vec<Tier>>;
     /// `application_parameters` as name → value.
     async fn parameters(&self) -> Result<Vec<(String, String)>>;
+    /// The connection pool's current figures; never waits.
+    fn pool_stats(&self) -> PoolStats;
 
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
     /// Stores a new key (by hash) for an existing tier.
@@ -111,4 +126,33 @@ pub trait Store: Send + Sync {
     /// transaction.
     async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()>;
     async fn usage_count(&self) -> Result<i64>;
+
+    /// Usage rows matching `filter`, newest first (by time, then id), strictly after
+    /// `after`, at most `limit` of them; streamed, so an export never sits in memory.
+    fn usage_rows<'a>(
+        &'a self,
+        filter: &'a UsageFilter,
+        after: Option<Cursor>,
+        limit: Option<u64>,
+    ) -> BoxStream<'a, Result<UsageRow>>;
+    /// Daily rollups matching `filter` whose day starts in `[filter.from_ms, filter.to_ms)`.
+    fn rollups<'a>(&'a self, filter: &'a UsageFilter) -> BoxStream<'a, Result<RollupRow>>;
+    /// Replaces the rollups of the day starting at `day_ms` with `rows` and marks every day
+    /// before `day_ms + 1 day` as rolled up, in one transaction (so rolling a day again is
+    /// harmless).
+    async fn replace_rollups(&self, day_ms: i64, rows: &[RollupRow]) -> Result<()>;
+    /// Every day before this instant is rolled up; `None` before the first roll-up.
+    async fn rolled_until(&self) -> Result<Option<i64>>;
+    /// The time of the oldest raw usage row, if any.
+    async fn oldest_usage_ms(&self) -> Result<Option<i64>>;
+    /// Deletes up to `max_rows` raw usage rows and report log rows older than `before_ms`;
+    /// how many went. Call until it returns less than `max_rows`.
+    async fn prune_usage(&self, before_ms: i64, max_rows: u64) -> Result<u64>;
+    /// Takes one report from a key's allowance for `month` (`YYYY-MM`), if fewer than
+    /// `allowance` were taken this month; a new month starts from zero. Atomic, so nodes
+    /// sharing a store never overshoot.
+    async fn take_report(&self, key_id: i64, month: &str, allowance: u64) -> Result<Allowance>;
+    /// Gives back a report taken this month (the report could not be answered).
+    async fn give_back_report(&self, key_id: i64, month: &str) -> Result<()>;
+    async fn log_report(&self, entry: &ReportLogEntry) -> Result<()>;
 }

@@ -131,6 +131,36 @@ pub fn parameter_defaults() -> &'static [(&'static str, &'static str, &'static s
             "2000",
             "After an on-demand REST fetch of an asset failed, wait this long before trying again",
         ),
+        (
+            "governor_max_in_flight",
+            "6000",
+            "Most price requests (HTTP and UDP) a node answers at once; more are refused with 503 overloaded",
+        ),
+        (
+            "report_page_size_max",
+            "10000",
+            "Largest page_size of a usage report page (page_size=all streams every row instead)",
+        ),
+        (
+            "report_udp_max_bytes",
+            "60000",
+            "Largest report answer sent as one UDP datagram; larger ones are refused with too_large_for_udp",
+        ),
+        (
+            "usage_retention_days",
+            "93",
+            "beast sync deletes raw usage (and report log) rows older than this many days; daily rollups stay",
+        ),
+        (
+            "rollup_delay_ms",
+            "600000",
+            "A UTC day is rolled up this long after it ended, once late usage batches have landed",
+        ),
+        (
+            "rollup_interval_ms",
+            "60000",
+            "How often a report node looks for days to roll up",
+        ),
     ]
 }
 

@@ -5,19 +5,25 @@ use std::{collections::HashMap, path::Path, time::Duration};
 
 use async_trait::async_trait;
 use beast_core::{
-    AssetMapping, ExchangeDefinition, Tier, UsageEvent, definition::MatchRules, month_of, now_ms,
+    AssetMapping, DAY_MS, ExchangeDefinition, Tier, UsageEvent, definition::MatchRules, month_of,
+    now_ms,
 };
+use futures_util::{StreamExt, TryStreamExt, stream::BoxStream};
 use sqlx::{
-    QueryBuilder, Row, SqlSafeStr, Sqlite, SqlitePool,
+    Arguments, AssertSqlSafe, QueryBuilder, Row, SqlSafeStr, Sqlite, SqlitePool,
     migrate::{Migration, MigrationType, Migrator},
     sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+        SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+        SqliteSynchronous,
     },
 };
 
-use crate::{ApiKeyRecord, Area, Result, Store, StoreError, parameter_defaults, seed};
+use crate::{
+    Allowance, ApiKeyRecord, Area, Cursor, ReportLogEntry, Result, RollupRow, Store, StoreError,
+    UsageFilter, UsageRow, parameter_defaults, seed,
+};
 
-/// Rows per INSERT statement (9 binds a row, far below SQLite's variable limit).
+/// Rows per INSERT statement (13 binds a row at most, far below SQLite's variable limit).
 const USAGE_ROWS_PER_STATEMENT: usize = 1000;
 const SEED_VERSION: &str = "1";
 
@@ -50,6 +56,11 @@ fn migrator() -> Migrator {
             3,
             "keys_revision",
             include_str!("../migrations/sqlite/0003_keys_revision.sql"),
+        ),
+        migration(
+            4,
+            "reports",
+            include_str!("../migrations/sqlite/0004_reports.sql"),
         ),
     ])
 }
@@ -308,6 +319,84 @@ macro_rules! select_keys {
     };
 }
 
+/// A `WHERE` clause (and its arguments) for a usage filter, on a table whose time column is
+/// `time_col`: `usage_logs` and `usage_daily` share the other column names.
+fn usage_where(filter: &UsageFilter, time_col: &str) -> Result<(String, SqliteArguments)> {
+    fn bind<'q, T>(args: &mut SqliteArguments, v: T) -> Result<()>
+    where
+        T: 'q + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+    {
+        args.add(v)
+            .map_err(|e| StoreError::Invalid(format!("binding a filter value: {e}")))
+    }
+    let mut sql = format!(" WHERE {time_col} >= ? AND {time_col} < ?");
+    let mut args = SqliteArguments::default();
+    bind(&mut args, filter.from_ms)?;
+    bind(&mut args, filter.to_ms)?;
+    if let Some(id) = filter.key_id {
+        sql.push_str(" AND key_id = ?");
+        bind(&mut args, id)?;
+    }
+    for (col, value) in [
+        ("asset", &filter.asset),
+        ("protocol", &filter.protocol),
+        ("node", &filter.node),
+    ] {
+        if let Some(v) = value {
+            sql.push_str(&format!(" AND {col} = ?"));
+            bind(&mut args, v.clone())?;
+        }
+    }
+    if let Some(tag) = &filter.source {
+        // The row's sources are a comma-joined list: match one whole tag.
+        sql.push_str(" AND instr(',' || source || ',', ?) > 0");
+        bind(&mut args, format!(",{tag},"))?;
+    }
+    if let Some(status) = filter.status {
+        sql.push_str(" AND status = ?");
+        bind(&mut args, i64::from(status))?;
+    }
+    Ok((sql, args))
+}
+
+fn usage_row(row: &SqliteRow) -> Result<UsageRow> {
+    Ok(UsageRow {
+        id: row.try_get(0)?,
+        ts_ms: row.try_get(1)?,
+        key_id: row.try_get(2)?,
+        asset: row.try_get(3)?,
+        source: row.try_get(4)?,
+        protocol: row.try_get(5)?,
+        node: row.try_get(6)?,
+        status: row.try_get::<i64, _>(7)?.clamp(0, 999) as u16,
+        latency_us: row.try_get::<i64, _>(8)?.clamp(0, u32::MAX as i64) as u32,
+        cache_tier: row.try_get(9)?,
+    })
+}
+
+fn rollup_row(row: &SqliteRow) -> Result<RollupRow> {
+    Ok(RollupRow {
+        day_ms: row.try_get(0)?,
+        key_id: row.try_get(1)?,
+        asset: row.try_get(2)?,
+        source: row.try_get(3)?,
+        protocol: row.try_get(4)?,
+        node: row.try_get(5)?,
+        status: row.try_get::<i64, _>(6)?.clamp(0, 999) as u16,
+        requests: row.try_get(7)?,
+        memory: row.try_get(8)?,
+        rest: row.try_get(9)?,
+        latency_sum_us: row.try_get(10)?,
+        latency_max_us: row.try_get(11)?,
+        latency_sketch: row.try_get(12)?,
+    })
+}
+
+/// A stream that yields one error (a query that could not be built).
+fn failed<'a, T: Send + 'a>(e: StoreError) -> BoxStream<'a, Result<T>> {
+    futures_util::stream::once(async { Err(e) }).boxed()
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn exchange_feeds(&self) -> Result<Vec<ExchangeDefinition>> {
@@ -461,6 +550,13 @@ impl Store for SqliteStore {
         )
     }
 
+    fn pool_stats(&self) -> crate::PoolStats {
+        crate::PoolStats {
+            open: u64::from(self.pool.size()),
+            idle: self.pool.num_idle() as u64,
+        }
+    }
+
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
         let rows = sqlx::query(select_keys!(" ORDER BY id"))
             .fetch_all(&self.pool)
@@ -579,5 +675,175 @@ impl Store for SqliteStore {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM usage_logs")
             .fetch_one(&self.pool)
             .await?)
+    }
+
+    fn usage_rows<'a>(
+        &'a self,
+        filter: &'a UsageFilter,
+        after: Option<Cursor>,
+        limit: Option<u64>,
+    ) -> BoxStream<'a, Result<UsageRow>> {
+        let (mut sql, mut args) = match usage_where(filter, "ts_ms") {
+            Ok(w) => w,
+            Err(e) => return failed(e),
+        };
+        if let Some(c) = after {
+            sql.push_str(" AND (ts_ms < ? OR (ts_ms = ? AND id < ?))");
+            for v in [c.ts_ms, c.ts_ms, c.id] {
+                if let Err(e) = args.add(v) {
+                    return failed(StoreError::Invalid(format!("binding the cursor: {e}")));
+                }
+            }
+        }
+        let mut full = format!(
+            "SELECT id, ts_ms, key_id, asset, source, protocol, node, status, latency_us, cache_tier \
+             FROM usage_logs{sql} ORDER BY ts_ms DESC, id DESC"
+        );
+        if let Some(n) = limit {
+            full.push_str(&format!(" LIMIT {}", n.min(i64::MAX as u64)));
+        }
+        sqlx::query_with(AssertSqlSafe(full), args)
+            .fetch(&self.pool)
+            .map_err(StoreError::from)
+            .and_then(|row| async move { usage_row(&row) })
+            .boxed()
+    }
+
+    fn rollups<'a>(&'a self, filter: &'a UsageFilter) -> BoxStream<'a, Result<RollupRow>> {
+        let (sql, args) = match usage_where(filter, "day_ms") {
+            Ok(w) => w,
+            Err(e) => return failed(e),
+        };
+        let full = format!(
+            "SELECT day_ms, key_id, asset, source, protocol, node, status, requests, memory, rest, \
+             latency_sum_us, latency_max_us, latency_sketch FROM usage_daily{sql}"
+        );
+        sqlx::query_with(AssertSqlSafe(full), args)
+            .fetch(&self.pool)
+            .map_err(StoreError::from)
+            .and_then(|row| async move { rollup_row(&row) })
+            .boxed()
+    }
+
+    async fn replace_rollups(&self, day_ms: i64, rows: &[RollupRow]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM usage_daily WHERE day_ms = ?")
+            .bind(day_ms)
+            .execute(&mut *tx)
+            .await?;
+        for chunk in rows.chunks(USAGE_ROWS_PER_STATEMENT / 2) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO usage_daily (day_ms, key_id, asset, source, protocol, node, status, requests, \
+                 memory, rest, latency_sum_us, latency_max_us, latency_sketch) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(day_ms)
+                    .push_bind(r.key_id)
+                    .push_bind(r.asset.clone())
+                    .push_bind(r.source.clone())
+                    .push_bind(r.protocol.clone())
+                    .push_bind(r.node.clone())
+                    .push_bind(i64::from(r.status))
+                    .push_bind(r.requests)
+                    .push_bind(r.memory)
+                    .push_bind(r.rest)
+                    .push_bind(r.latency_sum_us)
+                    .push_bind(r.latency_max_us)
+                    .push_bind(r.latency_sketch.clone());
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO usage_rollup_state (id, rolled_until_ms) VALUES (1, ?) ON CONFLICT (id) \
+             DO UPDATE SET rolled_until_ms = max(rolled_until_ms, excluded.rolled_until_ms)",
+        )
+        .bind(day_ms + DAY_MS)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rolled_until(&self) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT rolled_until_ms FROM usage_rollup_state WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn oldest_usage_ms(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT min(ts_ms) FROM usage_logs")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn prune_usage(&self, before_ms: i64, max_rows: u64) -> Result<u64> {
+        let limit = max_rows.min(i64::MAX as u64) as i64;
+        let mut tx = self.pool.begin().await?;
+        let mut gone = 0;
+        for table in ["usage_logs", "report_usage_logs"] {
+            let done = sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE ts_ms < ? LIMIT ?)"
+            )))
+            .bind(before_ms)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?;
+            gone = gone.max(done.rows_affected());
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    async fn take_report(&self, key_id: i64, month: &str, allowance: u64) -> Result<Allowance> {
+        let allowance = allowance.min(i64::MAX as u64) as i64;
+        let taken: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO report_count (key_id, month, count, updated_at_ms) \
+             SELECT ?1, ?2, 1, ?4 WHERE ?3 > 0 \
+             ON CONFLICT (key_id) DO UPDATE SET \
+               count = CASE WHEN report_count.month = excluded.month THEN report_count.count + 1 ELSE 1 END, \
+               month = excluded.month, updated_at_ms = excluded.updated_at_ms \
+             WHERE report_count.month <> excluded.month OR report_count.count < ?3 \
+             RETURNING count",
+        )
+        .bind(key_id)
+        .bind(month)
+        .bind(allowance)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(taken.map_or(Allowance::UsedUp, Allowance::Taken))
+    }
+
+    async fn give_back_report(&self, key_id: i64, month: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE report_count SET count = count - 1 WHERE key_id = ? AND month = ? AND count > 0",
+        )
+        .bind(key_id)
+        .bind(month)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn log_report(&self, e: &ReportLogEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO report_usage_logs (ts_ms, key_id, report, format, protocol, node, status, \
+             latency_us, rows, query) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.ts_ms)
+        .bind(e.key_id)
+        .bind(&e.report)
+        .bind(&e.format)
+        .bind(&e.protocol)
+        .bind(&e.node)
+        .bind(i64::from(e.status))
+        .bind(i64::from(e.latency_us))
+        .bind(e.rows)
+        .bind(&e.query)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

@@ -86,6 +86,11 @@ impl UsageSink {
     pub fn stats(&self) -> &Arc<UsageStats> {
         &self.stats
     }
+
+    /// Events waiting in the channel for the batch writer.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
 }
 
 /// Batching settings.

@@ -83,3 +83,17 @@ async fn stopping_drains_what_is_queued() {
     writer.run(store.clone(), stop).await;
     assert_eq!(store.usage_count().await.unwrap(), 1234);
 }
+
+#[tokio::test]
+async fn depth_counts_the_events_waiting_for_the_writer() {
+    let (sink, _writer) = pipeline(WriterOptions {
+        capacity: 8,
+        batch_size: 50,
+        flush_interval: Duration::from_millis(20),
+    });
+    assert_eq!(sink.depth(), 0);
+    for _ in 0..3 {
+        sink.record(event(1, 200)).await;
+    }
+    assert_eq!(sink.depth(), 3);
+}

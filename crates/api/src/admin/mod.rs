@@ -4,12 +4,14 @@
 //! - `GET /admin/exchange-feeds`, `POST /admin/exchange-feeds/save`, `POST /admin/exchange-feeds/toggle`
 //! - `GET /admin/exchange-assets`, `POST /admin/exchange-assets/save`, `POST /admin/exchange-assets/toggle`
 //! - `GET /admin/feed-status`
+//! - `GET /admin/stress-stats`, `GET /admin/stress-reset`
 //!
 //! Changes are written to the store and applied to this node before the answer is sent.
 
 mod exchange_assets;
 mod exchange_feeds;
 mod feed_status;
+mod stress_stats;
 
 use axum::{
     Json, Router,
@@ -43,7 +45,7 @@ impl AdminKey {
 
     /// Constant-time: comparing fixed-length hashes with `subtle` leaks neither the key nor
     /// its length.
-    fn verify(&self, presented: &str) -> bool {
+    pub(crate) fn verify(&self, presented: &str) -> bool {
         hash_key(presented).ct_eq(&self.hash).into()
     }
 }
@@ -57,6 +59,8 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/exchange-assets/save", post(exchange_assets::save))
         .route("/exchange-assets/toggle", post(exchange_assets::toggle))
         .route("/feed-status", get(feed_status::feed_status))
+        .route("/stress-stats", get(stress_stats::stats))
+        .route("/stress-reset", get(stress_stats::reset))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -16,6 +16,6 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         "feeds": { "total": feeds.len(), "connected": up },
         "keys": state.keys.len(),
         "usage": state.usage.stats().snapshot(),
-        "udp": state.udp.snapshot(),
+        "udp": state.counters.udp.snapshot(),
     }))
 }

@@ -1,5 +1,6 @@
 //! The HTTP API, one file per endpoint. Keyed endpoints: `/price`, `/prices`. Public:
-//! `/exchanges`, `/assets`, `/health`. Every error is JSON from the one error table.
+//! `/exchanges`, `/assets`, `/health`. Every error is JSON from the one error table. Keyed
+//! price requests pass the in-flight governor first and are counted (`govern`).
 
 mod assets;
 mod exchanges;
@@ -12,8 +13,9 @@ use std::{sync::Arc, time::Instant};
 use axum::{
     Router,
     body::Body,
-    extract::FromRequestParts,
+    extract::{FromRequestParts, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
+    middleware::{self, Next},
     response::Response,
     routing::get,
 };
@@ -24,10 +26,13 @@ use crate::{AppState, keys::KeyEntry};
 
 /// The price listener's routes, with the admin API under `/admin`.
 pub fn price_router(state: AppState) -> Router {
-    Router::new()
-        .nest("/admin", crate::admin::router(state.clone()))
+    let priced = Router::new()
         .route("/price", get(price::price))
         .route("/prices", get(prices::prices))
+        .route_layer(middleware::from_fn_with_state(state.clone(), govern));
+    Router::new()
+        .nest("/admin", crate::admin::router(state.clone()))
+        .merge(priced)
         .route("/exchanges", get(exchanges::exchanges))
         .route("/assets", get(assets::assets))
         .route("/health", get(health::health))
@@ -41,6 +46,19 @@ pub fn health_router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// Counts a price request, admits it only while the node is under its in-flight limit (503
+/// `overloaded` otherwise, before any other work), and counts its status.
+async fn govern(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let counters = &state.counters;
+    counters.tcp_request();
+    let response = match counters.enter() {
+        Ok(_in_flight) => next.run(request).await,
+        Err(e) => error_response(&e),
+    };
+    counters.answered(response.status().as_u16());
+    response
 }
 
 async fn not_found() -> Response {
@@ -85,7 +103,10 @@ impl FromRequestParts<AppState> for Keyed {
         let started = Instant::now();
         match presented_key(&parts.headers).and_then(|k| state.keys.authenticate(k)) {
             Ok(key) => Ok(Self { key, started }),
-            Err(e) => Err(error_response(&e)),
+            Err(e) => {
+                state.counters.auth_failure();
+                Err(error_response(&e))
+            }
         }
     }
 }

@@ -7,7 +7,9 @@
 //!
 //! Engine: one socket per worker, all bound to the same port with SO_REUSEPORT so the kernel
 //! spreads datagrams over them, with large receive and send buffers. A datagram that is too
-//! large or not JSON at all is counted and dropped; any JSON request gets an answer.
+//! large or not JSON at all is counted and dropped; any JSON request gets an answer. Requests
+//! over the node's in-flight limit are answered `overloaded` at once. Everything is counted in
+//! the node's [`RuntimeCounters`](crate::counters::RuntimeCounters).
 
 mod request;
 
@@ -22,6 +24,7 @@ use std::{
 };
 
 use beast_core::{ApiError, Protocol};
+use crossbeam_utils::CachePadded;
 use futures_util::FutureExt;
 use serde::Serialize;
 use socket2::{Domain, Socket, Type};
@@ -30,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     AppState,
+    counters::RuntimeCounters,
     http::{price::metered_price, prices},
 };
 use request::{Parsed, parse};
@@ -49,11 +53,12 @@ pub struct UdpOptions {
     pub send_buffer_bytes: usize,
 }
 
-/// Packet counters of a UDP listener.
+/// Packet counters of a UDP listener. Every worker bumps `received` and `sent` for every
+/// datagram, so each has a cache line of its own.
 #[derive(Debug, Default)]
 pub struct UdpStats {
-    pub received: AtomicU64,
-    pub sent: AtomicU64,
+    pub received: CachePadded<AtomicU64>,
+    pub sent: CachePadded<AtomicU64>,
     pub dropped_oversized: AtomicU64,
     pub dropped_garbage: AtomicU64,
     pub send_errors: AtomicU64,
@@ -99,29 +104,25 @@ pub fn bind(addr: SocketAddr, options: UdpOptions) -> io::Result<Vec<std::net::U
     Ok(sockets)
 }
 
-/// Serves datagrams on every socket until `cancel` fires.
+/// Serves datagrams on every socket until `cancel` fires, counting in `state.counters`.
 pub async fn serve(
     state: AppState,
     sockets: Vec<std::net::UdpSocket>,
-    stats: Arc<UdpStats>,
     cancel: CancellationToken,
 ) -> io::Result<()> {
     let mut workers = tokio::task::JoinSet::new();
     for socket in sockets {
         let socket = UdpSocket::from_std(socket)?;
-        workers.spawn(worker(state.clone(), socket, stats.clone(), cancel.clone()));
+        workers.spawn(worker(state.clone(), socket, cancel.clone()));
     }
     while workers.join_next().await.is_some() {}
     Ok(())
 }
 
-async fn worker(
-    state: AppState,
-    socket: UdpSocket,
-    stats: Arc<UdpStats>,
-    cancel: CancellationToken,
-) {
+async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
     let socket = Arc::new(socket);
+    let counters = state.counters.clone();
+    let stats = &counters.udp;
     // One byte more than the limit tells an oversized datagram from one that fits exactly.
     let mut buf = vec![0u8; MAX_REQUEST + 1];
     loop {
@@ -146,18 +147,26 @@ async fn worker(
                 continue;
             }
             Parsed::Invalid { id, error } => {
-                send(&socket, &stats, with_id(id.as_deref(), Err(&error)), peer).await;
+                counters.udp_request();
+                if error == ApiError::MissingKey {
+                    counters.auth_failure();
+                }
+                counters.answered(error.status());
+                send(&socket, stats, with_id(id.as_deref(), Err(&error)), peer).await;
                 continue;
             }
-            Parsed::Request(request) => Box::pin(answer(state.clone(), request.into_owned())),
+            Parsed::Request(request) => {
+                counters.udp_request();
+                Box::pin(answer(state.clone(), request.into_owned()))
+            }
         };
         // Memory answers complete at once. One that must wait (an on-demand REST fetch, a full
         // usage channel) finishes in its own task, so this socket keeps receiving.
         match (&mut reply).now_or_never() {
-            Some(bytes) => send(&socket, &stats, bytes, peer).await,
+            Some(bytes) => send(&socket, stats, bytes, peer).await,
             None => {
-                let (socket, stats) = (socket.clone(), stats.clone());
-                tokio::spawn(async move { send(&socket, &stats, reply.await, peer).await });
+                let (socket, counters) = (socket.clone(), counters.clone());
+                tokio::spawn(async move { send(&socket, &counters.udp, reply.await, peer).await });
             }
         }
     }
@@ -173,42 +182,56 @@ async fn send(socket: &UdpSocket, stats: &UdpStats, reply: Vec<u8>, peer: Socket
     };
 }
 
-/// Authenticates and answers one well-formed request.
+/// Answers one well-formed request, counting its status: admitted by the governor (it counts
+/// as in flight until answered), then authenticated and metered.
 async fn answer(state: AppState, request: request::Request<'static>) -> Vec<u8> {
+    let counters: &RuntimeCounters = &state.counters;
+    let (status, reply) = match counters.enter() {
+        Ok(_in_flight) => respond(&state, &request).await,
+        Err(e) => (e.status(), with_id(request.id.as_deref(), Err(&e))),
+    };
+    counters.answered(status);
+    reply
+}
+
+/// The status and reply datagram for an admitted request.
+async fn respond(state: &AppState, request: &request::Request<'static>) -> (u16, Vec<u8>) {
     let started = Instant::now();
     let id = request.id.as_deref();
     let key = match state.keys.authenticate(&request.key) {
         Ok(key) => key,
-        Err(e) => return with_id(id, Err(&e)),
+        Err(e) => {
+            state.counters.auth_failure();
+            return (e.status(), with_id(id, Err(&e)));
+        }
     };
     let body = match &request.assets {
         Some(names) => {
             let assets = prices::asset_list(names.iter().map(|n| n.as_ref()), MAX_BATCH);
-            prices::metered_prices(&state, &key, assets, Protocol::Udp, started)
+            prices::metered_prices(state, &key, assets, Protocol::Udp, started)
                 .await
-                .map(|(_, body)| body)
+                .map(|(status, body)| (status.as_u16(), body))
         }
-        None => {
-            metered_price(
-                &state,
-                &key,
-                request.asset.as_deref(),
-                request.source.as_deref(),
-                Protocol::Udp,
-                started,
-            )
-            .await
-        }
+        None => metered_price(
+            state,
+            &key,
+            request.asset.as_deref(),
+            request.source.as_deref(),
+            Protocol::Udp,
+            started,
+        )
+        .await
+        .map(|body| (200, body)),
     };
     match body {
-        Ok(body) => with_id(id, Ok(body)),
-        Err(e) => with_id(id, Err(&e)),
+        Ok((status, body)) => (status, with_id(id, Ok(body))),
+        Err(e) => (e.status(), with_id(id, Err(&e))),
     }
 }
 
 /// A reply body with the request id first: `{"id":"x",...}`. A body without an id is
 /// returned as it is, not copied.
-fn with_id(id: Option<&str>, body: Result<Vec<u8>, &ApiError>) -> Vec<u8> {
+pub(crate) fn with_id(id: Option<&str>, body: Result<Vec<u8>, &ApiError>) -> Vec<u8> {
     let mut body = match body {
         Ok(body) => body,
         Err(e) => e.to_json().to_string().into_bytes(),

@@ -1,10 +1,13 @@
 //! One module per subcommand.
 
 mod exchanges;
+mod generate;
 mod keys;
+mod report;
 mod serve;
 mod simulate;
 mod stress;
+mod sync;
 
 use crate::cli::{Cli, Command};
 
@@ -21,6 +24,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Exchanges(cmd) => exchanges::run(&cli.config, cmd).await,
             Command::Stress(args) => stress::run(&args).await,
             Command::BenchBaseline(args) => stress::run_baseline(&args).await,
+            Command::Report(cmd) => report::run(&cli.config, cmd).await,
+            Command::Sync(args) => sync::run(&cli.config, &args).await,
+            Command::GenerateUsage(args) => generate::run(&cli.config, &args).await,
         }
     })
 }

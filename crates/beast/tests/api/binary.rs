@@ -210,7 +210,7 @@ async fn roles_and_addresses_come_from_file_environment_and_flags_in_that_order(
     std::fs::write(
         dir.path().join("beast.toml"),
         format!(
-            "data_dir = {:?}\nnode_id = \"from-file\"\nreport_http = \"127.0.0.1:0\"\nreport_health = \"127.0.0.1:0\"\n",
+            "data_dir = {:?}\nnode_id = \"from-file\"\nreport_http = \"127.0.0.1:0\"\nreport_health = \"127.0.0.1:0\"\nreport_udp = \"127.0.0.1:0\"\n",
             data.to_str().unwrap()
         ),
     )
@@ -235,7 +235,7 @@ async fn roles_and_addresses_come_from_file_environment_and_flags_in_that_order(
         dir.path(),
         &["serve"],
         &[("SERVER_TYPE", "REPORT_SERVER")],
-        2,
+        3,
     );
     assert_eq!(
         node.listeners
@@ -259,7 +259,7 @@ async fn roles_and_addresses_come_from_file_environment_and_flags_in_that_order(
             ("SERVER_TYPE", "REPORT_SERVER"),
             ("BEAST_NODE_ID", "from-env"),
         ],
-        2,
+        3,
     );
     assert_eq!(
         health(node.listeners["report-http"]).await["node"],
@@ -270,7 +270,7 @@ async fn roles_and_addresses_come_from_file_environment_and_flags_in_that_order(
         dir.path(),
         &["serve", "--node-id", "from-flag", "--roles", "report"],
         &[("BEAST_NODE_ID", "from-env"), ("SERVER_TYPE", "APP_SERVER")],
-        2,
+        3,
     );
     assert_eq!(
         health(node.listeners["report-http"]).await["node"],

@@ -17,6 +17,9 @@ pub struct TestApp {
     pub price: SocketAddr,
     pub health: SocketAddr,
     pub udp: SocketAddr,
+    /// The report listener (HTTP) and its UDP listener.
+    pub report: SocketAddr,
+    pub report_udp: SocketAddr,
     /// The in-process exchange simulator (faults are injected here).
     pub simulator: SocketAddr,
     pub admin_key: String,
@@ -84,6 +87,7 @@ where
         price_udp: local,
         report_http: local,
         report_health: local,
+        report_udp: local,
         webhook_health: local,
         node_id: "test-node".into(),
         simulate: true,
@@ -94,6 +98,8 @@ where
     let health = app.address("price-health").unwrap();
     let simulator = app.address("simulator").unwrap();
     let udp = app.address("price-udp").unwrap();
+    let report = app.address("report-http").unwrap();
+    let report_udp = app.address("report-udp").unwrap();
     let admin_key = std::fs::read_to_string(data_dir.path().join("admin.key"))
         .unwrap()
         .trim()
@@ -104,6 +110,8 @@ where
         price,
         health,
         udp,
+        report,
+        report_udp,
         simulator,
         admin_key,
         data_dir,

@@ -9,4 +9,6 @@ mod helpers;
 mod keys;
 mod metering;
 mod prices;
+mod reports;
+mod stress_stats;
 mod udp;

@@ -8,7 +8,8 @@ use tokio::net::UdpSocket;
 
 use crate::helpers::{TestApp, spawn_app, usage_rows};
 
-async fn ask(app: &TestApp, socket: &UdpSocket, request: &[u8]) -> Option<Value> {
+/// Sends one datagram and waits up to 500 ms for the reply.
+pub async fn ask(app: &TestApp, socket: &UdpSocket, request: &[u8]) -> Option<Value> {
     socket.send_to(request, app.udp).await.unwrap();
     let mut buf = vec![0u8; 65_536];
     let (len, _) = tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf))

@@ -1,0 +1,205 @@
+//! The report listener (role `report`): `GET /reports/usage` and `GET /reports/summary` over
+//! HTTP, and the same reports as JSON datagrams over UDP (`udp`). A key sees only its own
+//! usage; the admin key sees all and may filter by `key_id`. Keys whose tier has no reports
+//! get 403; each answered report takes one from the key's monthly allowance (429 with the
+//! reset time once used up). Every authenticated report request is logged in
+//! `report_usage_logs`, whatever its outcome.
+
+mod summary;
+pub mod udp;
+mod usage;
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{Router, http::HeaderMap, routing::get};
+use beast_core::{ApiError, month_of, next_month_start_ms, now_ms};
+use beast_reports::{ReportParams, ReportRequest};
+use beast_store::{Allowance, ReportLogEntry};
+
+use crate::{AppState, http::presented_key, keys::KeyEntry};
+
+/// The report listener's routes (with `/health`).
+pub fn report_router(state: AppState) -> Router {
+    Router::new()
+        .route("/reports/usage", get(usage::usage))
+        .route("/reports/summary", get(summary::summary))
+        .with_state(state.clone())
+        .merge(crate::http::health_router(state))
+}
+
+/// Who asks for a report.
+pub(crate) enum Caller {
+    Admin,
+    Key(Arc<KeyEntry>),
+}
+
+/// The two reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Report {
+    Usage,
+    Summary,
+}
+
+impl Report {
+    fn as_str(self) -> &'static str {
+        match self {
+            Report::Usage => "usage",
+            Report::Summary => "summary",
+        }
+    }
+}
+
+/// Longest query text kept in `report_usage_logs`.
+const MAX_LOGGED_QUERY: usize = 512;
+
+/// One report request from admission to its log row.
+pub(crate) struct Ticket {
+    key_id: Option<i64>,
+    report: Report,
+    protocol: &'static str,
+    format: String,
+    query: String,
+    started: Instant,
+    /// The month a report was taken from the key's allowance in, to give it back if the
+    /// report is not answered.
+    taken: Option<String>,
+}
+
+impl Ticket {
+    pub(crate) fn new(
+        caller: &Caller,
+        report: Report,
+        protocol: &'static str,
+        query: &str,
+    ) -> Self {
+        Self {
+            key_id: match caller {
+                Caller::Admin => None,
+                Caller::Key(k) => Some(k.id),
+            },
+            report,
+            protocol,
+            format: "json".into(),
+            query: query.chars().take(MAX_LOGGED_QUERY).collect(),
+            started: Instant::now(),
+            taken: None,
+        }
+    }
+}
+
+impl AppState {
+    /// The caller a request's key names: the admin key, or an active API key.
+    pub(crate) fn report_caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        match presented_key(headers) {
+            Ok(key) => self.caller_of(key),
+            Err(e) => {
+                self.counters.report_request();
+                Err(e)
+            }
+        }
+    }
+
+    /// The caller a key names; every report request passes here once, and is counted.
+    pub(crate) fn caller_of(&self, key: &str) -> Result<Caller, ApiError> {
+        self.counters.report_request();
+        if self.admin.verify(key) {
+            return Ok(Caller::Admin);
+        }
+        self.keys.authenticate(key).map(Caller::Key)
+    }
+
+    /// Admits a report request given as a query string (see [`AppState::admit_report`]).
+    pub(crate) async fn admit_query(
+        &self,
+        caller: &Caller,
+        query: &str,
+        ticket: &mut Ticket,
+    ) -> Result<ReportRequest, ApiError> {
+        let params: ReportParams = crate::http::parse_query(Some(query))?;
+        self.admit_report(caller, &params, ticket).await
+    }
+
+    /// Admits a report request: the tier includes reports, the parameters are valid, the
+    /// caller may see what it asks for (a key only its own usage), and the key's monthly
+    /// allowance has room (one is taken).
+    pub(crate) async fn admit_report(
+        &self,
+        caller: &Caller,
+        params: &ReportParams,
+        ticket: &mut Ticket,
+    ) -> Result<ReportRequest, ApiError> {
+        if let Caller::Key(k) = caller
+            && !k.tier.reports_enabled
+        {
+            return Err(ApiError::ReportsNotIncluded);
+        }
+        let mut request = params.check(self.reports.page_size_max)?;
+        ticket.format = request.format.as_str().to_owned();
+        if let Caller::Key(k) = caller {
+            match request.filter.key_id {
+                Some(id) if id != k.id => {
+                    return Err(ApiError::InvalidField {
+                        field: "key_id".into(),
+                        message: "a key sees only its own usage; key_id needs the admin key".into(),
+                    });
+                }
+                _ => request.filter.key_id = Some(k.id),
+            }
+        }
+        if let Some(wanted) = &request.filter.source
+            && let Some(tag) = self.catalog.load().source_tag(wanted)
+        {
+            request.filter.source = Some(tag.to_owned());
+        }
+        if let Caller::Key(k) = caller
+            && !k.tier.unlimited
+        {
+            let now = now_ms();
+            let month = month_of(now);
+            let allowance = k.tier.monthly_report_allowance;
+            match self.store.take_report(k.id, &month, allowance).await {
+                Ok(Allowance::Taken(_)) => ticket.taken = Some(month),
+                Ok(Allowance::UsedUp) => {
+                    let resets_at_ms = next_month_start_ms(now);
+                    return Err(ApiError::ReportAllowanceUsed {
+                        allowance,
+                        retry_after_s: ((resets_at_ms - now).max(1000) as u64).div_ceil(1000),
+                        resets_at_ms,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "report allowance check failed");
+                    return Err(ApiError::Internal(
+                        "the report allowance is unavailable".into(),
+                    ));
+                }
+            }
+        }
+        Ok(request)
+    }
+
+    /// Logs a finished report request; one that was not answered gives its allowance back.
+    pub(crate) async fn finish_report(&self, ticket: Ticket, status: u16, rows: u64) {
+        if status != 200
+            && let (Some(key_id), Some(month)) = (ticket.key_id, &ticket.taken)
+            && let Err(e) = self.store.give_back_report(key_id, month).await
+        {
+            tracing::warn!(error = %e, key_id, "giving back a report allowance failed");
+        }
+        let entry = ReportLogEntry {
+            ts_ms: now_ms(),
+            key_id: ticket.key_id,
+            report: ticket.report.as_str().to_owned(),
+            format: ticket.format,
+            protocol: ticket.protocol.to_owned(),
+            node: self.node.to_string(),
+            status,
+            latency_us: ticket.started.elapsed().as_micros().min(u32::MAX as u128) as u32,
+            rows: rows.min(i64::MAX as u64) as i64,
+            query: ticket.query,
+        };
+        if let Err(e) = self.store.log_report(&entry).await {
+            tracing::error!(error = %e, "logging a report request failed");
+        }
+    }
+}

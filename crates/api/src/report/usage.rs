@@ -1,0 +1,97 @@
+//! `GET /reports/usage`: usage rows, newest first, in json, csv, tsv or text. A page carries
+//! the cursor of the next one (`next_cursor` in JSON, `X-Next-Cursor` in every format);
+//! `page_size=all` streams every matching row instead.
+
+use std::io;
+
+use axum::{
+    body::Body,
+    extract::{RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::Response,
+};
+use beast_core::ApiError;
+use beast_reports::{Format, PageSize, query::format_cursor, usage};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{Report, Ticket};
+use crate::{AppState, http::error_response};
+
+/// Chunks of an export waiting for a slow reader.
+const EXPORT_CHUNKS_IN_FLIGHT: usize = 8;
+
+/// A report body with its content type, and the next page's cursor if there is one.
+pub(crate) fn body_response(
+    format: Format,
+    body: impl Into<Body>,
+    next: Option<String>,
+) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Some(cursor) = next.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert("x-next-cursor", cursor);
+    }
+    response
+}
+
+pub async fn usage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let caller = match state.report_caller(&headers) {
+        Ok(c) => c,
+        Err(e) => return error_response(&e),
+    };
+    let query = query.unwrap_or_default();
+    let mut ticket = Ticket::new(&caller, Report::Usage, "http", &query);
+    let request = match state.admit_query(&caller, &query, &mut ticket).await {
+        Ok(r) => r,
+        Err(e) => {
+            state.finish_report(ticket, e.status(), 0).await;
+            return error_response(&e);
+        }
+    };
+    match request.page_size {
+        PageSize::Rows(size) => match usage::page(&*state.store, &request, size).await {
+            Ok(page) => {
+                state.finish_report(ticket, 200, page.rows).await;
+                body_response(
+                    request.format,
+                    page.body,
+                    page.next_cursor.map(format_cursor),
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "usage report failed");
+                let e = ApiError::Internal("the usage rows could not be read".into());
+                state.finish_report(ticket, e.status(), 0).await;
+                error_response(&e)
+            }
+        },
+        PageSize::All => {
+            let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
+            let format = request.format;
+            tokio::spawn(async move {
+                let (status, rows) = match usage::export(&*state.store, &request, tx).await {
+                    Ok(done) => (if done.complete { 200 } else { 499 }, done.rows),
+                    Err(e) => {
+                        tracing::error!(error = %e, "usage export failed midway");
+                        (500, 0)
+                    }
+                };
+                state.finish_report(ticket, status, rows).await;
+            });
+            let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|chunk| (chunk, rx))
+            });
+            body_response(format, Body::from_stream(chunks), None)
+        }
+    }
+}

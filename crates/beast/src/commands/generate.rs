@@ -1,0 +1,127 @@
+//! `beast generate-usage` (hidden): fills the store with realistic usage for the report
+//! benchmark. Keys are created (tier `pro`) and printed as `id<TAB>key`; the first key gets a
+//! tenth of the rows, the rest share the remainder. Rows are spread evenly over the last
+//! `--days` days, in time order, with a skewed asset mix, three nodes, mostly successes
+//! answered from memory, and log-normal-ish latencies.
+
+use std::sync::Arc;
+
+use beast_core::{CacheTier, DAY_MS, Protocol, UsageEvent, now_ms};
+use beast_store::{Store, keys};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+use crate::{cli::GenerateUsageArgs, config::ConfigArgs};
+
+const BATCH: usize = 20_000;
+const ASSETS: &[(&str, &str)] = &[
+    (
+        "BTC",
+        "coinbase-ws,cryptocom-ws,gateio-ws,gemini-ws,kraken-ws,okx-ws",
+    ),
+    (
+        "ETH",
+        "coinbase-ws,cryptocom-ws,gateio-ws,gemini-ws,kraken-ws,okx-ws",
+    ),
+    ("SOL", "coinbase-ws,kraken-ws,okx-ws"),
+    ("XRP", "coinbase-ws,kraken-ws"),
+    ("DOGE", "coinbase-ws,gateio-ws,okx-ws"),
+    ("ADA", "kraken-ws,okx-ws"),
+    ("AVAX", "coinbase-ws"),
+    ("LINK", "coinbase-ws,kraken-ws"),
+    ("DOT", "kraken-ws"),
+    ("LTC", "gemini-ws,kraken-ws"),
+];
+const NODES: &[&str] = &["node-a", "node-b", "node-c"];
+
+pub async fn run(config: &ConfigArgs, args: &GenerateUsageArgs) -> anyhow::Result<()> {
+    super::with_store(config, async |store| generate(store, args).await).await
+}
+
+async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result<()> {
+    let mut key_ids = Vec::new();
+    for i in 0..args.keys.max(1) {
+        let key = keys::generate_key();
+        let record = store
+            .create_api_key(
+                &keys::hash_key_hex(&key),
+                &keys::display_prefix(&key),
+                &format!("generated-{i}"),
+                "pro",
+            )
+            .await?;
+        println!("{}\t{key}", record.id);
+        key_ids.push(record.id);
+    }
+    let mut rng = SmallRng::seed_from_u64(args.seed);
+    let end = now_ms();
+    let start = end - (args.days.max(1) as i64) * DAY_MS;
+    let step = (end - start) as f64 / args.rows.max(1) as f64;
+    let assets: Vec<(Arc<str>, Arc<str>)> = ASSETS
+        .iter()
+        .map(|(a, s)| (Arc::from(*a), Arc::from(*s)))
+        .collect();
+    let nodes: Vec<Arc<str>> = NODES.iter().map(|n| Arc::from(*n)).collect();
+    let empty: Arc<str> = Arc::from("");
+    let bar = ProgressBar::new(args.rows).with_style(
+        ProgressStyle::with_template("generating [{bar:30}] {pos}/{len} rows ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut batch = Vec::with_capacity(BATCH);
+    for i in 0..args.rows {
+        let key_id = if i % 10 == 0 || key_ids.len() == 1 {
+            key_ids[0]
+        } else {
+            key_ids[1 + rng.random_range(0..key_ids.len() - 1)]
+        };
+        // Skewed towards the first assets.
+        let a = (rng.random::<f64>().powi(2) * assets.len() as f64) as usize;
+        let (asset, sources) = &assets[a.min(assets.len() - 1)];
+        let roll = rng.random_range(0..1000);
+        let (status, tier) = match roll {
+            0..30 => (429, CacheTier::None),
+            30..40 => (404, CacheTier::None),
+            40..50 => (503, CacheTier::None),
+            50..70 => (200, CacheTier::Rest),
+            _ => (200, CacheTier::Memory),
+        };
+        let protocol = match rng.random_range(0..100) {
+            0..60 => Protocol::Http,
+            60..98 => Protocol::Udp,
+            _ => Protocol::Ws,
+        };
+        // Around 200 µs, with a long tail.
+        let latency = (40.0 * (1.0 + rng.random::<f64>() * 3.0).powi(3)) as u32
+            + if tier == CacheTier::Rest { 30_000 } else { 0 };
+        batch.push(UsageEvent {
+            ts_ms: start + (i as f64 * step) as i64,
+            key_id,
+            asset: asset.clone(),
+            source: if status == 200 {
+                sources.clone()
+            } else {
+                empty.clone()
+            },
+            protocol,
+            node: nodes[rng.random_range(0..nodes.len())].clone(),
+            status,
+            latency_us: latency,
+            cache_tier: tier,
+        });
+        if batch.len() == BATCH {
+            store.insert_usage(&batch).await?;
+            bar.inc(batch.len() as u64);
+            batch.clear();
+        }
+    }
+    store.insert_usage(&batch).await?;
+    bar.finish_and_clear();
+    eprintln!(
+        "wrote {} usage rows over {} days for {} keys (key {} has a tenth)",
+        args.rows,
+        args.days,
+        key_ids.len(),
+        key_ids[0]
+    );
+    Ok(())
+}

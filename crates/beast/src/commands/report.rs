@@ -1,0 +1,105 @@
+//! `beast report usage|summary`: the same reports as the report listener, in the same
+//! formats. With `--url` it asks a running node (with `--api-key`/`BEAST_API_KEY`, so the
+//! key's scope, allowance and logging apply); without it, it reads the store directly with
+//! the admin's view. The body goes to stdout; a usage page's next cursor goes to stderr.
+
+use anyhow::{Context, bail};
+use beast_reports::{PageSize, ReportParams, query::format_cursor, summarize, usage};
+use beast_store::Store;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::{
+    app::Params,
+    cli::{ReportArgs, ReportCommand},
+    config::ConfigArgs,
+};
+
+pub async fn run(config: &ConfigArgs, command: ReportCommand) -> anyhow::Result<()> {
+    let (name, args) = match command {
+        ReportCommand::Usage(a) => ("usage", a),
+        ReportCommand::Summary(a) => ("summary", a),
+    };
+    match &args.url {
+        Some(url) => remote(url, name, &args).await,
+        None => super::with_store(config, async |store| local(store, name, &args).await).await,
+    }
+}
+
+async fn stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = tokio::io::stdout();
+    out.write_all(bytes).await.context("writing to stdout")?;
+    out.flush().await.context("writing to stdout")
+}
+
+/// Asks a node's report listener and streams its answer to stdout.
+async fn remote(url: &str, report: &str, args: &ReportArgs) -> anyhow::Result<()> {
+    let Some(key) = &args.api_key else {
+        bail!("--url needs a key: --api-key or BEAST_API_KEY (an API key or the admin key)");
+    };
+    let query = serde_urlencoded::to_string(args).context("encoding the filters")?;
+    let endpoint = format!("{}/reports/{report}?{query}", url.trim_end_matches('/'));
+    let mut response = reqwest::Client::new()
+        .get(&endpoint)
+        .bearer_auth(&key.0)
+        .send()
+        .await
+        .with_context(|| format!("asking {endpoint}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        bail!("the node answered {status}: {body}");
+    }
+    if let Some(cursor) = response
+        .headers()
+        .get("x-next-cursor")
+        .and_then(|c| c.to_str().ok())
+    {
+        eprintln!("next cursor: {cursor}");
+    }
+    while let Some(chunk) = response.chunk().await.context("reading the answer")? {
+        stdout(&chunk).await?;
+    }
+    Ok(())
+}
+
+/// Reads the report from the store directly (every key's usage unless `--key-id`).
+async fn local(store: &dyn Store, report: &str, args: &ReportArgs) -> anyhow::Result<()> {
+    let options = Params::from_rows(&store.parameters().await?).reports;
+    let params: ReportParams = serde_urlencoded::from_str(
+        &serde_urlencoded::to_string(args).context("encoding the filters")?,
+    )
+    .context("reading the filters")?;
+    let request = params.check(options.page_size_max)?;
+    if report == "summary" {
+        let summary = summarize(store, &request.filter).await?;
+        return stdout(&summary.render(request.format)).await;
+    }
+    match request.page_size {
+        PageSize::Rows(size) => {
+            let page = usage::page(store, &request, size).await?;
+            stdout(&page.body).await?;
+            if let Some(next) = page.next_cursor {
+                eprintln!("next cursor: {}", format_cursor(next));
+            }
+        }
+        PageSize::All => {
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            let print = async {
+                let mut chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|c| (c, rx))
+                })
+                .boxed();
+                while let Some(chunk) = chunks.next().await {
+                    let chunk: bytes::Bytes = chunk?;
+                    stdout(&chunk).await?;
+                }
+                anyhow::Ok(())
+            };
+            let (exported, printed) = tokio::join!(usage::export(store, &request, tx), print);
+            exported?;
+            printed?;
+        }
+    }
+    Ok(())
+}

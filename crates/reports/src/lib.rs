@@ -1,0 +1,31 @@
+//! Usage reports (the seeds' LRS): `query` checks what a request asks for, `usage` reads raw
+//! rows (a page with a cursor, or a streamed export), `summary` totals them with breakdowns
+//! and latency percentiles, `table` renders JSON, CSV, TSV and text, `sketch` keeps latency
+//! distributions mergeable, and `rollup` keeps daily rollups and prunes old raw rows.
+
+pub mod query;
+pub mod rollup;
+pub mod sketch;
+pub mod summary;
+pub mod table;
+pub mod usage;
+
+use std::time::Duration;
+
+pub use query::{Format, PageSize, ReportParams, ReportRequest};
+pub use summary::{Summary, summarize};
+
+/// Report settings, from `application_parameters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// Largest `page_size` a request may ask for.
+    pub page_size_max: u64,
+    /// Largest report answer sent as one UDP datagram.
+    pub udp_max_bytes: usize,
+    /// Raw usage kept this many days by `beast sync`.
+    pub retention_days: u64,
+    /// A day is rolled up this long after it ended.
+    pub rollup_delay_ms: i64,
+    /// How often the server looks for days to roll up.
+    pub rollup_every: Duration,
+}

@@ -1,0 +1,360 @@
+//! What a report request asks for: the parameters as they arrive (an HTTP query string or a
+//! UDP JSON datagram), checked into a [`ReportRequest`] with a clear error naming the bad field.
+
+use beast_core::{ApiError, normalize_asset, now_ms, parse_instant_ms};
+use beast_store::{Cursor, UsageFilter};
+use serde::{Deserialize, Serialize};
+
+/// Rows per page when the request does not say.
+pub const DEFAULT_PAGE_SIZE: u64 = 100;
+const MAX_NAME_LEN: usize = 64;
+
+/// A parameter that may come as a JSON number or as text.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Int(i64),
+    Text(String),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// Report parameters, all optional, as documented in the README (`/reports/usage`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ReportParams {
+    /// Start, inclusive: RFC 3339 or unix ms. Default: everything retained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Scalar>,
+    /// End, exclusive: RFC 3339 or unix ms. Default: now and later.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset: Option<String>,
+    /// An exchange name (`coinbase`) or source tag (`coinbase-ws`) among the row's sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `http`, `udp` or `ws`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// HTTP status of the answer (`200`, `429`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Admin only: one key's usage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<Scalar>,
+    /// `json` (default), `csv`, `tsv` or `text`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Rows per page (1 to the node's maximum), or `all` to stream every matching row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<Scalar>,
+    /// `next_cursor` of the previous page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Output format of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+    Tsv,
+    Text,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Tsv => "tsv",
+            Format::Text => "text",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Csv => "text/csv; charset=utf-8; header=present",
+            Format::Tsv => "text/tab-separated-values; charset=utf-8",
+            Format::Text => "text/plain; charset=utf-8",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Format::Json, Format::Csv, Format::Tsv, Format::Text]
+            .into_iter()
+            .find(|f| f.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+/// How many usage rows to return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageSize {
+    Rows(u64),
+    /// Every matching row, streamed (an export).
+    All,
+}
+
+/// A checked report request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRequest {
+    /// `key_id` is what the caller asked for; the API narrows it to the caller's own key.
+    pub filter: UsageFilter,
+    pub format: Format,
+    pub page_size: PageSize,
+    pub cursor: Option<Cursor>,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidField {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+/// `<ts_ms>.<id>`: where a page ended.
+pub fn format_cursor(c: Cursor) -> String {
+    format!("{}.{}", c.ts_ms, c.id)
+}
+
+fn parse_cursor(text: &str) -> Option<Cursor> {
+    let (ts, id) = text.trim().split_once('.')?;
+    Some(Cursor {
+        ts_ms: ts.parse().ok()?,
+        id: id.parse().ok()?,
+    })
+}
+
+/// A name-like parameter (node, source): trimmed, non-empty, at most 64 characters, no
+/// control characters.
+fn name(field: &str, value: &Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(v) = value else { return Ok(None) };
+    let v = v.trim();
+    if v.is_empty() || v.chars().count() > MAX_NAME_LEN || v.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!("expected 1 to {MAX_NAME_LEN} printable characters"),
+        ));
+    }
+    Ok(Some(v.to_owned()))
+}
+
+impl ReportParams {
+    /// Checks every parameter; `page_size_max` caps `page_size`.
+    pub fn check(&self, page_size_max: u64) -> Result<ReportRequest, ApiError> {
+        let instant = |field: &str, v: &Option<Scalar>, default: i64| match v {
+            None => Ok(default),
+            Some(s) => parse_instant_ms(&s.text()).ok_or_else(|| {
+                invalid(
+                    field,
+                    format!(
+                        "expected RFC 3339 (2026-11-21T10:00:00Z) or unix milliseconds, got {:?}",
+                        short(&s.text())
+                    ),
+                )
+            }),
+        };
+        let from_ms = instant("from", &self.from, 0)?;
+        let to_ms = instant("to", &self.to, i64::MAX)?;
+        if to_ms <= from_ms {
+            return Err(invalid("to", "must be later than from"));
+        }
+        let asset = match &self.asset {
+            None => None,
+            Some(a) => Some(normalize_asset(a).ok_or_else(|| {
+                invalid(
+                    "asset",
+                    format!("expected letters or digits, got {:?}", short(a)),
+                )
+            })?),
+        };
+        let protocol = match self.protocol.as_deref().map(str::trim) {
+            None => None,
+            Some(p @ ("http" | "udp" | "ws")) => Some(p.to_owned()),
+            Some(p) => {
+                return Err(invalid(
+                    "protocol",
+                    format!("expected http, udp or ws, got {:?}", short(p)),
+                ));
+            }
+        };
+        let status = match &self.status {
+            None => None,
+            Some(s) => Some(
+                s.text()
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|s| (100..=599).contains(s))
+                    .ok_or_else(|| invalid("status", "expected an HTTP status, 100 to 599"))?,
+            ),
+        };
+        let key_id = match &self.key_id {
+            None => None,
+            Some(k) => Some(
+                k.text()
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| invalid("key_id", "expected a key id (a number)"))?,
+            ),
+        };
+        let format = match &self.format {
+            None => Format::Json,
+            Some(f) => Format::parse(f).ok_or_else(|| {
+                invalid(
+                    "format",
+                    format!("expected json, csv, tsv or text, got {:?}", short(f)),
+                )
+            })?,
+        };
+        let page_size = match &self.page_size {
+            None => PageSize::Rows(DEFAULT_PAGE_SIZE.min(page_size_max)),
+            Some(s) if s.text().trim().eq_ignore_ascii_case("all") => PageSize::All,
+            Some(s) => PageSize::Rows(
+                s.text()
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=page_size_max).contains(n))
+                    .ok_or_else(|| {
+                        invalid(
+                            "page_size",
+                            format!("expected 1 to {page_size_max}, or all"),
+                        )
+                    })?,
+            ),
+        };
+        let cursor = match &self.cursor {
+            None => None,
+            Some(c) => Some(parse_cursor(c).ok_or_else(|| {
+                invalid(
+                    "cursor",
+                    "not a cursor: pass next_cursor of the previous page",
+                )
+            })?),
+        };
+        Ok(ReportRequest {
+            filter: UsageFilter {
+                from_ms,
+                to_ms,
+                key_id,
+                asset,
+                source: name("source", &self.source)?,
+                protocol,
+                status,
+                node: name("node", &self.node)?,
+            },
+            format,
+            page_size,
+            cursor,
+        })
+    }
+}
+
+/// The end of time a summary is planned against: open ranges end a day after now.
+pub(crate) fn bounded_to(filter: &UsageFilter) -> i64 {
+    filter
+        .to_ms
+        .min(now_ms().saturating_add(beast_core::DAY_MS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(query: &str) -> ReportParams {
+        serde_urlencoded::from_str(query).unwrap()
+    }
+
+    #[test]
+    fn a_full_query_is_checked_into_a_filter() {
+        let r = params(
+            "from=2025-11-21T00:00:00Z&to=1763769600000&asset=btc&source=coinbase-ws&protocol=udp\
+             &status=429&node=n1&key_id=7&format=CSV&page_size=50&cursor=1763700000000.42",
+        )
+        .check(1000)
+        .unwrap();
+        assert_eq!(
+            r.filter,
+            UsageFilter {
+                from_ms: 1_763_683_200_000,
+                to_ms: 1_763_769_600_000,
+                key_id: Some(7),
+                asset: Some("BTC".into()),
+                source: Some("coinbase-ws".into()),
+                protocol: Some("udp".into()),
+                status: Some(429),
+                node: Some("n1".into()),
+            }
+        );
+        assert_eq!(r.format, Format::Csv);
+        assert_eq!(r.page_size, PageSize::Rows(50));
+        assert_eq!(
+            r.cursor,
+            Some(Cursor {
+                ts_ms: 1_763_700_000_000,
+                id: 42
+            })
+        );
+    }
+
+    #[test]
+    fn defaults_cover_everything_as_json_pages() {
+        let r = params("").check(1000).unwrap();
+        assert_eq!((r.filter.from_ms, r.filter.to_ms), (0, i64::MAX));
+        assert_eq!(r.format, Format::Json);
+        assert_eq!(r.page_size, PageSize::Rows(DEFAULT_PAGE_SIZE));
+        assert_eq!(
+            params("page_size=all").check(10).unwrap().page_size,
+            PageSize::All
+        );
+    }
+
+    #[test]
+    fn each_bad_parameter_is_named() {
+        for (query, field) in [
+            ("from=yesterday", "from"),
+            ("from=2000&to=1000", "to"),
+            ("asset=BTC-USD", "asset"),
+            ("protocol=smtp", "protocol"),
+            ("status=42", "status"),
+            ("key_id=me", "key_id"),
+            ("format=xml", "format"),
+            ("page_size=0", "page_size"),
+            ("page_size=1001", "page_size"),
+            ("cursor=abc", "cursor"),
+            ("node=", "node"),
+            ("source=%0A", "source"),
+        ] {
+            match params(query).check(1000) {
+                Err(ApiError::InvalidField { field: f, .. }) => assert_eq!(f, field, "{query}"),
+                other => panic!("{query}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn json_numbers_are_accepted_where_text_is() {
+        let p: ReportParams =
+            serde_json::from_str(r#"{"from":1000,"to":"2000","status":200,"page_size":5}"#)
+                .unwrap();
+        let r = p.check(10).unwrap();
+        assert_eq!((r.filter.from_ms, r.filter.to_ms), (1000, 2000));
+        assert_eq!(r.filter.status, Some(200));
+        assert_eq!(r.page_size, PageSize::Rows(5));
+    }
+}

@@ -1,0 +1,170 @@
+//! Daily rollups and retention. A UTC day is rolled up once it has been over for
+//! `rollup_delay_ms` (late usage batches have landed by then): its raw rows are folded into
+//! one `usage_daily` row per (key, asset, source, protocol, node, status). Rolling a day again
+//! replaces its rows, so the server and `beast sync` may both run it. Raw rows older than the
+//! retention are pruned only once their day is rolled up, so no count is ever lost.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use beast_core::{DAY_MS, day_name, day_start_ms, now_ms};
+use beast_store::{RollupRow, Store, StoreError, UsageFilter};
+use futures_util::TryStreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::sketch::Sketch;
+
+/// Rows deleted per pruning transaction, so the server's writes interleave.
+pub const PRUNE_BATCH: u64 = 10_000;
+
+type RollKey = (i64, String, String, String, String, u16);
+
+#[derive(Default)]
+struct Acc {
+    requests: i64,
+    memory: i64,
+    rest: i64,
+    latency_sum_us: i64,
+    latency_max_us: i64,
+    latencies: Vec<u32>,
+}
+
+/// Folds the raw rows of the day starting at `day_ms` into its rollup rows and stores them;
+/// returns how many raw rows it read.
+pub async fn roll_up_day(store: &dyn Store, day_ms: i64) -> Result<u64, StoreError> {
+    let filter = UsageFilter {
+        from_ms: day_ms,
+        to_ms: day_ms + DAY_MS,
+        ..UsageFilter::default()
+    };
+    let mut groups: HashMap<RollKey, Acc> = HashMap::new();
+    let mut read = 0;
+    let mut rows = store.usage_rows(&filter, None, None);
+    while let Some(r) = rows.try_next().await? {
+        read += 1;
+        let acc = groups
+            .entry((r.key_id, r.asset, r.source, r.protocol, r.node, r.status))
+            .or_default();
+        acc.requests += 1;
+        acc.memory += i64::from(r.cache_tier == "memory");
+        acc.rest += i64::from(r.cache_tier == "rest");
+        acc.latency_sum_us += i64::from(r.latency_us);
+        acc.latency_max_us = acc.latency_max_us.max(i64::from(r.latency_us));
+        acc.latencies.push(r.latency_us);
+    }
+    drop(rows);
+    let rollups: Vec<RollupRow> = groups
+        .into_iter()
+        .map(
+            |((key_id, asset, source, protocol, node, status), mut acc)| RollupRow {
+                day_ms,
+                key_id,
+                asset,
+                source,
+                protocol,
+                node,
+                status,
+                requests: acc.requests,
+                memory: acc.memory,
+                rest: acc.rest,
+                latency_sum_us: acc.latency_sum_us,
+                latency_max_us: acc.latency_max_us,
+                latency_sketch: Sketch::encode(&mut acc.latencies),
+            },
+        )
+        .collect();
+    store.replace_rollups(day_ms, &rollups).await?;
+    Ok(read)
+}
+
+/// The days (their start, unix ms) not rolled up yet that ended over `delay_ms` ago, oldest
+/// first: from the rollup mark, or from the oldest raw row on a store never rolled up.
+pub async fn pending_days(
+    store: &dyn Store,
+    now: i64,
+    delay_ms: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let start = match store.rolled_until().await? {
+        Some(mark) => mark,
+        None => match store.oldest_usage_ms().await? {
+            Some(oldest) => day_start_ms(oldest),
+            None => return Ok(Vec::new()),
+        },
+    };
+    let end = day_start_ms(now.saturating_sub(delay_ms));
+    Ok((0..)
+        .map(|i| start + i * DAY_MS)
+        .take_while(|d| *d < end)
+        .collect())
+}
+
+/// Rolls up every pending day, reporting each (day, raw rows read) as it is done.
+pub async fn roll_up_pending(
+    store: &dyn Store,
+    now: i64,
+    delay_ms: i64,
+    mut done: impl FnMut(i64, u64),
+) -> Result<usize, StoreError> {
+    let days = pending_days(store, now, delay_ms).await?;
+    for &day in &days {
+        let read = roll_up_day(store, day).await?;
+        done(day, read);
+    }
+    Ok(days.len())
+}
+
+/// Where pruning stops: the start of the day `retention_days` before `now`, never past the
+/// rollup mark (raw rows of a day not rolled up are kept).
+pub async fn prune_cutoff(
+    store: &dyn Store,
+    now: i64,
+    retention_days: u64,
+) -> Result<i64, StoreError> {
+    let days = i64::try_from(retention_days).unwrap_or(i64::MAX / DAY_MS);
+    let cutoff = day_start_ms(now.saturating_sub(days.saturating_mul(DAY_MS)));
+    Ok(match store.rolled_until().await? {
+        Some(mark) => cutoff.min(mark),
+        None => i64::MIN,
+    })
+}
+
+/// Deletes raw usage (and report log) rows older than `cutoff`, in batches, reporting the
+/// running total; returns it.
+pub async fn prune(
+    store: &dyn Store,
+    cutoff: i64,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let gone = store.prune_usage(cutoff, PRUNE_BATCH).await?;
+        total += gone;
+        progress(total);
+        if gone < PRUNE_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// The server's rollup duty: every `every`, rolls up the days that are due, until `stop`.
+pub async fn keep_rolled_up(
+    store: Arc<dyn Store>,
+    every: Duration,
+    delay_ms: i64,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let rolled = roll_up_pending(&*store, now_ms(), delay_ms, |day, rows| {
+            tracing::info!(day = %day_name(day), rows, "usage day rolled up");
+        })
+        .await;
+        if let Err(e) = rolled {
+            tracing::warn!(error = %e, "rolling up usage failed; retrying later");
+        }
+    }
+}
