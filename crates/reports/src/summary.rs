@@ -24,66 +24,65 @@ pub enum SummaryError {
     BadRollup(#[from] BadSketch),
 }
 
+/// Request counts and latency totals, as one raw row or rollup row gives them and as a group
+/// adds them up.
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    requests: i64,
+    errors: i64,
+    memory: i64,
+    rest: i64,
+    latency_sum_us: i64,
+    latency_max_us: i64,
+}
+
 /// The figures of one group of requests.
 #[derive(Default)]
 struct Group {
-    requests: i64,
-    errors: i64,
-    memory: i64,
-    rest: i64,
-    latency_sum_us: i64,
-    latency_max_us: i64,
+    counts: Counts,
     latency: Sketch,
 }
 
-/// What one raw row or rollup row adds to each group it belongs to.
-struct Part<'a> {
-    requests: i64,
-    errors: i64,
-    memory: i64,
-    rest: i64,
-    latency_sum_us: i64,
-    latency_max_us: i64,
-    latency: Latency<'a>,
-}
-
+/// A row's latencies: one value, or a rollup's histogram pairs.
 enum Latency<'a> {
     One(u64),
     Pairs(&'a [(u64, u64)]),
 }
 
 impl Group {
-    fn add(&mut self, p: &Part) {
-        self.requests += p.requests;
-        self.errors += p.errors;
-        self.memory += p.memory;
-        self.rest += p.rest;
-        self.latency_sum_us += p.latency_sum_us;
-        self.latency_max_us = self.latency_max_us.max(p.latency_max_us);
-        match p.latency {
-            Latency::One(v) => self.latency.record(v),
+    fn add(&mut self, c: &Counts, latency: &Latency) {
+        let t = &mut self.counts;
+        t.requests += c.requests;
+        t.errors += c.errors;
+        t.memory += c.memory;
+        t.rest += c.rest;
+        t.latency_sum_us += c.latency_sum_us;
+        t.latency_max_us = t.latency_max_us.max(c.latency_max_us);
+        match latency {
+            Latency::One(v) => self.latency.record(*v),
             Latency::Pairs(pairs) => self.latency.record_pairs(pairs),
         }
     }
 
     fn cells<'a>(&self, group: &'a str, name: &'a str) -> [Cell<'a>; 13] {
-        let answered = self.memory + self.rest;
+        let c = &self.counts;
+        let answered = c.memory + c.rest;
         let ratio = |n: i64, d: i64| (d > 0).then(|| n as f64 / d as f64);
         [
             Cell::Str(group),
             Cell::Str(name),
-            Cell::Int(self.requests),
-            Cell::Int(self.errors),
-            Cell::Int(self.memory),
-            Cell::Int(self.rest),
-            Cell::Int(self.requests - answered),
-            Cell::Ratio(ratio(self.memory, answered)),
+            Cell::Int(c.requests),
+            Cell::Int(c.errors),
+            Cell::Int(c.memory),
+            Cell::Int(c.rest),
+            Cell::Int(c.requests - answered),
+            Cell::Ratio(ratio(c.memory, answered)),
             Cell::Int(self.latency.quantile(0.50) as i64),
             Cell::Int(self.latency.quantile(0.95) as i64),
             Cell::Int(self.latency.quantile(0.99) as i64),
-            Cell::Int(self.latency_max_us),
-            Cell::Int(if self.requests > 0 {
-                self.latency_sum_us / self.requests
+            Cell::Int(c.latency_max_us),
+            Cell::Int(if c.requests > 0 {
+                c.latency_sum_us / c.requests
             } else {
                 0
             }),
@@ -125,51 +124,52 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn add(&mut self, day_ms: i64, asset: &str, source: &str, protocol: &str, part: &Part) {
-        self.total.add(part);
-        self.by_asset.entry(asset.to_owned()).or_default().add(part);
+    fn add(&mut self, key: (i64, &str, &str, &str), c: &Counts, latency: &Latency) {
+        let (day_ms, asset, source, protocol) = key;
+        self.total.add(c, latency);
+        self.by_asset
+            .entry(asset.to_owned())
+            .or_default()
+            .add(c, latency);
         for tag in source.split(',').filter(|t| !t.is_empty()) {
-            self.by_source.entry(tag.to_owned()).or_default().add(part);
+            self.by_source
+                .entry(tag.to_owned())
+                .or_default()
+                .add(c, latency);
         }
         self.by_protocol
             .entry(protocol.to_owned())
             .or_default()
-            .add(part);
-        self.by_day.entry(day_ms).or_default().add(part);
+            .add(c, latency);
+        self.by_day.entry(day_ms).or_default().add(c, latency);
     }
 
     fn add_raw(&mut self, r: &UsageRow) {
-        let part = Part {
+        let counts = Counts {
             requests: 1,
             errors: i64::from(r.status >= 400),
             memory: i64::from(r.cache_tier == "memory"),
             rest: i64::from(r.cache_tier == "rest"),
             latency_sum_us: i64::from(r.latency_us),
             latency_max_us: i64::from(r.latency_us),
-            latency: Latency::One(u64::from(r.latency_us)),
         };
-        self.add(
-            day_start_ms(r.ts_ms),
-            &r.asset,
-            &r.source,
-            &r.protocol,
-            &part,
-        );
+        let key = (day_start_ms(r.ts_ms), &*r.asset, &*r.source, &*r.protocol);
+        self.add(key, &counts, &Latency::One(u64::from(r.latency_us)));
         self.raw_rows += 1;
     }
 
     fn add_rollup(&mut self, r: &RollupRow) -> Result<(), BadSketch> {
         let pairs = Sketch::parse(&r.latency_sketch)?;
-        let part = Part {
+        let counts = Counts {
             requests: r.requests,
             errors: if r.status >= 400 { r.requests } else { 0 },
             memory: r.memory,
             rest: r.rest,
             latency_sum_us: r.latency_sum_us,
             latency_max_us: r.latency_max_us,
-            latency: Latency::Pairs(&pairs),
         };
-        self.add(r.day_ms, &r.asset, &r.source, &r.protocol, &part);
+        let key = (r.day_ms, &*r.asset, &*r.source, &*r.protocol);
+        self.add(key, &counts, &Latency::Pairs(&pairs));
         self.rollup_rows += 1;
         Ok(())
     }

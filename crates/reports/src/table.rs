@@ -59,11 +59,11 @@ fn csv_writer(tsv: bool) -> csv::Writer<Vec<u8>> {
 }
 
 /// TSV fields cannot hold tabs or line breaks: they become spaces.
-fn tsv_field(text: String) -> String {
+fn tsv_field(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains(['\t', '\n', '\r']) {
-        text.replace(['\t', '\n', '\r'], " ")
+        text.replace(['\t', '\n', '\r'], " ").into()
     } else {
-        text
+        text.into()
     }
 }
 
@@ -153,11 +153,18 @@ impl TableWriter {
                 }
                 self.out.push(b'}');
             }
-            Sink::Csv { w, tsv: false } => {
-                let _ = w.write_record(cells.iter().map(Cell::text));
-            }
-            Sink::Csv { w, tsv: true } => {
-                let _ = w.write_record(cells.iter().map(|c| tsv_field(c.text())));
+            Sink::Csv { w, tsv } => {
+                // Field by field, without a String per cell: exports write millions of rows.
+                let mut int = itoa::Buffer::new();
+                for cell in cells {
+                    let _ = match cell {
+                        Cell::Int(n) => w.write_field(int.format(*n)),
+                        Cell::Str(s) if *tsv => w.write_field(tsv_field(s).as_bytes()),
+                        Cell::Str(s) => w.write_field(s),
+                        Cell::Ratio(_) => w.write_field(cell.text()),
+                    };
+                }
+                let _ = w.write_record(None::<&[u8]>);
             }
             Sink::Text => self.text_line(cells),
         }

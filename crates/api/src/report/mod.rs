@@ -11,12 +11,22 @@ mod usage;
 
 use std::{sync::Arc, time::Instant};
 
-use axum::{Router, http::HeaderMap, routing::get};
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::Response,
+    routing::get,
+};
 use beast_core::{ApiError, month_of, next_month_start_ms, now_ms};
-use beast_reports::{ReportParams, ReportRequest};
+use beast_reports::{Format, ReportParams, ReportRequest};
 use beast_store::{Allowance, ReportLogEntry};
 
-use crate::{AppState, http::presented_key, keys::KeyEntry};
+use crate::{
+    AppState,
+    http::{error_response, presented_key},
+    keys::KeyEntry,
+};
 
 /// The report listener's routes (with `/health`).
 pub fn report_router(state: AppState) -> Router {
@@ -25,6 +35,25 @@ pub fn report_router(state: AppState) -> Router {
         .route("/reports/summary", get(summary::summary))
         .with_state(state.clone())
         .merge(crate::http::health_router(state))
+}
+
+/// A report body with its content type, and the next page's cursor if there is one.
+pub(crate) fn body_response(
+    format: Format,
+    body: impl Into<Body>,
+    next: Option<String>,
+) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Some(cursor) = next.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert("x-next-cursor", cursor);
+    }
+    response
 }
 
 /// Who asks for a report.
@@ -108,15 +137,30 @@ impl AppState {
         self.keys.authenticate(key).map(Caller::Key)
     }
 
-    /// Admits a report request given as a query string (see [`AppState::admit_report`]).
-    pub(crate) async fn admit_query(
+    /// Admits an HTTP report request: its key (401 unlogged), then as
+    /// [`AppState::admit_report`] does; a refusal is logged and answered here.
+    pub(crate) async fn admit_http(
         &self,
-        caller: &Caller,
-        query: &str,
-        ticket: &mut Ticket,
-    ) -> Result<ReportRequest, ApiError> {
-        let params: ReportParams = crate::http::parse_query(Some(query))?;
-        self.admit_report(caller, &params, ticket).await
+        headers: &HeaderMap,
+        query: Option<String>,
+        report: Report,
+    ) -> Result<(ReportRequest, Ticket), Response> {
+        let caller = self
+            .report_caller(headers)
+            .map_err(|e| error_response(&e))?;
+        let query = query.unwrap_or_default();
+        let mut ticket = Ticket::new(&caller, report, "http", &query);
+        let admitted = match crate::http::parse_query::<ReportParams>(Some(&query)) {
+            Ok(params) => self.admit_report(&caller, &params, &mut ticket).await,
+            Err(e) => Err(e),
+        };
+        match admitted {
+            Ok(request) => Ok((request, ticket)),
+            Err(e) => {
+                self.finish_report(ticket, e.status(), 0).await;
+                Err(error_response(&e))
+            }
+        }
     }
 
     /// Admits a report request: the tier includes reports, the parameters are valid, the

@@ -7,9 +7,9 @@ use axum::{
     response::Response,
 };
 use beast_core::ApiError;
-use beast_reports::summarize;
+use beast_reports::{ReportRequest, Summary, summarize};
 
-use super::{Caller, Report, Ticket};
+use super::{Report, body_response};
 use crate::{AppState, http::error_response};
 
 pub async fn summary(
@@ -17,43 +17,27 @@ pub async fn summary(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let caller = match state.report_caller(&headers) {
-        Ok(c) => c,
-        Err(e) => return error_response(&e),
+    let (request, ticket) = match state.admit_http(&headers, query, Report::Summary).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
-    let query = query.unwrap_or_default();
-    let mut ticket = Ticket::new(&caller, Report::Summary, "http", &query);
-    let (status, groups, response) = match answer(&state, &caller, &query, &mut ticket).await {
-        Ok((format, body, groups)) => {
-            (200, groups, super::usage::body_response(format, body, None))
+    match state.summary_of(&request).await {
+        Ok(summary) => {
+            state
+                .finish_report(ticket, 200, summary.groups() as u64)
+                .await;
+            body_response(request.format, summary.render(request.format), None)
         }
-        Err(e) => (e.status(), 0, error_response(&e)),
-    };
-    state.finish_report(ticket, status, groups).await;
-    response
-}
-
-async fn answer(
-    state: &AppState,
-    caller: &Caller,
-    query: &str,
-    ticket: &mut Ticket,
-) -> Result<(beast_reports::Format, Vec<u8>, u64), ApiError> {
-    let request = state.admit_query(caller, query, ticket).await?;
-    let summary = state.summary_of(&request).await?;
-    Ok((
-        request.format,
-        summary.render(request.format),
-        summary.groups() as u64,
-    ))
+        Err(e) => {
+            state.finish_report(ticket, e.status(), 0).await;
+            error_response(&e)
+        }
+    }
 }
 
 impl AppState {
     /// The summary a checked request asks for.
-    pub(crate) async fn summary_of(
-        &self,
-        request: &beast_reports::ReportRequest,
-    ) -> Result<beast_reports::Summary, ApiError> {
+    pub(crate) async fn summary_of(&self, request: &ReportRequest) -> Result<Summary, ApiError> {
         summarize(&*self.store, &request.filter).await.map_err(|e| {
             tracing::error!(error = %e, "summary failed");
             ApiError::Internal("the summary could not be computed".into())

@@ -7,56 +7,28 @@ use std::io;
 use axum::{
     body::Body,
     extract::{RawQuery, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::HeaderMap,
     response::Response,
 };
 use beast_core::ApiError;
-use beast_reports::{Format, PageSize, query::format_cursor, usage};
+use beast_reports::{PageSize, query::format_cursor, usage};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{Report, Ticket};
+use super::{Report, body_response};
 use crate::{AppState, http::error_response};
 
 /// Chunks of an export waiting for a slow reader.
 const EXPORT_CHUNKS_IN_FLIGHT: usize = 8;
-
-/// A report body with its content type, and the next page's cursor if there is one.
-pub(crate) fn body_response(
-    format: Format,
-    body: impl Into<Body>,
-    next: Option<String>,
-) -> Response {
-    let mut response = Response::new(body.into());
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    if let Some(cursor) = next.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        headers.insert("x-next-cursor", cursor);
-    }
-    response
-}
 
 pub async fn usage(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let caller = match state.report_caller(&headers) {
-        Ok(c) => c,
-        Err(e) => return error_response(&e),
-    };
-    let query = query.unwrap_or_default();
-    let mut ticket = Ticket::new(&caller, Report::Usage, "http", &query);
-    let request = match state.admit_query(&caller, &query, &mut ticket).await {
-        Ok(r) => r,
-        Err(e) => {
-            state.finish_report(ticket, e.status(), 0).await;
-            return error_response(&e);
-        }
+    let (request, ticket) = match state.admit_http(&headers, query, Report::Usage).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
     match request.page_size {
         PageSize::Rows(size) => match usage::page(&*state.store, &request, size).await {
