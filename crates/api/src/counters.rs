@@ -30,10 +30,8 @@ use crate::udp::UdpStats;
 #[derive(Debug)]
 pub struct RuntimeCounters {
     tcp_requests: CachePadded<AtomicU64>,
-    udp_requests: CachePadded<AtomicU64>,
     report_requests: AtomicU64,
     memory_hits: CachePadded<AtomicU64>,
-    shared_cache_hits: AtomicU64,
     rest_hits: AtomicU64,
     cache_misses: AtomicU64,
     /// Packet counters of the UDP price listener (also shown by `/health`).
@@ -41,10 +39,8 @@ pub struct RuntimeCounters {
     rate_limited: AtomicU64,
     quota_exceeded: AtomicU64,
     auth_failures: AtomicU64,
-    /// Price requests being answered now (the governor's gauge).
-    in_flight: CachePadded<AtomicU64>,
-    /// Highest `in_flight` seen since start or the last reset.
-    max_in_flight: AtomicU64,
+    /// The governor's gauge, on a line of its own that every request writes anyway.
+    in_flight: CachePadded<Gauge>,
     governor_rejections: AtomicU64,
     errors_4xx: AtomicU64,
     errors_5xx: AtomicU64,
@@ -52,6 +48,14 @@ pub struct RuntimeCounters {
     limit: u64,
     /// Taken only by the admin endpoints, never on the hot path.
     baseline: Mutex<Baseline>,
+}
+
+/// Price requests being answered now, and the most seen at once since start or the last
+/// reset.
+#[derive(Debug, Default)]
+struct Gauge {
+    now: AtomicU64,
+    max: AtomicU64,
 }
 
 /// What a reset recorded: when, and the counts then.
@@ -66,7 +70,8 @@ struct Baseline {
 pub struct Counters {
     /// HTTP price requests (`/price`, `/prices`), refused ones included.
     pub tcp_requests: u64,
-    /// UDP price requests: datagrams that were JSON, and so were answered.
+    /// UDP price requests: datagrams that were JSON, and so were answered (received less
+    /// dropped).
     pub udp_requests: u64,
     /// Report requests, either protocol.
     pub report_requests: u64,
@@ -222,10 +227,8 @@ impl RuntimeCounters {
     pub fn new(max_in_flight: u64) -> Self {
         Self {
             tcp_requests: CachePadded::default(),
-            udp_requests: CachePadded::default(),
             report_requests: AtomicU64::default(),
             memory_hits: CachePadded::default(),
-            shared_cache_hits: AtomicU64::default(),
             rest_hits: AtomicU64::default(),
             cache_misses: AtomicU64::default(),
             udp: UdpStats::default(),
@@ -233,7 +236,6 @@ impl RuntimeCounters {
             quota_exceeded: AtomicU64::default(),
             auth_failures: AtomicU64::default(),
             in_flight: CachePadded::default(),
-            max_in_flight: AtomicU64::default(),
             governor_rejections: AtomicU64::default(),
             errors_4xx: AtomicU64::default(),
             errors_5xx: AtomicU64::default(),
@@ -252,10 +254,6 @@ impl RuntimeCounters {
 
     pub fn tcp_request(&self) {
         self.tcp_requests.fetch_add(1, Relaxed);
-    }
-
-    pub fn udp_request(&self) {
-        self.udp_requests.fetch_add(1, Relaxed);
     }
 
     pub fn report_request(&self) {
@@ -292,16 +290,17 @@ impl RuntimeCounters {
     /// Admits a price request if fewer than the limit are in flight: it counts as in flight
     /// until the guard is dropped. Over the limit: `Overloaded`, counted.
     pub fn enter(&self) -> Result<InFlight<'_>, ApiError> {
-        let now = self.in_flight.fetch_add(1, Relaxed) + 1;
-        let guard = InFlight(&self.in_flight);
+        let gauge = &*self.in_flight;
+        let now = gauge.now.fetch_add(1, Relaxed) + 1;
+        let guard = InFlight(&gauge.now);
         if now > self.limit {
             drop(guard);
             self.governor_rejections.fetch_add(1, Relaxed);
             return Err(ApiError::Overloaded);
         }
         // A plain load first: the shared line is written only when a new high is reached.
-        if now > self.max_in_flight.load(Relaxed) {
-            self.max_in_flight.fetch_max(now, Relaxed);
+        if now > gauge.max.load(Relaxed) {
+            gauge.max.fetch_max(now, Relaxed);
         }
         Ok(guard)
     }
@@ -313,10 +312,11 @@ impl RuntimeCounters {
         let pool = store.pool_stats();
         Counters {
             tcp_requests: self.tcp_requests.load(Relaxed),
-            udp_requests: self.udp_requests.load(Relaxed),
+            udp_requests: udp.received - udp.dropped_oversized - udp.dropped_garbage,
             report_requests: self.report_requests.load(Relaxed),
             memory_hits: self.memory_hits.load(Relaxed),
-            shared_cache_hits: self.shared_cache_hits.load(Relaxed),
+            // No shared cache yet: nothing can hit it.
+            shared_cache_hits: 0,
             rest_hits: self.rest_hits.load(Relaxed),
             cache_misses: self.cache_misses.load(Relaxed),
             udp_packets_received: udp.received,
@@ -331,8 +331,8 @@ impl RuntimeCounters {
             rate_limited: self.rate_limited.load(Relaxed),
             quota_exceeded: self.quota_exceeded.load(Relaxed),
             auth_failures: self.auth_failures.load(Relaxed),
-            in_flight: self.in_flight.load(Relaxed),
-            max_in_flight: self.max_in_flight.load(Relaxed),
+            in_flight: self.in_flight.now.load(Relaxed),
+            max_in_flight: self.in_flight.max.load(Relaxed),
             governor_rejections: self.governor_rejections.load(Relaxed),
             errors_4xx: self.errors_4xx.load(Relaxed),
             errors_5xx: self.errors_5xx.load(Relaxed),
@@ -352,7 +352,7 @@ impl RuntimeCounters {
         let mut baseline = self.baseline.lock();
         let now = self.snapshot(usage, store);
         let before = since_baseline(now, &baseline);
-        self.max_in_flight.store(now.in_flight, Relaxed);
+        self.in_flight.max.store(now.in_flight, Relaxed);
         *baseline = Baseline {
             at: Instant::now(),
             counts: now,
@@ -387,14 +387,14 @@ mod tests {
         let a = c.enter().unwrap();
         let b = c.enter().unwrap();
         assert_eq!(c.enter().err(), Some(ApiError::Overloaded));
-        assert_eq!(c.in_flight.load(Relaxed), 2);
+        assert_eq!(c.in_flight.now.load(Relaxed), 2);
         drop(a);
         let _c = c.enter().unwrap();
         drop(b);
         assert_eq!(
             (
-                c.in_flight.load(Relaxed),
-                c.max_in_flight.load(Relaxed),
+                c.in_flight.now.load(Relaxed),
+                c.in_flight.max.load(Relaxed),
                 c.governor_rejections.load(Relaxed)
             ),
             (1, 2, 1)

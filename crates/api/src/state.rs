@@ -54,6 +54,28 @@ pub fn normalize_asset(raw: &str) -> Result<String, ApiError> {
 }
 
 impl AppState {
+    /// The active key a request presents, whatever the protocol; every refusal is counted.
+    /// No key, or an empty one, is `MissingKey`.
+    pub fn authenticate(
+        &self,
+        presented: Result<&str, ApiError>,
+    ) -> Result<Arc<KeyEntry>, ApiError> {
+        let key = presented
+            .map(str::trim)
+            .and_then(|k| {
+                if k.is_empty() {
+                    Err(ApiError::MissingKey)
+                } else {
+                    Ok(k)
+                }
+            })
+            .and_then(|k| self.keys.authenticate(k));
+        if key.is_err() {
+            self.counters.auth_failure();
+        }
+        key
+    }
+
     /// The current answer for an asset, optionally pinned to one source (an exchange name or
     /// a source tag). Memory answers at once; otherwise the asset is fetched on demand from
     /// the best exchange that lists it, and an honest error (no price yet, stale with its age)

@@ -241,9 +241,15 @@ impl Application {
         }
         let mut report_udp = None;
         if roles.contains(&Role::Report) {
-            let socket = std::net::UdpSocket::bind(settings.report_udp)
-                .with_context(|| format!("binding report-udp on {}", settings.report_udp))?;
-            socket.set_nonblocking(true)?;
+            // One socket is plenty for reports; it gets the same buffers as the price sockets.
+            let options = UdpOptions {
+                workers: 1,
+                ..params.udp
+            };
+            let socket = beast_api::udp::bind(settings.report_udp, options)
+                .with_context(|| format!("binding report-udp on {}", settings.report_udp))?
+                .pop()
+                .context("binding report-udp gave no socket")?;
             let bound = socket.local_addr()?;
             tracing::info!(listener = "report-udp", addr = %bound, "listening");
             addresses.push(("report-udp".to_owned(), bound));

@@ -58,6 +58,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A field of a request that does not validate.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             ApiError::MissingKey | ApiError::InvalidKey => 401,

@@ -59,16 +59,25 @@ pub fn day_name(ts_ms: i64) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
-/// An instant given as unix milliseconds (`1763719200000`) or RFC 3339
-/// (`2026-11-21T10:00:00Z`, any offset); `None` if it is neither.
-pub fn parse_instant_ms(text: &str) -> Option<i64> {
-    let text = text.trim();
-    if let Ok(ms) = text.parse::<i64>() {
-        return Some(ms);
-    }
+/// The last millisecond of year 9999, the latest instant [`rfc3339_ms`] prints.
+pub const MAX_INSTANT_MS: i64 = 253_402_300_799_999;
+
+/// Unix milliseconds of an RFC 3339 time (any offset, any number of fractional digits).
+pub fn rfc3339_to_ms(text: &str) -> Option<i64> {
     let t =
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// An instant given as unix milliseconds (`1763719200000`) or RFC 3339
+/// (`2026-11-21T10:00:00Z`, any offset), from 1970 to the end of 9999; `None` otherwise.
+pub fn parse_instant_ms(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let ms = match text.parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => rfc3339_to_ms(text)?,
+    };
+    (0..=MAX_INSTANT_MS).contains(&ms).then_some(ms)
 }
 
 /// Calendar months, for monthly quotas: `YYYY-MM` of a unix-ms instant (UTC).
@@ -110,6 +119,14 @@ mod calendar_tests {
         assert_eq!(parse_instant_ms("2025-11-21T11:00:00.123+01:00"), Some(ms));
         assert_eq!(parse_instant_ms(" 1763719200123 "), Some(ms));
         assert_eq!(parse_instant_ms("yesterday"), None);
+        assert_eq!(parse_instant_ms("-1"), None);
+        assert_eq!(parse_instant_ms(&i64::MIN.to_string()), None);
+        assert_eq!(parse_instant_ms("10000-01-01T00:00:00Z"), None);
+        assert_eq!(
+            rfc3339_ms(MAX_INSTANT_MS),
+            "9999-12-31T23:59:59.999Z",
+            "the latest instant accepted still prints"
+        );
         assert_eq!(day_name(ms), "2025-11-21");
         assert_eq!(day_start_ms(ms), 1_763_683_200_000);
         assert_eq!(day_start_ms(-1), -DAY_MS);

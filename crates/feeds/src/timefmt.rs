@@ -6,7 +6,6 @@ use std::str::FromStr;
 use beast_core::TimeFormat;
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 use serde_json::Value;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 /// Converts a timestamp value to unix milliseconds; `None` when it does not parse.
 pub fn to_unix_ms(value: &Value, format: TimeFormat) -> Option<i64> {
@@ -16,10 +15,7 @@ pub fn to_unix_ms(value: &Value, format: TimeFormat) -> Option<i64> {
         _ => return None,
     };
     match format {
-        TimeFormat::Rfc3339 => {
-            let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-            i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
-        }
+        TimeFormat::Rfc3339 => beast_core::rfc3339_to_ms(text),
         _ => unix_text_to_ms(text, format),
     }
 }

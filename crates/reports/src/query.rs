@@ -1,7 +1,7 @@
 //! What a report request asks for: the parameters as they arrive (an HTTP query string or a
 //! UDP JSON datagram), checked into a [`ReportRequest`] with a clear error naming the bad field.
 
-use beast_core::{ApiError, normalize_asset, now_ms, parse_instant_ms};
+use beast_core::{ApiError, normalize_asset, parse_instant_ms};
 use beast_store::{Cursor, UsageFilter};
 use serde::{Deserialize, Serialize};
 
@@ -115,13 +115,6 @@ pub struct ReportRequest {
     pub cursor: Option<Cursor>,
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::InvalidField {
-        field: field.to_owned(),
-        message: message.into(),
-    }
-}
-
 fn short(text: &str) -> String {
     text.chars().take(40).collect()
 }
@@ -145,7 +138,7 @@ fn name(field: &str, value: &Option<String>) -> Result<Option<String>, ApiError>
     let Some(v) = value else { return Ok(None) };
     let v = v.trim();
     if v.is_empty() || v.chars().count() > MAX_NAME_LEN || v.chars().any(char::is_control) {
-        return Err(invalid(
+        return Err(ApiError::invalid_field(
             field,
             format!("expected 1 to {MAX_NAME_LEN} printable characters"),
         ));
@@ -156,27 +149,29 @@ fn name(field: &str, value: &Option<String>) -> Result<Option<String>, ApiError>
 impl ReportParams {
     /// Checks every parameter; `page_size_max` caps `page_size`.
     pub fn check(&self, page_size_max: u64) -> Result<ReportRequest, ApiError> {
-        let instant = |field: &str, v: &Option<Scalar>, default: i64| match v {
+        let instant = |field: &str, v: &Option<Scalar>, default: i64| {
+            match v {
             None => Ok(default),
             Some(s) => parse_instant_ms(&s.text()).ok_or_else(|| {
-                invalid(
+                ApiError::invalid_field(
                     field,
                     format!(
-                        "expected RFC 3339 (2026-11-21T10:00:00Z) or unix milliseconds, got {:?}",
+                        "expected RFC 3339 (2026-11-21T10:00:00Z) or unix milliseconds, 1970 to 9999, got {:?}",
                         short(&s.text())
                     ),
                 )
             }),
+        }
         };
         let from_ms = instant("from", &self.from, 0)?;
         let to_ms = instant("to", &self.to, i64::MAX)?;
         if to_ms <= from_ms {
-            return Err(invalid("to", "must be later than from"));
+            return Err(ApiError::invalid_field("to", "must be later than from"));
         }
         let asset = match &self.asset {
             None => None,
             Some(a) => Some(normalize_asset(a).ok_or_else(|| {
-                invalid(
+                ApiError::invalid_field(
                     "asset",
                     format!("expected letters or digits, got {:?}", short(a)),
                 )
@@ -186,7 +181,7 @@ impl ReportParams {
             None => None,
             Some(p @ ("http" | "udp" | "ws")) => Some(p.to_owned()),
             Some(p) => {
-                return Err(invalid(
+                return Err(ApiError::invalid_field(
                     "protocol",
                     format!("expected http, udp or ws, got {:?}", short(p)),
                 ));
@@ -200,22 +195,22 @@ impl ReportParams {
                     .parse::<u16>()
                     .ok()
                     .filter(|s| (100..=599).contains(s))
-                    .ok_or_else(|| invalid("status", "expected an HTTP status, 100 to 599"))?,
+                    .ok_or_else(|| {
+                        ApiError::invalid_field("status", "expected an HTTP status, 100 to 599")
+                    })?,
             ),
         };
-        let key_id = match &self.key_id {
-            None => None,
-            Some(k) => Some(
-                k.text()
-                    .trim()
-                    .parse::<i64>()
-                    .map_err(|_| invalid("key_id", "expected a key id (a number)"))?,
-            ),
-        };
+        let key_id =
+            match &self.key_id {
+                None => None,
+                Some(k) => Some(k.text().trim().parse::<i64>().map_err(|_| {
+                    ApiError::invalid_field("key_id", "expected a key id (a number)")
+                })?),
+            };
         let format = match &self.format {
             None => Format::Json,
             Some(f) => Format::parse(f).ok_or_else(|| {
-                invalid(
+                ApiError::invalid_field(
                     "format",
                     format!("expected json, csv, tsv or text, got {:?}", short(f)),
                 )
@@ -231,7 +226,7 @@ impl ReportParams {
                     .ok()
                     .filter(|n| (1..=page_size_max).contains(n))
                     .ok_or_else(|| {
-                        invalid(
+                        ApiError::invalid_field(
                             "page_size",
                             format!("expected 1 to {page_size_max}, or all"),
                         )
@@ -241,7 +236,7 @@ impl ReportParams {
         let cursor = match &self.cursor {
             None => None,
             Some(c) => Some(parse_cursor(c).ok_or_else(|| {
-                invalid(
+                ApiError::invalid_field(
                     "cursor",
                     "not a cursor: pass next_cursor of the previous page",
                 )
@@ -263,13 +258,6 @@ impl ReportParams {
             cursor,
         })
     }
-}
-
-/// The end of time a summary is planned against: open ranges end a day after now.
-pub(crate) fn bounded_to(filter: &UsageFilter) -> i64 {
-    filter
-        .to_ms
-        .min(now_ms().saturating_add(beast_core::DAY_MS))
 }
 
 #[cfg(test)]
@@ -329,6 +317,8 @@ mod tests {
         for (query, field) in [
             ("from=yesterday", "from"),
             ("from=2000&to=1000", "to"),
+            ("from=-5", "from"),
+            ("to=9999999999999999", "to"),
             ("asset=BTC-USD", "asset"),
             ("protocol=smtp", "protocol"),
             ("status=42", "status"),
@@ -338,7 +328,7 @@ mod tests {
             ("page_size=1001", "page_size"),
             ("cursor=abc", "cursor"),
             ("node=", "node"),
-            ("source=%0A", "source"),
+            ("source=a%07b", "source"),
         ] {
             match params(query).check(1000) {
                 Err(ApiError::InvalidField { field: f, .. }) => assert_eq!(f, field, "{query}"),

@@ -1,10 +1,16 @@
 //! Daily rollups and retention. A UTC day is rolled up once it has been over for
 //! `rollup_delay_ms` (late usage batches have landed by then): its raw rows are folded into
-//! one `usage_daily` row per (key, asset, source, protocol, node, status). Rolling a day again
-//! replaces its rows, so the server and `beast sync` may both run it. Raw rows older than the
-//! retention are pruned only once their day is rolled up, so no count is ever lost.
+//! one `usage_daily` row per (key, asset, source, protocol, node, status). A day is rolled up
+//! once: the store refuses to roll a day behind its mark, so the server and `beast sync` may
+//! both run. Raw rows older than the retention are pruned only once their day is rolled up.
+//! Rows written for a day after it was rolled up (over `rollup_delay_ms` late) are not in
+//! its rollup, and are pruned with it.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use beast_core::{DAY_MS, day_name, day_start_ms, now_ms};
 use beast_store::{RollupRow, Store, StoreError, UsageFilter};
@@ -25,12 +31,13 @@ struct Acc {
     rest: i64,
     latency_sum_us: i64,
     latency_max_us: i64,
-    latencies: Vec<u32>,
+    /// Latency bucket → count: bounded, however many rows the day has.
+    latency: BTreeMap<u64, u64>,
 }
 
 /// Folds the raw rows of the day starting at `day_ms` into its rollup rows and stores them;
-/// returns how many raw rows it read.
-pub async fn roll_up_day(store: &dyn Store, day_ms: i64) -> Result<u64, StoreError> {
+/// returns how many raw rows it read, or `None` if the day was rolled up meanwhile.
+pub async fn roll_up_day(store: &dyn Store, day_ms: i64) -> Result<Option<u64>, StoreError> {
     let filter = UsageFilter {
         from_ms: day_ms,
         to_ms: day_ms + DAY_MS,
@@ -49,13 +56,13 @@ pub async fn roll_up_day(store: &dyn Store, day_ms: i64) -> Result<u64, StoreErr
         acc.rest += i64::from(r.cache_tier == "rest");
         acc.latency_sum_us += i64::from(r.latency_us);
         acc.latency_max_us = acc.latency_max_us.max(i64::from(r.latency_us));
-        acc.latencies.push(r.latency_us);
+        *acc.latency.entry(Sketch::bucket(r.latency_us)).or_default() += 1;
     }
     drop(rows);
     let rollups: Vec<RollupRow> = groups
         .into_iter()
         .map(
-            |((key_id, asset, source, protocol, node, status), mut acc)| RollupRow {
+            |((key_id, asset, source, protocol, node, status), acc)| RollupRow {
                 day_ms,
                 key_id,
                 asset,
@@ -68,12 +75,12 @@ pub async fn roll_up_day(store: &dyn Store, day_ms: i64) -> Result<u64, StoreErr
                 rest: acc.rest,
                 latency_sum_us: acc.latency_sum_us,
                 latency_max_us: acc.latency_max_us,
-                latency_sketch: Sketch::encode(&mut acc.latencies),
+                latency_sketch: Sketch::encode(&acc.latency),
             },
         )
         .collect();
-    store.replace_rollups(day_ms, &rollups).await?;
-    Ok(read)
+    let stored = store.replace_rollups(day_ms, &rollups).await?;
+    Ok(stored.then_some(read))
 }
 
 /// The days (their start, unix ms) not rolled up yet that ended over `delay_ms` ago, oldest
@@ -97,19 +104,20 @@ pub async fn pending_days(
         .collect())
 }
 
-/// Rolls up every pending day, reporting each (day, raw rows read) as it is done.
-pub async fn roll_up_pending(
+/// Rolls up `days` in order, reporting each as it is done: the day and the raw rows read
+/// (`None`: rolled up meanwhile by someone else). Returns the raw rows read in all.
+pub async fn roll_up(
     store: &dyn Store,
-    now: i64,
-    delay_ms: i64,
-    mut done: impl FnMut(i64, u64),
-) -> Result<usize, StoreError> {
-    let days = pending_days(store, now, delay_ms).await?;
-    for &day in &days {
+    days: &[i64],
+    mut done: impl FnMut(i64, Option<u64>),
+) -> Result<u64, StoreError> {
+    let mut total = 0;
+    for &day in days {
         let read = roll_up_day(store, day).await?;
+        total += read.unwrap_or(0);
         done(day, read);
     }
-    Ok(days.len())
+    Ok(total)
 }
 
 /// Where pruning stops: the start of the day `retention_days` before `now`, never past the
@@ -159,10 +167,15 @@ pub async fn keep_rolled_up(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let rolled = roll_up_pending(&*store, now_ms(), delay_ms, |day, rows| {
-            tracing::info!(day = %day_name(day), rows, "usage day rolled up");
-        })
-        .await;
+        let rolled = match pending_days(&*store, now_ms(), delay_ms).await {
+            Ok(days) => {
+                roll_up(&*store, &days, |day, rows| {
+                    tracing::info!(day = %day_name(day), ?rows, "usage day rolled up");
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = rolled {
             tracing::warn!(error = %e, "rolling up usage failed; retrying later");
         }

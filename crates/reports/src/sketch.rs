@@ -3,7 +3,7 @@
 //! Days merge by adding pairs, so a summary over months reads one short text per rollup row
 //! instead of every raw row.
 
-use std::sync::LazyLock;
+use std::{collections::BTreeMap, sync::LazyLock};
 
 use hdrhistogram::Histogram;
 
@@ -40,11 +40,6 @@ impl Default for Sketch {
 pub struct BadSketch(String);
 
 impl Sketch {
-    pub fn record(&mut self, latency_us: u64) {
-        self.histogram
-            .saturating_record(latency_us.clamp(1, MAX_US));
-    }
-
     /// The `(value, count)` pairs of a stored sketch (`value:count,...`).
     pub fn parse(text: &str) -> Result<Vec<(u64, u64)>, BadSketch> {
         text.split(',')
@@ -57,7 +52,8 @@ impl Sketch {
             .collect()
     }
 
-    /// Adds parsed pairs (see [`Sketch::parse`]).
+    /// Adds `(value, count)` pairs: parsed from a stored sketch (see [`Sketch::parse`]), or
+    /// one raw latency with count 1.
     pub fn record_pairs(&mut self, pairs: &[(u64, u64)]) {
         for &(value, count) in pairs {
             self.histogram
@@ -74,25 +70,17 @@ impl Sketch {
         }
     }
 
-    /// The stored text of a set of latencies: sorted into buckets, one `value:count` pair per
-    /// bucket. Sorts `values` in place.
-    pub fn encode(values: &mut [u32]) -> String {
-        values.sort_unstable();
+    /// The bucket a latency falls in (its representative value), for [`Sketch::encode`].
+    pub fn bucket(latency_us: u32) -> u64 {
+        BUCKETS.highest_equivalent(u64::from(latency_us).clamp(1, MAX_US))
+    }
+
+    /// The stored text of bucket counts (bucket → count, as [`Sketch::bucket`] gives them):
+    /// one `value:count` pair per bucket.
+    pub fn encode(buckets: &BTreeMap<u64, u64>) -> String {
         let mut out = String::new();
-        let mut run: Option<(u64, u64)> = None;
-        for &v in values.iter() {
-            let bucket = BUCKETS.highest_equivalent(u64::from(v).clamp(1, MAX_US));
-            run = match run {
-                Some((b, n)) if b == bucket => Some((b, n + 1)),
-                Some((b, n)) => {
-                    push_pair(&mut out, b, n);
-                    Some((bucket, 1))
-                }
-                None => Some((bucket, 1)),
-            };
-        }
-        if let Some((b, n)) = run {
-            push_pair(&mut out, b, n);
+        for (&value, &count) in buckets {
+            push_pair(&mut out, value, count);
         }
         out
     }
@@ -110,15 +98,24 @@ fn push_pair(out: &mut String, value: u64, count: u64) {
 mod tests {
     use super::*;
 
+    fn encoded(values: &[u32]) -> String {
+        let mut buckets = BTreeMap::new();
+        for &v in values {
+            *buckets.entry(Sketch::bucket(v)).or_default() += 1;
+        }
+        Sketch::encode(&buckets)
+    }
+
     #[test]
     fn merged_sketches_answer_like_one_over_all_values() {
-        let mut all: Vec<u32> = (1..=10_000).collect();
-        let (first, second) = all.split_at_mut(3_000);
+        let all: Vec<u32> = (1..=10_000).collect();
+        let (first, second) = all.split_at(3_000);
         let mut merged = Sketch::default();
-        merged.record_pairs(&Sketch::parse(&Sketch::encode(first)).unwrap());
-        merged.record_pairs(&Sketch::parse(&Sketch::encode(second)).unwrap());
+        merged.record_pairs(&Sketch::parse(&encoded(first)).unwrap());
+        merged.record_pairs(&Sketch::parse(&encoded(second)).unwrap());
         let mut direct = Sketch::default();
-        all.iter().for_each(|&v| direct.record(u64::from(v)));
+        all.iter()
+            .for_each(|&v| direct.record_pairs(&[(u64::from(v), 1)]));
         for q in [0.5, 0.95, 0.99] {
             assert_eq!(merged.quantile(q), direct.quantile(q), "q={q}");
             let exact = q * 10_000.0;
@@ -132,8 +129,8 @@ mod tests {
 
     #[test]
     fn equal_values_share_one_pair_and_bad_text_is_refused() {
-        assert_eq!(Sketch::encode(&mut [120, 120, 120]), "120:3");
-        assert_eq!(Sketch::encode(&mut []), "");
+        assert_eq!(encoded(&[120, 120, 120]), "120:3");
+        assert_eq!(encoded(&[]), "");
         assert!(Sketch::parse("12:x").is_err());
         assert_eq!(Sketch::parse("").unwrap(), vec![]);
         assert_eq!(Sketch::default().quantile(0.5), 0);

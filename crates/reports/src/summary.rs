@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use beast_core::{DAY_MS, day_name, day_start_ms, rfc3339_ms};
+use beast_core::{DAY_MS, day_name, day_start_ms, now_ms, rfc3339_ms};
 use beast_store::{RollupRow, Store, StoreError, UsageFilter, UsageRow};
 use futures_util::TryStreamExt;
 
 use crate::{
-    query::{Format, bounded_to},
+    query::Format,
     sketch::{BadSketch, Sketch},
     table::{Cell, Column, TableWriter},
 };
@@ -43,14 +43,9 @@ struct Group {
     latency: Sketch,
 }
 
-/// A row's latencies: one value, or a rollup's histogram pairs.
-enum Latency<'a> {
-    One(u64),
-    Pairs(&'a [(u64, u64)]),
-}
-
 impl Group {
-    fn add(&mut self, c: &Counts, latency: &Latency) {
+    /// Adds a row's counts and its latencies as `(value, count)` pairs.
+    fn add(&mut self, c: &Counts, latency: &[(u64, u64)]) {
         let t = &mut self.counts;
         t.requests += c.requests;
         t.errors += c.errors;
@@ -58,10 +53,7 @@ impl Group {
         t.rest += c.rest;
         t.latency_sum_us += c.latency_sum_us;
         t.latency_max_us = t.latency_max_us.max(c.latency_max_us);
-        match latency {
-            Latency::One(v) => self.latency.record(*v),
-            Latency::Pairs(pairs) => self.latency.record_pairs(pairs),
-        }
+        self.latency.record_pairs(latency);
     }
 
     fn cells<'a>(&self, group: &'a str, name: &'a str) -> [Cell<'a>; 13] {
@@ -118,29 +110,30 @@ pub struct Summary {
     by_source: BTreeMap<String, Group>,
     by_protocol: BTreeMap<String, Group>,
     by_day: BTreeMap<i64, Group>,
-    /// Raw rows and rollup rows read to make it.
-    pub raw_rows: u64,
-    pub rollup_rows: u64,
+}
+
+/// Adds to the group named `name`, created the first time: the name is copied only then,
+/// not for every row.
+fn add_to(groups: &mut BTreeMap<String, Group>, name: &str, c: &Counts, latency: &[(u64, u64)]) {
+    match groups.get_mut(name) {
+        Some(g) => g.add(c, latency),
+        None => {
+            let mut g = Group::default();
+            g.add(c, latency);
+            groups.insert(name.to_owned(), g);
+        }
+    }
 }
 
 impl Summary {
-    fn add(&mut self, key: (i64, &str, &str, &str), c: &Counts, latency: &Latency) {
+    fn add(&mut self, key: (i64, &str, &str, &str), c: &Counts, latency: &[(u64, u64)]) {
         let (day_ms, asset, source, protocol) = key;
         self.total.add(c, latency);
-        self.by_asset
-            .entry(asset.to_owned())
-            .or_default()
-            .add(c, latency);
+        add_to(&mut self.by_asset, asset, c, latency);
         for tag in source.split(',').filter(|t| !t.is_empty()) {
-            self.by_source
-                .entry(tag.to_owned())
-                .or_default()
-                .add(c, latency);
+            add_to(&mut self.by_source, tag, c, latency);
         }
-        self.by_protocol
-            .entry(protocol.to_owned())
-            .or_default()
-            .add(c, latency);
+        add_to(&mut self.by_protocol, protocol, c, latency);
         self.by_day.entry(day_ms).or_default().add(c, latency);
     }
 
@@ -154,8 +147,7 @@ impl Summary {
             latency_max_us: i64::from(r.latency_us),
         };
         let key = (day_start_ms(r.ts_ms), &*r.asset, &*r.source, &*r.protocol);
-        self.add(key, &counts, &Latency::One(u64::from(r.latency_us)));
-        self.raw_rows += 1;
+        self.add(key, &counts, &[(u64::from(r.latency_us), 1)]);
     }
 
     fn add_rollup(&mut self, r: &RollupRow) -> Result<(), BadSketch> {
@@ -169,8 +161,7 @@ impl Summary {
             latency_max_us: r.latency_max_us,
         };
         let key = (r.day_ms, &*r.asset, &*r.source, &*r.protocol);
-        self.add(key, &counts, &Latency::Pairs(&pairs));
-        self.rollup_rows += 1;
+        self.add(key, &counts, &pairs);
         Ok(())
     }
 
@@ -183,28 +174,14 @@ impl Summary {
     /// per breakdown; the others are one table whose rows are the same entries, with `group`
     /// saying which breakdown a row belongs to (`total`, `asset`, `source`, `protocol`, `day`).
     pub fn render(&self, format: Format) -> Vec<u8> {
-        let days: Vec<(String, &Group)> =
-            self.by_day.iter().map(|(d, g)| (day_name(*d), g)).collect();
-        let sections: [(&str, Vec<(&str, &Group)>); 4] = [
+        let sections: [(&str, Vec<(String, &Group)>); 4] = [
+            ("asset", named(&self.by_asset)),
+            ("source", named(&self.by_source)),
+            ("protocol", named(&self.by_protocol)),
             (
-                "asset",
-                self.by_asset.iter().map(|(k, g)| (k.as_str(), g)).collect(),
+                "day",
+                self.by_day.iter().map(|(d, g)| (day_name(*d), g)).collect(),
             ),
-            (
-                "source",
-                self.by_source
-                    .iter()
-                    .map(|(k, g)| (k.as_str(), g))
-                    .collect(),
-            ),
-            (
-                "protocol",
-                self.by_protocol
-                    .iter()
-                    .map(|(k, g)| (k.as_str(), g))
-                    .collect(),
-            ),
-            ("day", days.iter().map(|(k, g)| (k.as_str(), *g)).collect()),
         ];
         if format != Format::Json {
             let mut w = TableWriter::new(format, SUMMARY_COLUMNS);
@@ -244,6 +221,16 @@ impl Summary {
         out.push(b'}');
         out
     }
+}
+
+/// The end of a summary's range: an open range ends a day after now.
+fn bounded_to(filter: &UsageFilter) -> i64 {
+    filter.to_ms.min(now_ms().saturating_add(DAY_MS))
+}
+
+/// A breakdown's entries by name, in order.
+fn named(groups: &BTreeMap<String, Group>) -> Vec<(String, &Group)> {
+    groups.iter().map(|(k, g)| (k.clone(), g)).collect()
 }
 
 fn ceil_day(ms: i64) -> i64 {

@@ -137,10 +137,10 @@ pub trait Store: Send + Sync {
     ) -> BoxStream<'a, Result<UsageRow>>;
     /// Daily rollups matching `filter` whose day starts in `[filter.from_ms, filter.to_ms)`.
     fn rollups<'a>(&'a self, filter: &'a UsageFilter) -> BoxStream<'a, Result<RollupRow>>;
-    /// Replaces the rollups of the day starting at `day_ms` with `rows` and marks every day
-    /// before `day_ms + 1 day` as rolled up, in one transaction (so rolling a day again is
-    /// harmless).
-    async fn replace_rollups(&self, day_ms: i64, rows: &[RollupRow]) -> Result<()>;
+    /// Stores the rollups of the day starting at `day_ms` and marks every day before
+    /// `day_ms + 1 day` as rolled up, in one transaction; false (nothing written) if that day
+    /// was rolled up meanwhile, so a late roll never replaces rollups of pruned raw rows.
+    async fn replace_rollups(&self, day_ms: i64, rows: &[RollupRow]) -> Result<bool>;
     /// Every day before this instant is rolled up; `None` before the first roll-up.
     async fn rolled_until(&self) -> Result<Option<i64>>;
     /// The time of the oldest raw usage row, if any.

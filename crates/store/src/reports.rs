@@ -9,7 +9,8 @@ pub struct UsageFilter {
     /// One key's rows only (always set for a customer).
     pub key_id: Option<i64>,
     pub asset: Option<String>,
-    /// A source tag that must be among the row's sources (`coinbase-ws`).
+    /// A source tag (`coinbase-ws`), or the name of an exchange (`coinbase`) for its tag,
+    /// that must be among the row's sources.
     pub source: Option<String>,
     pub protocol: Option<String>,
     pub status: Option<u16>,
@@ -92,8 +93,8 @@ pub struct ReportLogEntry {
 /// The answer to taking one report from a key's monthly allowance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allowance {
-    /// Taken: this is the key's `n`th report this month.
-    Taken(i64),
+    /// Taken: there was room.
+    Taken,
     /// The allowance is used up for this month.
     UsedUp,
 }

@@ -347,10 +347,16 @@ fn usage_where(filter: &UsageFilter, time_col: &str) -> Result<(String, SqliteAr
             bind(&mut args, v.clone())?;
         }
     }
-    if let Some(tag) = &filter.source {
-        // The row's sources are a comma-joined list: match one whole tag.
-        sql.push_str(" AND instr(',' || source || ',', ?) > 0");
-        bind(&mut args, format!(",{tag},"))?;
+    if let Some(wanted) = &filter.source {
+        // The row's sources are a comma-joined list of tags: match one whole tag, the one of
+        // the exchange so named if `wanted` is an exchange name (`coinbase` → `coinbase-ws`).
+        sql.push_str(
+            " AND instr(',' || source || ',', ',' || coalesce((SELECT source FROM exchange_feeds \
+             WHERE lower(name) = lower(?) OR lower(source) = lower(?) LIMIT 1), ?) || ',') > 0",
+        );
+        for _ in 0..3 {
+            bind(&mut args, wanted.clone())?;
+        }
     }
     if let Some(status) = filter.status {
         sql.push_str(" AND status = ?");
@@ -725,8 +731,18 @@ impl Store for SqliteStore {
             .boxed()
     }
 
-    async fn replace_rollups(&self, day_ms: i64, rows: &[RollupRow]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+    async fn replace_rollups(&self, day_ms: i64, rows: &[RollupRow]) -> Result<bool> {
+        // IMMEDIATE: the mark read here cannot move before this transaction commits.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mark: Option<i64> =
+            sqlx::query_scalar("SELECT rolled_until_ms FROM usage_rollup_state WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if mark.is_some_and(|m| day_ms < m) {
+            // Rolled meanwhile (by `beast sync` or another node), and its raw rows may be
+            // pruned already: what is stored stays.
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM usage_daily WHERE day_ms = ?")
             .bind(day_ms)
             .execute(&mut *tx)
@@ -761,7 +777,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn rolled_until(&self) -> Result<Option<i64>> {
@@ -813,7 +829,7 @@ impl Store for SqliteStore {
         .bind(now_ms())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(taken.map_or(Allowance::UsedUp, Allowance::Taken))
+        Ok(taken.map_or(Allowance::UsedUp, |_| Allowance::Taken))
     }
 
     async fn give_back_report(&self, key_id: i64, month: &str) -> Result<()> {

@@ -22,14 +22,17 @@ use axum::{
 use beast_core::ApiError;
 use serde::de::DeserializeOwned;
 
-use crate::{AppState, keys::KeyEntry};
+use crate::{AppState, counters::RuntimeCounters, keys::KeyEntry};
 
 /// The price listener's routes, with the admin API under `/admin`.
 pub fn price_router(state: AppState) -> Router {
     let priced = Router::new()
         .route("/price", get(price::price))
         .route("/prices", get(prices::prices))
-        .route_layer(middleware::from_fn_with_state(state.clone(), govern));
+        .route_layer(middleware::from_fn_with_state(
+            state.counters.clone(),
+            govern,
+        ));
     Router::new()
         .nest("/admin", crate::admin::router(state.clone()))
         .merge(priced)
@@ -50,8 +53,11 @@ pub fn health_router(state: AppState) -> Router {
 
 /// Counts a price request, admits it only while the node is under its in-flight limit (503
 /// `overloaded` otherwise, before any other work), and counts its status.
-async fn govern(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let counters = &state.counters;
+async fn govern(
+    State(counters): State<Arc<RuntimeCounters>>,
+    request: Request,
+    next: Next,
+) -> Response {
     counters.tcp_request();
     let response = match counters.enter() {
         Ok(_in_flight) => next.run(request).await,
@@ -65,15 +71,23 @@ async fn not_found() -> Response {
     error_response(&ApiError::NotFound("no such endpoint".into()))
 }
 
+/// A body with a status and a content type.
+pub(crate) fn typed_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Body>,
+) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
 /// A JSON body with a status.
 pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    typed_response(status, "application/json", body)
 }
 
 /// The JSON answer for an error, with `Retry-After` where it applies.
@@ -101,12 +115,9 @@ impl FromRequestParts<AppState> for Keyed {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let started = Instant::now();
-        match presented_key(&parts.headers).and_then(|k| state.keys.authenticate(k)) {
+        match state.authenticate(presented_key(&parts.headers)) {
             Ok(key) => Ok(Self { key, started }),
-            Err(e) => {
-                state.counters.auth_failure();
-                Err(error_response(&e))
-            }
+            Err(e) => Err(error_response(&e)),
         }
     }
 }

@@ -14,17 +14,19 @@ use std::{sync::Arc, time::Instant};
 use axum::{
     Router,
     body::Body,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::Response,
     routing::get,
 };
 use beast_core::{ApiError, month_of, next_month_start_ms, now_ms};
-use beast_reports::{Format, ReportParams, ReportRequest};
-use beast_store::{Allowance, ReportLogEntry};
+use beast_reports::{
+    Format, PageSize, ReportParams, ReportRequest, query::format_cursor, summarize,
+};
+use beast_store::{Allowance, Cursor, ReportLogEntry};
 
 use crate::{
     AppState,
-    http::{error_response, presented_key},
+    http::{error_response, presented_key, typed_response},
     keys::KeyEntry,
 };
 
@@ -41,19 +43,20 @@ pub fn report_router(state: AppState) -> Router {
 pub(crate) fn body_response(
     format: Format,
     body: impl Into<Body>,
-    next: Option<String>,
+    next: Option<Cursor>,
 ) -> Response {
-    let mut response = Response::new(body.into());
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    if let Some(cursor) = next.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        headers.insert("x-next-cursor", cursor);
+    let mut response = typed_response(StatusCode::OK, format.content_type(), body);
+    if let Some(cursor) = next.and_then(|c| HeaderValue::from_str(&format_cursor(c)).ok()) {
+        response.headers_mut().insert("x-next-cursor", cursor);
     }
     response
+}
+
+/// A computed report: its body, the rows (or groups) in it, and the next page's cursor.
+pub(crate) struct Answer {
+    pub body: Vec<u8>,
+    pub rows: u64,
+    pub next: Option<Cursor>,
 }
 
 /// Who asks for a report.
@@ -117,24 +120,12 @@ impl Ticket {
 }
 
 impl AppState {
-    /// The caller a request's key names: the admin key, or an active API key.
-    pub(crate) fn report_caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        match presented_key(headers) {
-            Ok(key) => self.caller_of(key),
-            Err(e) => {
-                self.counters.report_request();
-                Err(e)
-            }
+    /// The caller a key names: the admin key, or an active API key (refusals counted).
+    pub(crate) fn caller_of(&self, key: Result<&str, ApiError>) -> Result<Caller, ApiError> {
+        match key {
+            Ok(k) if self.admin.verify(k) => Ok(Caller::Admin),
+            key => self.authenticate(key).map(Caller::Key),
         }
-    }
-
-    /// The caller a key names; every report request passes here once, and is counted.
-    pub(crate) fn caller_of(&self, key: &str) -> Result<Caller, ApiError> {
-        self.counters.report_request();
-        if self.admin.verify(key) {
-            return Ok(Caller::Admin);
-        }
-        self.keys.authenticate(key).map(Caller::Key)
     }
 
     /// Admits an HTTP report request: its key (401 unlogged), then as
@@ -145,8 +136,9 @@ impl AppState {
         query: Option<String>,
         report: Report,
     ) -> Result<(ReportRequest, Ticket), Response> {
+        self.counters.report_request();
         let caller = self
-            .report_caller(headers)
+            .caller_of(presented_key(headers))
             .map_err(|e| error_response(&e))?;
         let query = query.unwrap_or_default();
         let mut ticket = Ticket::new(&caller, report, "http", &query);
@@ -182,18 +174,13 @@ impl AppState {
         if let Caller::Key(k) = caller {
             match request.filter.key_id {
                 Some(id) if id != k.id => {
-                    return Err(ApiError::InvalidField {
-                        field: "key_id".into(),
-                        message: "a key sees only its own usage; key_id needs the admin key".into(),
-                    });
+                    return Err(ApiError::invalid_field(
+                        "key_id",
+                        "a key sees only its own usage; key_id needs the admin key",
+                    ));
                 }
                 _ => request.filter.key_id = Some(k.id),
             }
-        }
-        if let Some(wanted) = &request.filter.source
-            && let Some(tag) = self.catalog.load().source_tag(wanted)
-        {
-            request.filter.source = Some(tag.to_owned());
         }
         if let Caller::Key(k) = caller
             && !k.tier.unlimited
@@ -202,7 +189,7 @@ impl AppState {
             let month = month_of(now);
             let allowance = k.tier.monthly_report_allowance;
             match self.store.take_report(k.id, &month, allowance).await {
-                Ok(Allowance::Taken(_)) => ticket.taken = Some(month),
+                Ok(Allowance::Taken) => ticket.taken = Some(month),
                 Ok(Allowance::UsedUp) => {
                     let resets_at_ms = next_month_start_ms(now);
                     return Err(ApiError::ReportAllowanceUsed {
@@ -222,9 +209,80 @@ impl AppState {
         Ok(request)
     }
 
-    /// Logs a finished report request; one that was not answered gives its allowance back.
+    /// The body of an admitted summary or usage page (not an export: that streams).
+    pub(crate) async fn answer(
+        &self,
+        report: Report,
+        request: &ReportRequest,
+    ) -> Result<Answer, ApiError> {
+        match (report, request.page_size) {
+            (Report::Summary, _) => {
+                let summary = summarize(&*self.store, &request.filter)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "summary failed");
+                        ApiError::Internal("the summary could not be computed".into())
+                    })?;
+                Ok(Answer {
+                    body: summary.render(request.format),
+                    rows: summary.groups() as u64,
+                    next: None,
+                })
+            }
+            (Report::Usage, PageSize::Rows(size)) => {
+                let page = beast_reports::usage::page(&*self.store, request, size)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "usage report failed");
+                        ApiError::Internal("the usage rows could not be read".into())
+                    })?;
+                Ok(Answer {
+                    body: page.body,
+                    rows: page.rows,
+                    next: page.next_cursor,
+                })
+            }
+            (Report::Usage, PageSize::All) => Err(ApiError::invalid_field(
+                "page_size",
+                "page_size=all streams over HTTP only",
+            )),
+        }
+    }
+
+    /// Answers an admitted HTTP summary or page and finishes its ticket in a task of its own,
+    /// so a client that goes away midway still has its request logged (and its allowance
+    /// given back if nothing was answered).
+    pub(crate) async fn answer_http(
+        &self,
+        report: Report,
+        request: ReportRequest,
+        ticket: Ticket,
+    ) -> Response {
+        let state = self.clone();
+        let task = tokio::spawn(async move {
+            let answer = state.answer(report, &request).await;
+            let (status, rows) = match &answer {
+                Ok(a) => (200, a.rows),
+                Err(e) => (e.status(), 0),
+            };
+            state.finish_report(ticket, status, rows).await;
+            answer.map(|a| body_response(request.format, a.body, a.next))
+        });
+        match task.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => error_response(&e),
+            Err(e) => {
+                tracing::error!(error = %e, "report task failed");
+                error_response(&ApiError::Internal("the report failed".into()))
+            }
+        }
+    }
+
+    /// Logs a finished report request. One that answered nothing (refused, failed, too
+    /// large for UDP, or a reader gone before the first row) gives its allowance back.
     pub(crate) async fn finish_report(&self, ticket: Ticket, status: u16, rows: u64) {
         if status != 200
+            && rows == 0
             && let (Some(key_id), Some(month)) = (ticket.key_id, &ticket.taken)
             && let Err(e) = self.store.give_back_report(key_id, month).await
         {

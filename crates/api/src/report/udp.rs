@@ -2,46 +2,39 @@
 //! `{"key":"...","report":"summary"|"usage", "id":"..", ...the HTTP parameters}`, one JSON
 //! datagram out with the same body as HTTP (and the `id` first). An answer too large for one
 //! datagram is refused with `too_large_for_udp`, pointing to the HTTP endpoint; it does not
-//! use up the allowance. Not JSON at all: dropped.
+//! use up the allowance. Not JSON at all: dropped. Requests are read as the price UDP
+//! listener reads its own (`crate::udp::request`), from a socket bound the same way.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use beast_core::ApiError;
-use beast_reports::{Format, PageSize, ReportParams, usage};
-use serde::Deserialize;
+use beast_reports::{Format, ReportParams};
+use serde_json::Value;
 use tokio::{net::UdpSocket, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{Caller, Report, Ticket};
-use crate::{AppState, udp::with_id};
+use crate::{
+    AppState,
+    udp::{MAX_REQUEST, request::echo_id, with_id},
+};
 
-/// Longest request datagram read.
-const MAX_REQUEST: usize = 4096;
 /// Reports computed at once; further datagrams wait in the socket buffer.
-const IN_FLIGHT: usize = 32;
-const MAX_ID: usize = 64;
+const IN_FLIGHT: u32 = 32;
 
-#[derive(Debug, Deserialize)]
-struct Request {
-    #[serde(default)]
-    key: String,
-    report: Option<String>,
-    #[serde(flatten)]
-    params: ReportParams,
-}
-
-/// Answers report datagrams on `socket` until `cancel` fires.
+/// Answers report datagrams on `socket` until `cancel` fires, then waits for the reports
+/// still being computed (so their log rows are written before the store closes).
 pub async fn serve(
     state: AppState,
     socket: std::net::UdpSocket,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let socket = Arc::new(UdpSocket::from_std(socket)?);
-    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT as usize));
     let mut buf = vec![0u8; MAX_REQUEST];
     loop {
         let (len, peer) = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
+            _ = cancel.cancelled() => break,
             r = socket.recv_from(&mut buf) => match r {
                 Ok(r) => r,
                 Err(e) => {
@@ -50,132 +43,89 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&buf[..len]) else {
+        let Ok(value) = serde_json::from_slice::<Value>(&buf[..len]) else {
             tracing::debug!(%peer, "report udp datagram is not JSON, dropped");
             continue;
         };
         let Ok(permit) = permits.clone().acquire_owned().await else {
-            return Ok(());
+            break;
         };
         let (state, socket) = (state.clone(), socket.clone());
         tokio::spawn(async move {
             let reply = answer(&state, value).await;
-            send(&socket, &reply, peer).await;
+            if let Err(e) = socket.send_to(&reply, peer).await {
+                tracing::debug!(error = %e, %peer, "report udp send failed");
+            }
             drop(permit);
         });
     }
+    let _all_done = permits.acquire_many(IN_FLIGHT).await;
+    Ok(())
 }
 
-async fn send(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) {
-    if let Err(e) = socket.send_to(reply, peer).await {
-        tracing::debug!(error = %e, %peer, "report udp send failed");
-    }
-}
-
-async fn answer(state: &AppState, value: serde_json::Value) -> Vec<u8> {
-    let id = value
-        .get("id")
-        .and_then(|i| i.as_str())
-        .filter(|i| i.chars().count() <= MAX_ID)
-        .map(str::to_owned);
-    let request: Request = match serde_json::from_value(value) {
-        Ok(r) => r,
-        Err(e) => {
-            return with_id(
-                id.as_deref(),
-                Err(&ApiError::BadRequest(format!("bad request: {e}"))),
-            );
-        }
-    };
-    let caller = match state.caller_of(request.key.trim()) {
+async fn answer(state: &AppState, mut request: Value) -> Vec<u8> {
+    state.counters.report_request();
+    let id = echo_id(&request);
+    let reply = |body: Result<Vec<u8>, &ApiError>| with_id(id.as_deref(), body);
+    let key = request.get("key").and_then(Value::as_str).unwrap_or("");
+    let caller = match state.caller_of(Ok(key)) {
         Ok(c) => c,
-        Err(e) => {
-            let e = if request.key.trim().is_empty() {
-                ApiError::MissingKey
-            } else {
-                e
-            };
-            return with_id(id.as_deref(), Err(&e));
-        }
+        Err(e) => return reply(Err(&e)),
     };
-    let report = match request.report.as_deref() {
+    let report = match request.get("report").and_then(Value::as_str) {
         Some("summary") => Report::Summary,
         Some("usage") => Report::Usage,
         _ => {
-            return with_id(
-                id.as_deref(),
-                Err(&ApiError::InvalidField {
-                    field: "report".into(),
-                    message: "expected \"summary\" or \"usage\"".into(),
-                }),
-            );
+            let e = ApiError::invalid_field("report", "expected \"summary\" or \"usage\"");
+            return reply(Err(&e));
         }
     };
-    let query = serde_json::to_string(&request.params).unwrap_or_default();
-    let mut ticket = Ticket::new(&caller, report, "udp", &query);
-    let (status, rows, body) = match respond(state, &caller, report, &request, &mut ticket).await {
-        Ok((rows, body)) => {
-            let reply = with_id(id.as_deref(), Ok(body));
-            if reply.len() > state.reports.udp_max_bytes {
+    // Logged as sent, without the key.
+    if let Some(fields) = request.as_object_mut() {
+        fields.remove("key");
+    }
+    let mut ticket = Ticket::new(&caller, report, "udp", &request.to_string());
+    let (status, rows, body) = match respond(state, &caller, report, request, &mut ticket).await {
+        Ok(answer) => {
+            let body = reply(Ok(answer.body));
+            let max = state.reports.udp_max_bytes;
+            if body.len() > max {
                 let e = ApiError::TooLargeForUdp {
-                    bytes: reply.len(),
-                    max: state.reports.udp_max_bytes,
+                    bytes: body.len(),
+                    max,
                     report: report.as_str(),
                 };
-                (e.status(), 0, with_id(id.as_deref(), Err(&e)))
+                (e.status(), 0, reply(Err(&e)))
             } else {
-                (200, rows, reply)
+                (200, answer.rows, body)
             }
         }
-        Err(e) => (e.status(), 0, with_id(id.as_deref(), Err(&e))),
+        Err(e) => (e.status(), 0, reply(Err(&e))),
     };
     state.finish_report(ticket, status, rows).await;
     body
 }
 
-/// The rows (or groups) and JSON body of an admitted report.
+/// The answer to a report request from an authenticated caller.
 async fn respond(
     state: &AppState,
     caller: &Caller,
     report: Report,
-    request: &Request,
+    request: Value,
     ticket: &mut Ticket,
-) -> Result<(u64, Vec<u8>), ApiError> {
-    if request
-        .params
+) -> Result<super::Answer, ApiError> {
+    let params: ReportParams = serde_json::from_value(request)
+        .map_err(|e| ApiError::BadRequest(format!("bad request: {e}")))?;
+    if params
         .format
         .as_deref()
-        .is_some_and(|f| !f.trim().eq_ignore_ascii_case("json"))
+        .is_some_and(|f| Format::Json.as_str() != f.trim().to_ascii_lowercase())
     {
-        return Err(ApiError::InvalidField {
-            field: "format".into(),
-            message: "UDP answers are JSON; ask over HTTP for csv, tsv or text".into(),
-        });
+        return Err(ApiError::invalid_field(
+            "format",
+            "UDP answers are JSON; ask over HTTP for csv, tsv or text",
+        ));
     }
-    let checked = state.admit_report(caller, &request.params, ticket).await?;
-    debug_assert_eq!(checked.format, Format::Json);
-    match report {
-        Report::Summary => {
-            let summary = state.summary_of(&checked).await?;
-            Ok((summary.groups() as u64, summary.render(Format::Json)))
-        }
-        Report::Usage => {
-            let size = match checked.page_size {
-                PageSize::Rows(n) => n,
-                PageSize::All => {
-                    return Err(ApiError::InvalidField {
-                        field: "page_size".into(),
-                        message: "page_size=all streams over HTTP only".into(),
-                    });
-                }
-            };
-            let page = usage::page(&*state.store, &checked, size)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "usage report failed");
-                    ApiError::Internal("the usage rows could not be read".into())
-                })?;
-            Ok((page.rows, page.body))
-        }
-    }
+    let checked = state.admit_report(caller, &params, ticket).await?;
+    state.answer(report, &checked).await
 }

@@ -10,13 +10,12 @@ use axum::{
     http::HeaderMap,
     response::Response,
 };
-use beast_core::ApiError;
-use beast_reports::{PageSize, query::format_cursor, usage};
+use beast_reports::{PageSize, usage};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{Report, body_response};
-use crate::{AppState, http::error_response};
+use crate::AppState;
 
 /// Chunks of an export waiting for a slow reader.
 const EXPORT_CHUNKS_IN_FLIGHT: usize = 8;
@@ -30,40 +29,23 @@ pub async fn usage(
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
-    match request.page_size {
-        PageSize::Rows(size) => match usage::page(&*state.store, &request, size).await {
-            Ok(page) => {
-                state.finish_report(ticket, 200, page.rows).await;
-                body_response(
-                    request.format,
-                    page.body,
-                    page.next_cursor.map(format_cursor),
-                )
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "usage report failed");
-                let e = ApiError::Internal("the usage rows could not be read".into());
-                state.finish_report(ticket, e.status(), 0).await;
-                error_response(&e)
-            }
-        },
-        PageSize::All => {
-            let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
-            let format = request.format;
-            tokio::spawn(async move {
-                let (status, rows) = match usage::export(&*state.store, &request, tx).await {
-                    Ok(done) => (if done.complete { 200 } else { 499 }, done.rows),
-                    Err(e) => {
-                        tracing::error!(error = %e, "usage export failed midway");
-                        (500, 0)
-                    }
-                };
-                state.finish_report(ticket, status, rows).await;
-            });
-            let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|chunk| (chunk, rx))
-            });
-            body_response(format, Body::from_stream(chunks), None)
-        }
+    if request.page_size != PageSize::All {
+        return state.answer_http(Report::Usage, request, ticket).await;
     }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
+    let format = request.format;
+    tokio::spawn(async move {
+        let (status, rows) = match usage::export(&*state.store, &request, tx).await {
+            Ok(done) => (if done.complete { 200 } else { 499 }, done.rows),
+            Err(e) => {
+                tracing::error!(error = %e, "usage export failed midway");
+                (500, 0)
+            }
+        };
+        state.finish_report(ticket, status, rows).await;
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    body_response(format, Body::from_stream(chunks), None)
 }

@@ -11,7 +11,7 @@
 //! over the node's in-flight limit are answered `overloaded` at once. Everything is counted in
 //! the node's [`RuntimeCounters`](crate::counters::RuntimeCounters).
 
-mod request;
+pub(crate) mod request;
 
 use std::{
     io,
@@ -147,18 +147,11 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
                 continue;
             }
             Parsed::Invalid { id, error } => {
-                counters.udp_request();
-                if error == ApiError::MissingKey {
-                    counters.auth_failure();
-                }
                 counters.answered(error.status());
                 send(&socket, stats, with_id(id.as_deref(), Err(&error)), peer).await;
                 continue;
             }
-            Parsed::Request(request) => {
-                counters.udp_request();
-                Box::pin(answer(state.clone(), request.into_owned()))
-            }
+            Parsed::Request(request) => Box::pin(answer(state.clone(), request.into_owned())),
         };
         // Memory answers complete at once. One that must wait (an on-demand REST fetch, a full
         // usage channel) finishes in its own task, so this socket keeps receiving.
@@ -198,12 +191,9 @@ async fn answer(state: AppState, request: request::Request<'static>) -> Vec<u8> 
 async fn respond(state: &AppState, request: &request::Request<'static>) -> (u16, Vec<u8>) {
     let started = Instant::now();
     let id = request.id.as_deref();
-    let key = match state.keys.authenticate(&request.key) {
+    let key = match state.authenticate(Ok(&request.key)) {
         Ok(key) => key,
-        Err(e) => {
-            state.counters.auth_failure();
-            return (e.status(), with_id(id, Err(&e)));
-        }
+        Err(e) => return (e.status(), with_id(id, Err(&e))),
     };
     let body = match &request.assets {
         Some(names) => {

@@ -48,6 +48,15 @@ pub enum Parsed<'a> {
     Garbage,
 }
 
+/// The `id` of a JSON request to echo in its answer, if it has a readable one.
+pub(crate) fn echo_id(request: &serde_json::Value) -> Option<String> {
+    request
+        .get("id")
+        .and_then(|i| i.as_str())
+        .filter(|id| id.chars().count() <= MAX_ID)
+        .map(str::to_owned)
+}
+
 pub fn parse(datagram: &[u8]) -> Parsed<'_> {
     let request: Request = match serde_json::from_slice(datagram) {
         Ok(r) => r,
@@ -56,8 +65,7 @@ pub fn parse(datagram: &[u8]) -> Parsed<'_> {
             // Valid JSON of the wrong shape: answer, echoing the id if there is one.
             let id = serde_json::from_slice::<serde_json::Value>(datagram)
                 .ok()
-                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-                .filter(|id| id.chars().count() <= MAX_ID);
+                .and_then(|v| echo_id(&v));
             return Parsed::Invalid {
                 id,
                 error: ApiError::BadRequest(format!("bad request: {e}")),
@@ -70,12 +78,6 @@ pub fn parse(datagram: &[u8]) -> Parsed<'_> {
         return Parsed::Invalid {
             id: None,
             error: ApiError::BadRequest(format!("id is longer than {MAX_ID} characters")),
-        };
-    }
-    if request.key.trim().is_empty() {
-        return Parsed::Invalid {
-            id: request.id.map(Cow::into_owned),
-            error: ApiError::MissingKey,
         };
     }
     Parsed::Request(request)
@@ -96,9 +98,10 @@ mod tests {
         );
         assert!(matches!(parse(b"\x00\xffnot json"), Parsed::Garbage));
         assert!(matches!(parse(br#"{"key":"k","asset":"#), Parsed::Garbage));
+        // No key is for authentication to refuse (and count), as on HTTP.
         assert!(matches!(
             parse(br#"{"asset":"BTC","id":"9"}"#),
-            Parsed::Invalid { id: Some(ref id), error: ApiError::MissingKey } if id == "9"
+            Parsed::Request(ref r) if r.key.is_empty()
         ));
         assert!(matches!(
             parse(br#"{"key":"k","asset":42,"id":"x"}"#),

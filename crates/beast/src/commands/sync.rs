@@ -24,16 +24,16 @@ async fn sync(store: &dyn Store, args: &SyncArgs) -> anyhow::Result<()> {
         ProgressStyle::with_template("rolling up  [{bar:30}] {pos}/{len} days  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut raw = 0;
-    for &day in &days {
+    let mut rolled = 0;
+    let raw = rollup::roll_up(store, &days, |day, read| {
+        rolled += usize::from(read.is_some());
         bar.set_message(day_name(day));
-        raw += rollup::roll_up_day(store, day).await?;
         bar.inc(1);
-    }
+    })
+    .await?;
     bar.finish_and_clear();
     println!(
-        "rolled up {} day(s) from {raw} raw row(s){}",
-        days.len(),
+        "rolled up {rolled} day(s) from {raw} raw row(s){}",
         match (days.first(), days.last()) {
             (Some(a), Some(b)) => format!(" ({} to {})", day_name(*a), day_name(*b)),
             _ => String::new(),
@@ -45,9 +45,9 @@ async fn sync(store: &dyn Store, args: &SyncArgs) -> anyhow::Result<()> {
         ProgressStyle::with_template("pruning  {spinner} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let pruned = rollup::prune(store, cutoff, |total| {
         spinner.set_message(format!("{total} row(s) deleted"));
-        spinner.tick();
     })
     .await?;
     spinner.finish_and_clear();
