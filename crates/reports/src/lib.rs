@@ -29,3 +29,6 @@ pub struct ReportOptions {
     /// How often the server looks for days to roll up.
     pub rollup_every: Duration,
 }
+
+#[cfg(test)]
+mod tests;

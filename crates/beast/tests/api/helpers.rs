@@ -49,16 +49,88 @@ pub async fn sql(data_dir: &Path, statements: &[&str]) {
     pool.close().await;
 }
 
-pub async fn usage_rows(data_dir: &Path, filter: &str) -> i64 {
+/// The one column a query selects, every row, from a data dir's database.
+pub async fn column<T>(data_dir: &Path, query: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + Send + Unpin,
+{
     let url = format!("sqlite://{}", data_dir.join("beast.sqlite3").display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let q = format!("SELECT COUNT(*) FROM usage_logs {filter}");
-    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
-        .fetch_one(&pool)
+    let values = sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned()))
+        .fetch_all(&pool)
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{query}: {e}"));
     pool.close().await;
-    n
+    values
+}
+
+/// The one value a query selects.
+pub async fn scalar<T>(data_dir: &Path, query: &str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + Send + Unpin,
+{
+    let mut values = column(data_dir, query).await;
+    assert_eq!(values.len(), 1, "{query}: one row expected");
+    values.remove(0)
+}
+
+pub async fn usage_rows(data_dir: &Path, filter: &str) -> i64 {
+    scalar(
+        data_dir,
+        &format!("SELECT COUNT(*) FROM usage_logs {filter}"),
+    )
+    .await
+}
+
+/// Runs the `beast` binary on a data dir (with `stdin` piped in if given), without the
+/// caller's `BEAST_*` keys or `SERVER_TYPE` leaking in.
+pub async fn beast(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_beast"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("BEAST_API_KEY")
+        .env_remove("BEAST_ADMIN_KEY")
+        .env_remove("SERVER_TYPE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    child.wait_with_output().await.unwrap()
+}
+
+/// Runs `beast` and asserts it succeeds; its stdout and stderr.
+pub async fn beast_ok(data_dir: &Path, args: &[&str]) -> (String, String) {
+    let out = beast(data_dir, args, None).await;
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert!(out.status.success(), "beast {args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+/// Sends one datagram to `to` and reads the JSON answer; `None` if none comes in time.
+pub async fn ask_udp(
+    socket: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    request: &[u8],
+    within: Duration,
+) -> Option<Value> {
+    socket.send_to(request, to).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (len, _) = tokio::time::timeout(within, socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .unwrap();
+    Some(serde_json::from_slice(&buf[..len]).unwrap())
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -177,11 +249,30 @@ impl TestApp {
     }
 
     pub async fn get_at(&self, addr: SocketAddr, path_and_query: &str, key: Option<&str>) -> Reply {
+        let (status, headers, text) = self.get_text(addr, path_and_query, key).await;
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path_and_query}: body is not JSON ({e}): {text}"));
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A GET whose body is read as text (CSV, TSV, plain text or JSON).
+    pub async fn get_text(
+        &self,
+        addr: SocketAddr,
+        path_and_query: &str,
+        key: Option<&str>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
         let mut req = self.client.get(format!("http://{addr}{path_and_query}"));
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
-        reply(req, path_and_query).await
+        let resp = req.send().await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        (status, headers, resp.text().await.unwrap())
     }
 
     /// An admin API call: GET without a body, POST with one.

@@ -6,17 +6,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
-use crate::helpers::{TestApp, spawn_app, usage_rows};
+use crate::helpers::{TestApp, ask_udp, spawn_app, usage_rows};
 
 /// Sends one datagram and waits up to 500 ms for the reply.
 pub async fn ask(app: &TestApp, socket: &UdpSocket, request: &[u8]) -> Option<Value> {
-    socket.send_to(request, app.udp).await.unwrap();
-    let mut buf = vec![0u8; 65_536];
-    let (len, _) = tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf))
-        .await
-        .ok()?
-        .unwrap();
-    Some(serde_json::from_slice(&buf[..len]).unwrap())
+    ask_udp(socket, app.udp, request, Duration::from_millis(500)).await
 }
 
 #[tokio::test]
