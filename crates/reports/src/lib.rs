@@ -13,6 +13,29 @@ pub mod usage;
 use std::time::Duration;
 
 pub use query::{Format, PageSize, ReportParams, ReportRequest};
+
+/// The two reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    Usage,
+    Summary,
+}
+
+impl Report {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Report::Usage => "usage",
+            Report::Summary => "summary",
+        }
+    }
+
+    /// `usage` or `summary`.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Report::Usage, Report::Summary]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+}
 pub use summary::{Summary, summarize};
 
 /// Report settings, from `application_parameters`.

@@ -20,7 +20,7 @@ use axum::{
 };
 use beast_core::{ApiError, month_of, next_month_start_ms, now_ms};
 use beast_reports::{
-    Format, PageSize, ReportParams, ReportRequest, query::format_cursor, summarize,
+    Format, PageSize, Report, ReportParams, ReportRequest, query::format_cursor, summarize,
 };
 use beast_store::{Allowance, Cursor, ReportLogEntry};
 
@@ -63,22 +63,6 @@ pub(crate) struct Answer {
 pub(crate) enum Caller {
     Admin,
     Key(Arc<KeyEntry>),
-}
-
-/// The two reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Report {
-    Usage,
-    Summary,
-}
-
-impl Report {
-    fn as_str(self) -> &'static str {
-        match self {
-            Report::Usage => "usage",
-            Report::Summary => "summary",
-        }
-    }
 }
 
 /// Longest query text kept in `report_usage_logs`.

@@ -6,8 +6,8 @@ use axum::{
     http::HeaderMap,
     response::Response,
 };
+use beast_reports::Report;
 
-use super::Report;
 use crate::AppState;
 
 pub async fn summary(

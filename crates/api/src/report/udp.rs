@@ -13,7 +13,9 @@ use serde_json::Value;
 use tokio::{net::UdpSocket, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::{Caller, Report, Ticket};
+use beast_reports::Report;
+
+use super::{Caller, Ticket};
 use crate::{
     AppState,
     udp::{MAX_REQUEST, request::echo_id, with_id},
@@ -72,10 +74,13 @@ async fn answer(state: &AppState, mut request: Value) -> Vec<u8> {
         Ok(c) => c,
         Err(e) => return reply(Err(&e)),
     };
-    let report = match request.get("report").and_then(Value::as_str) {
-        Some("summary") => Report::Summary,
-        Some("usage") => Report::Usage,
-        _ => {
+    let report = match request
+        .get("report")
+        .and_then(Value::as_str)
+        .and_then(Report::parse)
+    {
+        Some(report) => report,
+        None => {
             let e = ApiError::invalid_field("report", "expected \"summary\" or \"usage\"");
             return reply(Err(&e));
         }

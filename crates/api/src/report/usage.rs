@@ -10,11 +10,11 @@ use axum::{
     http::HeaderMap,
     response::Response,
 };
-use beast_reports::{PageSize, usage};
+use beast_reports::{PageSize, Report, usage};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{Report, body_response};
+use super::body_response;
 use crate::AppState;
 
 /// Chunks of an export waiting for a slow reader.

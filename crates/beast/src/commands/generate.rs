@@ -39,7 +39,7 @@ pub async fn run(config: &ConfigArgs, args: &GenerateUsageArgs) -> anyhow::Resul
 }
 
 async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result<()> {
-    let mut key_ids = Vec::new();
+    let mut created = Vec::new();
     for i in 0..args.keys.max(1) {
         let key = keys::generate_key();
         let record = store
@@ -51,8 +51,11 @@ async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result
             )
             .await?;
         println!("{}\t{key}", record.id);
-        key_ids.push(record.id);
+        created.push(record.id);
     }
+    let Some((&heavy, others)) = created.split_first() else {
+        anyhow::bail!("no key was created");
+    };
     let mut rng = SmallRng::seed_from_u64(args.seed);
     let end = now_ms();
     let start = end - (args.days.max(1) as i64) * DAY_MS;
@@ -69,10 +72,9 @@ async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result
     );
     let mut batch = Vec::with_capacity(BATCH);
     for i in 0..args.rows {
-        let key_id = if i % 10 == 0 || key_ids.len() == 1 {
-            key_ids[0]
-        } else {
-            key_ids[1 + rng.random_range(0..key_ids.len() - 1)]
+        let key_id = match others.len() {
+            n if n == 0 || i % 10 == 0 => heavy,
+            n => others[rng.random_range(0..n)],
         };
         // Skewed towards the first assets.
         let a = (rng.random::<f64>().powi(2) * assets.len() as f64) as usize;
@@ -115,13 +117,18 @@ async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result
         }
     }
     store.insert_usage(&batch).await?;
+    bar.inc(batch.len() as u64);
     bar.finish_and_clear();
     eprintln!(
-        "wrote {} usage rows over {} days for {} keys (key {} has a tenth)",
+        "wrote {} usage rows over {} days for {} keys (key {heavy} has {})",
         args.rows,
-        args.days,
-        key_ids.len(),
-        key_ids[0]
+        args.days.max(1),
+        created.len(),
+        if others.is_empty() {
+            "them all"
+        } else {
+            "a tenth"
+        }
     );
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! the admin's view. The body goes to stdout; a usage page's next cursor goes to stderr.
 
 use anyhow::{Context, bail};
-use beast_reports::{PageSize, ReportParams, query::format_cursor, summarize, usage};
+use beast_reports::{PageSize, Report, ReportParams, query::format_cursor, summarize, usage};
 use beast_store::Store;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -16,13 +16,20 @@ use crate::{
 };
 
 pub async fn run(config: &ConfigArgs, command: ReportCommand) -> anyhow::Result<()> {
-    let (name, args) = match command {
-        ReportCommand::Usage(a) => ("usage", a),
-        ReportCommand::Summary(a) => ("summary", a),
+    let (report, args) = match command {
+        ReportCommand::Usage(a) => (Report::Usage, a),
+        ReportCommand::Summary(a) => (Report::Summary, a),
     };
     match &args.url {
-        Some(url) => remote(url, name, &args).await,
-        None => super::with_store(config, async |store| local(store, name, &args).await).await,
+        Some(url) => remote(url, report, &args).await,
+        None => {
+            if args.api_key.is_some() {
+                eprintln!(
+                    "note: without --url the store is read directly, as the admin; the key is not used"
+                );
+            }
+            super::with_store(config, async |store| local(store, report, &args).await).await
+        }
     }
 }
 
@@ -33,12 +40,16 @@ async fn stdout(bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Asks a node's report listener and streams its answer to stdout.
-async fn remote(url: &str, report: &str, args: &ReportArgs) -> anyhow::Result<()> {
+async fn remote(url: &str, report: Report, args: &ReportArgs) -> anyhow::Result<()> {
     let Some(key) = &args.api_key else {
         bail!("--url needs a key: --api-key or BEAST_API_KEY (an API key or the admin key)");
     };
     let query = serde_urlencoded::to_string(args).context("encoding the filters")?;
-    let endpoint = format!("{}/reports/{report}?{query}", url.trim_end_matches('/'));
+    let endpoint = format!(
+        "{}/reports/{}?{query}",
+        url.trim_end_matches('/'),
+        report.as_str()
+    );
     let mut response = reqwest::Client::new()
         .get(&endpoint)
         .bearer_auth(&key.0)
@@ -50,28 +61,34 @@ async fn remote(url: &str, report: &str, args: &ReportArgs) -> anyhow::Result<()
         let body = response.text().await.unwrap_or_default();
         bail!("the node answered {status}: {body}");
     }
-    if let Some(cursor) = response
+    let next = response
         .headers()
         .get("x-next-cursor")
         .and_then(|c| c.to_str().ok())
-    {
-        eprintln!("next cursor: {cursor}");
-    }
+        .map(str::to_owned);
     while let Some(chunk) = response.chunk().await.context("reading the answer")? {
         stdout(&chunk).await?;
     }
+    print_next(next);
     Ok(())
 }
 
+/// The next page's cursor, after the page, on stderr (stdout holds only the report).
+fn print_next(cursor: Option<String>) {
+    if let Some(cursor) = cursor {
+        eprintln!("next cursor: {cursor}");
+    }
+}
+
 /// Reads the report from the store directly (every key's usage unless `--key-id`).
-async fn local(store: &dyn Store, report: &str, args: &ReportArgs) -> anyhow::Result<()> {
+async fn local(store: &dyn Store, report: Report, args: &ReportArgs) -> anyhow::Result<()> {
     let options = Params::from_rows(&store.parameters().await?).reports;
     let params: ReportParams = serde_urlencoded::from_str(
         &serde_urlencoded::to_string(args).context("encoding the filters")?,
     )
     .context("reading the filters")?;
     let request = params.check(options.page_size_max)?;
-    if report == "summary" {
+    if report == Report::Summary {
         let summary = summarize(store, &request.filter).await?;
         return stdout(&summary.render(request.format)).await;
     }
@@ -79,9 +96,7 @@ async fn local(store: &dyn Store, report: &str, args: &ReportArgs) -> anyhow::Re
         PageSize::Rows(size) => {
             let page = usage::page(store, &request, size).await?;
             stdout(&page.body).await?;
-            if let Some(next) = page.next_cursor {
-                eprintln!("next cursor: {}", format_cursor(next));
-            }
+            print_next(page.next_cursor.map(format_cursor));
         }
         PageSize::All => {
             let (tx, rx) = tokio::sync::mpsc::channel(8);

@@ -709,20 +709,18 @@ async fn sync_rolls_up_and_prunes_without_changing_any_summary_and_does_it_once(
         python_rows(&remote, false).await,
         as_text_rows(&summary_entries(&whole))
     );
-    let (page, stderr) = beast(
-        &app,
-        &[
-            "report",
-            "usage",
-            "--key-id",
-            &id.to_string(),
-            "--page-size",
-            "2",
-            "--format",
-            "tsv",
-        ],
-    )
-    .await;
+    let id_text = id.to_string();
+    let page_of_two = [
+        "report",
+        "usage",
+        "--key-id",
+        &id_text,
+        "--page-size",
+        "2",
+        "--format",
+        "tsv",
+    ];
+    let (page, stderr) = beast(&app, &page_of_two).await;
     let first = python_rows(&page, true).await;
     assert_eq!(first.len(), 2);
     // The cursor printed leads to the next two rows, older ones.
@@ -730,19 +728,7 @@ async fn sync_rolls_up_and_prunes_without_changing_any_summary_and_does_it_once(
         .strip_prefix("next cursor: ")
         .unwrap_or_else(|| panic!("{stderr}"))
         .trim();
-    let args = [
-        "report",
-        "usage",
-        "--key-id",
-        &id.to_string(),
-        "--page-size",
-        "2",
-    ];
-    let (next, _) = beast(
-        &app,
-        &[&args[..], &["--format", "tsv", "--cursor", cursor]].concat(),
-    )
-    .await;
+    let (next, _) = beast(&app, &[&page_of_two[..], &["--cursor", cursor]].concat()).await;
     let next = python_rows(&next, true).await;
     assert_eq!(next.len(), 2);
     let id_of = |r: &BTreeMap<String, String>| r["id"].parse::<i64>().unwrap();
