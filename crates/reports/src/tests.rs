@@ -1,9 +1,10 @@
-//! Rollups and retention on a real SQLite store.
+//! Reading usage, rollups and retention on a real SQLite store.
 
 use std::sync::Arc;
 
 use beast_core::{CacheTier, DAY_MS, Protocol, UsageEvent, day_start_ms, now_ms};
-use beast_store::{SqliteStore, Store, UsageFilter};
+use beast_store::{Cursor, SqliteStore, Store, UsageFilter, UsageRow};
+use futures_util::TryStreamExt;
 
 use crate::{rollup, summarize};
 
@@ -50,5 +51,66 @@ async fn a_day_rolled_up_and_pruned_elsewhere_is_never_rolled_again_from_nothing
         serde_json::from_slice(&summary.render(crate::Format::Json)).unwrap();
     assert_eq!(json["total"]["requests"], 3, "{json}");
     assert_eq!(json["total"]["latency_max_us"], 102, "{json}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn usage_streams_across_read_batches_in_order_without_gaps_or_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let base = now_ms() - DAY_MS;
+    // Three rows share each instant, so ties straddle the 4,096-row read batches; every
+    // fifth row belongs to key 2.
+    let events: Vec<_> = (0..10_001)
+        .map(|i| UsageEvent {
+            key_id: if i % 5 == 4 { 2 } else { 1 },
+            ..event(base + i / 3, i as u32)
+        })
+        .collect();
+    store.insert_usage(&events).await.unwrap();
+    let key1 = UsageFilter {
+        key_id: Some(1),
+        to_ms: i64::MAX,
+        ..UsageFilter::default()
+    };
+    let read = |after: Option<Cursor>, limit: Option<u64>| {
+        let store = &store;
+        let key1 = &key1;
+        async move {
+            let rows: Vec<UsageRow> = store
+                .usage_rows(key1, after, limit)
+                .try_collect()
+                .await
+                .unwrap();
+            rows
+        }
+    };
+
+    let all = read(None, None).await;
+    assert_eq!(all.len(), 8001);
+    assert!(all.iter().all(|r| r.key_id == 1));
+    assert!(
+        all.windows(2)
+            .all(|w| (w[0].ts_ms, w[0].id) > (w[1].ts_ms, w[1].id)),
+        "newest first, each row once"
+    );
+    let mut latencies: Vec<u32> = all.iter().map(|r| r.latency_us).collect();
+    latencies.sort_unstable();
+    let expected: Vec<u32> = (0..10_001).filter(|i| i % 5 != 4).collect();
+    assert_eq!(latencies, expected, "every row of key 1, none of key 2");
+
+    // A page and the rest after its cursor are the whole stream, split where it says.
+    let page = read(None, Some(5000)).await;
+    assert_eq!(page[..], all[..5000]);
+    let last = &page[4999];
+    let rest = read(
+        Some(Cursor {
+            ts_ms: last.ts_ms,
+            id: last.id,
+        }),
+        None,
+    )
+    .await;
+    assert_eq!(rest[..], all[5000..]);
     store.close().await;
 }

@@ -25,6 +25,8 @@ use crate::{
 
 /// Rows per INSERT statement (13 binds a row at most, far below SQLite's variable limit).
 const USAGE_ROWS_PER_STATEMENT: usize = 1000;
+/// Usage rows read per query when streaming them (about 100 bytes each as JSON).
+const USAGE_ROWS_PER_READ: u64 = 4096;
 const SEED_VERSION: &str = "1";
 
 pub struct SqliteStore {
@@ -365,19 +367,51 @@ fn usage_where(filter: &UsageFilter, time_col: &str) -> Result<(String, SqliteAr
     Ok((sql, args))
 }
 
-fn usage_row(row: &SqliteRow) -> Result<UsageRow> {
-    Ok(UsageRow {
-        id: row.try_get(0)?,
-        ts_ms: row.try_get(1)?,
-        key_id: row.try_get(2)?,
-        asset: row.try_get(3)?,
-        source: row.try_get(4)?,
-        protocol: row.try_get(5)?,
-        node: row.try_get(6)?,
-        status: row.try_get::<i64, _>(7)?.clamp(0, 999) as u16,
-        latency_us: row.try_get::<i64, _>(8)?.clamp(0, u32::MAX as i64) as u32,
-        cache_tier: row.try_get(9)?,
-    })
+/// Where a streamed read of usage rows stands between batches.
+struct Batches {
+    tx: Option<sqlx::Transaction<'static, Sqlite>>,
+    after: Option<Cursor>,
+    left: u64,
+}
+
+/// One batch of usage rows as SQLite's `json_group_array` wrote it, put back in report order
+/// (newest first), which SQL does not promise for an aggregate's input.
+fn usage_batch(json: &str) -> Result<Vec<UsageRow>> {
+    type Fields = (
+        i64,
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        String,
+    );
+    let fields: Vec<Fields> = serde_json::from_str(json)
+        .map_err(|e| StoreError::Invalid(format!("reading a batch of usage rows: {e}")))?;
+    let mut rows: Vec<UsageRow> = fields
+        .into_iter()
+        .map(
+            |(id, ts_ms, key_id, asset, source, protocol, node, status, latency_us, cache_tier)| {
+                UsageRow {
+                    id,
+                    ts_ms,
+                    key_id,
+                    asset,
+                    source,
+                    protocol,
+                    node,
+                    status: status.clamp(0, 999) as u16,
+                    latency_us: latency_us.clamp(0, u32::MAX as i64) as u32,
+                    cache_tier,
+                }
+            },
+        )
+        .collect();
+    rows.sort_by(|a, b| (b.ts_ms, b.id).cmp(&(a.ts_ms, a.id)));
+    Ok(rows)
 }
 
 fn rollup_row(row: &SqliteRow) -> Result<RollupRow> {
@@ -689,30 +723,65 @@ impl Store for SqliteStore {
         after: Option<Cursor>,
         limit: Option<u64>,
     ) -> BoxStream<'a, Result<UsageRow>> {
-        let (mut sql, mut args) = match usage_where(filter, "ts_ms") {
-            Ok(w) => w,
-            Err(e) => return failed(e),
+        // Rows come in batches of up to USAGE_ROWS_PER_READ, each one JSON array built by
+        // SQLite, all read in one transaction (one snapshot). sqlx hands every row of a result
+        // set from its worker thread to the caller on its own, which cost an export of a
+        // million rows several seconds of thread wake-ups; a batch crosses once.
+        let start = Batches {
+            tx: None,
+            after,
+            left: limit.unwrap_or(u64::MAX),
         };
-        if let Some(c) = after {
-            sql.push_str(" AND (ts_ms < ? OR (ts_ms = ? AND id < ?))");
-            for v in [c.ts_ms, c.ts_ms, c.id] {
-                if let Err(e) = args.add(v) {
-                    return failed(StoreError::Invalid(format!("binding the cursor: {e}")));
+        futures_util::stream::try_unfold(start, move |mut batches| async move {
+            if batches.left == 0 {
+                return Ok::<_, StoreError>(None);
+            }
+            let tx = match &mut batches.tx {
+                Some(tx) => tx,
+                None => batches.tx.insert(self.pool.begin().await?),
+            };
+            let wanted = batches.left.min(USAGE_ROWS_PER_READ);
+            // The cursor also narrows the time range, so the index seeks straight to it
+            // instead of stepping over every row already read.
+            let range = match batches.after {
+                Some(c) => {
+                    filter.between(filter.from_ms, filter.to_ms.min(c.ts_ms.saturating_add(1)))
+                }
+                None => filter.clone(),
+            };
+            let (mut sql, mut args) = usage_where(&range, "ts_ms")?;
+            if let Some(c) = batches.after {
+                sql.push_str(" AND (ts_ms < ? OR (ts_ms = ? AND id < ?))");
+                for v in [c.ts_ms, c.ts_ms, c.id] {
+                    args.add(v)
+                        .map_err(|e| StoreError::Invalid(format!("binding the cursor: {e}")))?;
                 }
             }
-        }
-        let mut full = format!(
-            "SELECT id, ts_ms, key_id, asset, source, protocol, node, status, latency_us, cache_tier \
-             FROM usage_logs{sql} ORDER BY ts_ms DESC, id DESC"
-        );
-        if let Some(n) = limit {
-            full.push_str(&format!(" LIMIT {}", n.min(i64::MAX as u64)));
-        }
-        sqlx::query_with(AssertSqlSafe(full), args)
-            .fetch(&self.pool)
-            .map_err(StoreError::from)
-            .and_then(|row| async move { usage_row(&row) })
-            .boxed()
+            let full = format!(
+                "SELECT json_group_array(json_array(id, ts_ms, key_id, asset, source, protocol, \
+                 node, status, latency_us, cache_tier)) FROM (SELECT * FROM usage_logs{sql} \
+                 ORDER BY ts_ms DESC, id DESC LIMIT {wanted})"
+            );
+            let json: String = sqlx::query_scalar_with(AssertSqlSafe(full), args)
+                .fetch_one(&mut **tx)
+                .await?;
+            let rows = usage_batch(&json)?;
+            batches.left = if (rows.len() as u64) < wanted {
+                0
+            } else {
+                batches.left - wanted
+            };
+            batches.after = rows.last().map(|r| Cursor {
+                ts_ms: r.ts_ms,
+                id: r.id,
+            });
+            Ok(Some((
+                futures_util::stream::iter(rows.into_iter().map(Ok)),
+                batches,
+            )))
+        })
+        .try_flatten()
+        .boxed()
     }
 
     fn rollups<'a>(&'a self, filter: &'a UsageFilter) -> BoxStream<'a, Result<RollupRow>> {
