@@ -19,4 +19,4 @@ pub use admin::AdminKey;
 pub use catalog::Catalog;
 pub use counters::RuntimeCounters;
 pub use keys::KeyRing;
-pub use state::AppState;
+pub use state::{AppState, Shared};

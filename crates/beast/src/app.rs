@@ -8,7 +8,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
 use anyhow::Context;
 use axum::Router;
-use beast_api::{AdminKey, AppState, Catalog, KeyRing, RuntimeCounters, http, udp::UdpOptions};
+use axum::serve::ListenerExt;
+use beast_api::{
+    AdminKey, AppState, Catalog, KeyRing, RuntimeCounters, Shared, http, udp::UdpOptions,
+};
 use beast_book::Book;
 use beast_core::ExchangeDefinition;
 use beast_feeds::{FeedManager, FeedOptions, Redirect, RestClient};
@@ -165,7 +168,7 @@ impl Application {
         let usage_stop = CancellationToken::new();
         let usage_writer = tokio::spawn(writer.run(store.clone(), usage_stop.clone()));
 
-        let state = AppState {
+        let state = AppState::new(Shared {
             book,
             keys,
             usage,
@@ -179,7 +182,7 @@ impl Application {
             roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
             started: Instant::now(),
             reports: params.reports,
-        };
+        });
         if runs_feeds {
             state.apply_exchanges().await?;
             tracker.spawn(
@@ -296,6 +299,12 @@ impl Application {
         for (listener, router) in self.servers {
             let stop = stop.clone();
             servers.spawn(async move {
+                // Answers are small and written whole: send them at once (no Nagle delay).
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
+                });
                 axum::serve(listener, router)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await

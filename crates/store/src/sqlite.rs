@@ -410,7 +410,7 @@ fn usage_batch(json: &str) -> Result<Vec<UsageRow>> {
             },
         )
         .collect();
-    rows.sort_by(|a, b| (b.ts_ms, b.id).cmp(&(a.ts_ms, a.id)));
+    rows.sort_by_key(|r| std::cmp::Reverse((r.ts_ms, r.id)));
     Ok(rows)
 }
 

@@ -6,11 +6,13 @@
 //! limits, quotas and metering as HTTP (protocol `udp`).
 //!
 //! Engine: one socket per worker, all bound to the same port with SO_REUSEPORT so the kernel
-//! spreads datagrams over them, with large receive and send buffers. A datagram that is too
+//! spreads datagrams over them, with large receive and send buffers; datagrams are received
+//! and answered in batches, one system call each way per batch ([`mmsg`]). A datagram that is too
 //! large or not JSON at all is counted and dropped; any JSON request gets an answer. Requests
 //! over the node's in-flight limit are answered `overloaded` at once. Everything is counted in
 //! the node's [`RuntimeCounters`](crate::counters::RuntimeCounters).
 
+mod mmsg;
 pub(crate) mod request;
 
 use std::{
@@ -28,7 +30,7 @@ use crossbeam_utils::CachePadded;
 use futures_util::FutureExt;
 use serde::Serialize;
 use socket2::{Domain, Socket, Type};
-use tokio::net::UdpSocket;
+use tokio::{io::Interest, net::UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -123,46 +125,92 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
     let socket = Arc::new(socket);
     let counters = state.counters.clone();
     let stats = &counters.udp;
-    // One byte more than the limit tells an oversized datagram from one that fits exactly.
-    let mut buf = vec![0u8; MAX_REQUEST + 1];
+    let mut inbox = mmsg::Inbox::default();
+    let mut outbox: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(mmsg::BATCH);
     loop {
-        let (len, peer) = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => return,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(error = %e, "udp receive failed");
-                    continue;
-                }
+            ready = socket.readable() => if let Err(e) = ready {
+                tracing::debug!(error = %e, "udp socket not readable");
+                continue;
             },
-        };
-        stats.received.fetch_add(1, Relaxed);
-        if len > MAX_REQUEST {
-            stats.dropped_oversized.fetch_add(1, Relaxed);
-            continue;
         }
-        let mut reply = match parse(&buf[..len]) {
-            Parsed::Garbage => {
+        let got = match socket.try_io(Interest::READABLE, || inbox.recv(&socket)) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "udp receive failed");
+                continue;
+            }
+        };
+        stats.received.fetch_add(got as u64, Relaxed);
+        for i in 0..got {
+            let (datagram, peer) = inbox.datagram(i);
+            let Some(peer) = peer else {
                 stats.dropped_garbage.fetch_add(1, Relaxed);
                 continue;
-            }
-            Parsed::Invalid { id, error } => {
-                counters.answered(error.status());
-                send(&socket, stats, with_id(id.as_deref(), Err(&error)), peer).await;
+            };
+            if datagram.len() > MAX_REQUEST {
+                stats.dropped_oversized.fetch_add(1, Relaxed);
                 continue;
             }
-            Parsed::Request(request) => Box::pin(answer(state.clone(), request.into_owned())),
-        };
-        // Memory answers complete at once. One that must wait (an on-demand REST fetch, a full
-        // usage channel) finishes in its own task, so this socket keeps receiving.
-        match (&mut reply).now_or_never() {
-            Some(bytes) => send(&socket, stats, bytes, peer).await,
-            None => {
-                let (socket, counters) = (socket.clone(), counters.clone());
-                tokio::spawn(async move { send(&socket, &counters.udp, reply.await, peer).await });
+            match parse(datagram) {
+                Parsed::Garbage => {
+                    stats.dropped_garbage.fetch_add(1, Relaxed);
+                }
+                Parsed::Invalid { id, error } => {
+                    counters.answered(error.status());
+                    outbox.push((with_id(id.as_deref(), Err(&error)), peer));
+                }
+                Parsed::Request(request) => {
+                    let mut reply = Box::pin(answer(state.clone(), request.into_owned()));
+                    // Memory answers complete at once and go out with the batch. One that
+                    // must wait (an on-demand REST fetch, a full usage channel) finishes in its
+                    // own task, so this socket keeps receiving.
+                    match (&mut reply).now_or_never() {
+                        Some(bytes) => outbox.push((bytes, peer)),
+                        None => {
+                            let (socket, counters) = (socket.clone(), counters.clone());
+                            tokio::spawn(async move {
+                                send(&socket, &counters.udp, reply.await, peer).await
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        flush(&socket, stats, &mut outbox).await;
+    }
+}
+
+/// Sends every reply of a batch, [`mmsg::BATCH`] per system call, waiting for room in the
+/// socket's buffer if need be. A reply the kernel refuses is counted and skipped.
+async fn flush(socket: &UdpSocket, stats: &UdpStats, outbox: &mut Vec<(Vec<u8>, SocketAddr)>) {
+    let mut done = 0;
+    while done < outbox.len() {
+        match socket.try_io(Interest::WRITABLE, || mmsg::send(socket, &outbox[done..])) {
+            Ok(sent) if sent > 0 => {
+                stats.sent.fetch_add(sent as u64, Relaxed);
+                done += sent;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = socket.writable().await {
+                    tracing::debug!(error = %e, "udp socket not writable");
+                    stats
+                        .send_errors
+                        .fetch_add((outbox.len() - done) as u64, Relaxed);
+                    break;
+                }
+            }
+            other => {
+                let peer = outbox[done].1;
+                tracing::debug!(result = ?other.map(|_| ()), %peer, "udp send failed");
+                stats.send_errors.fetch_add(1, Relaxed);
+                done += 1;
             }
         }
     }
+    outbox.clear();
 }
 
 async fn send(socket: &UdpSocket, stats: &UdpStats, reply: Vec<u8>, peer: SocketAddr) {

@@ -115,3 +115,73 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
         3
     );
 }
+
+#[tokio::test]
+async fn a_burst_from_many_sockets_is_answered_once_per_request_and_metered_exactly() {
+    let mut app = spawn_app().await;
+    let key = app.key("partner").await;
+    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    // Each socket sends everything before reading anything, so datagrams pile up and are
+    // received and answered in batches: 43 good requests, 5 with a wrong key, and 3 garbage
+    // and 2 oversized datagrams, interleaved.
+    let mut sockets = Vec::new();
+    for s in 0..4 {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for i in 0..53 {
+            let datagram = match i % 10 {
+                7 if i < 30 => b"not json".to_vec(),
+                8 if i < 20 => vec![b' '; 3000],
+                9 => json!({"key": "tb_wrong", "asset": "BTC", "id": format!("{s}-{i}")})
+                    .to_string()
+                    .into_bytes(),
+                _ => json!({"key": key, "asset": "BTC", "id": format!("{s}-{i}")})
+                    .to_string()
+                    .into_bytes(),
+            };
+            socket.send_to(&datagram, app.udp).await.unwrap();
+        }
+        sockets.push(socket);
+    }
+    for (s, socket) in sockets.iter().enumerate() {
+        let mut ids = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        while let Ok(Ok((len, _))) =
+            tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf)).await
+        {
+            let reply: Value = serde_json::from_slice(&buf[..len]).unwrap();
+            let id = reply["id"].as_str().unwrap().to_owned();
+            let wrong_key = id.ends_with('9');
+            let expected = if wrong_key { "invalid_api_key" } else { "" };
+            assert_eq!(
+                reply["error"]["code"].as_str().unwrap_or(""),
+                expected,
+                "{reply}"
+            );
+            if !wrong_key {
+                assert_eq!(reply["asset"], "BTC", "{reply}");
+            }
+            ids.push(id);
+        }
+        ids.sort();
+        let mut expected: Vec<String> = (0..53)
+            .filter(|i| !(i % 10 == 7 && *i < 30 || i % 10 == 8 && *i < 20))
+            .map(|i| format!("{s}-{i}"))
+            .collect();
+        expected.sort();
+        assert_eq!(ids, expected, "socket {s}: each request answered once");
+    }
+    let health = app.get("/health", None).await.body;
+    assert_eq!(health["udp"]["dropped_garbage"], 4 * 3, "{health}");
+    assert_eq!(health["udp"]["dropped_oversized"], 4 * 2, "{health}");
+    assert_eq!(health["udp"]["received"], 4 * 53, "{health}");
+    assert_eq!(health["udp"]["sent"], 4 * 48, "{health}");
+
+    app.stop().await;
+    let dir = app.data_dir.path();
+    // A wrong key has no key to meter to: only the good requests are rows.
+    assert_eq!(usage_rows(dir, "WHERE protocol = 'udp'").await, 4 * 43);
+    assert_eq!(
+        usage_rows(dir, "WHERE protocol = 'udp' AND status = 200").await,
+        4 * 43
+    );
+}
