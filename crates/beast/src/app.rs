@@ -7,7 +7,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
 use anyhow::Context;
-use axum::Router;
+use axum::ServiceExt;
 use axum::serve::ListenerExt;
 use beast_api::{
     AdminKey, AppState, Catalog, KeyRing, RuntimeCounters, Shared, http, udp::UdpOptions,
@@ -93,7 +93,7 @@ impl Params {
 }
 
 pub struct Application {
-    servers: Vec<(TcpListener, Router)>,
+    servers: Vec<(TcpListener, http::Endpoint)>,
     /// The UDP price listener's sockets and the state they answer with.
     udp: Option<(Vec<std::net::UdpSocket>, AppState)>,
     /// The UDP report listener's socket.
@@ -195,37 +195,37 @@ impl Application {
             let catalog = Catalog::new(&store.exchange_feeds().await?, &store.asset_map().await?);
             state.catalog.store(Arc::new(catalog));
         }
-        let mut wanted: Vec<(&str, SocketAddr, Router)> = Vec::new();
+        let mut wanted: Vec<(&str, SocketAddr, http::Endpoint)> = Vec::new();
         for role in &roles {
             match role {
                 Role::Price => {
                     wanted.push((
                         "price-http",
                         settings.price_http,
-                        http::price_router(state.clone()),
+                        http::Endpoint::price(state.clone()),
                     ));
                     wanted.push((
                         "price-health",
                         settings.price_health,
-                        http::health_router(state.clone()),
+                        http::health_router(state.clone()).into(),
                     ));
                 }
                 Role::Report => {
                     wanted.push((
                         "report-http",
                         settings.report_http,
-                        beast_api::report::report_router(state.clone()),
+                        beast_api::report::report_router(state.clone()).into(),
                     ));
                     wanted.push((
                         "report-health",
                         settings.report_health,
-                        http::health_router(state.clone()),
+                        http::health_router(state.clone()).into(),
                     ));
                 }
                 Role::Webhook => wanted.push((
                     "webhook-health",
                     settings.webhook_health,
-                    http::health_router(state.clone()),
+                    http::health_router(state.clone()).into(),
                 )),
             }
         }
@@ -265,14 +265,14 @@ impl Application {
             ));
         }
         let mut servers = Vec::new();
-        for (name, addr, router) in wanted {
+        for (name, addr, endpoint) in wanted {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {name} on {addr}"))?;
             let bound = listener.local_addr()?;
             tracing::info!(listener = name, addr = %bound, "listening");
             addresses.push((name.to_owned(), bound));
-            servers.push((listener, router));
+            servers.push((listener, endpoint));
         }
         Ok(Self {
             servers,
@@ -296,7 +296,7 @@ impl Application {
 
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
         let mut servers = tokio::task::JoinSet::new();
-        for (listener, router) in self.servers {
+        for (listener, endpoint) in self.servers {
             let stop = stop.clone();
             servers.spawn(async move {
                 // Answers are small and written whole: send them at once (no Nagle delay).
@@ -305,7 +305,7 @@ impl Application {
                         tracing::debug!(error = %e, "TCP_NODELAY not set");
                     }
                 });
-                axum::serve(listener, router)
+                axum::serve(listener, endpoint.into_make_service())
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
             });

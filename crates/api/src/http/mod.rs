@@ -8,26 +8,31 @@ mod health;
 pub(crate) mod price;
 pub(crate) mod prices;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use axum::{
     Router,
     body::Body,
     extract::{FromRequestParts, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
     middleware::{self, Next},
     response::Response,
     routing::get,
 };
 use beast_core::ApiError;
+use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::{AppState, counters::RuntimeCounters, keys::KeyEntry};
 
 /// The price listener's routes, with the admin API under `/admin`.
 pub fn price_router(state: AppState) -> Router {
-    let priced = Router::new()
-        .route("/price", get(price::price))
+    let governed = Router::new()
         .route("/prices", get(prices::prices))
         .route_layer(middleware::from_fn_with_state(
             state.counters.clone(),
@@ -35,12 +40,64 @@ pub fn price_router(state: AppState) -> Router {
         ));
     Router::new()
         .nest("/admin", crate::admin::router(state.clone()))
-        .merge(priced)
+        .merge(governed)
+        .route("/price", get(price::price))
         .route("/exchanges", get(exchanges::exchanges))
         .route("/assets", get(assets::assets))
         .route("/health", get(health::health))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// What a listener serves: its router, and on the price listener `GET /price` answered before
+/// any routing. That one request is most of a node's traffic, and the router's matching,
+/// boxing and extractors cost it more than its own work.
+#[derive(Clone)]
+pub struct Endpoint {
+    router: Router,
+    price: Option<AppState>,
+}
+
+impl Endpoint {
+    /// The price listener: [`price_router`] with `GET /price` taken first.
+    pub fn price(state: AppState) -> Self {
+        Self {
+            router: price_router(state.clone()),
+            price: Some(state),
+        }
+    }
+}
+
+impl From<Router> for Endpoint {
+    fn from(router: Router) -> Self {
+        Self {
+            router,
+            price: None,
+        }
+    }
+}
+
+impl tower_service::Service<Request> for Endpoint {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match &self.price {
+            Some(state) if request.method() == Method::GET && request.uri().path() == "/price" => {
+                let state = state.clone();
+                Box::pin(async move {
+                    let (parts, _body) = request.into_parts();
+                    Ok(price::answer(&state, &parts.headers, parts.uri.query()).await)
+                })
+            }
+            _ => Box::pin(self.router.call(request)),
+        }
+    }
 }
 
 /// A health listener's routes (`/health` only).
@@ -51,16 +108,24 @@ pub fn health_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Counts a price request, admits it only while the node is under its in-flight limit (503
-/// `overloaded` otherwise, before any other work), and counts its status.
+/// The governor as a layer, for the price requests the listener routes.
 async fn govern(
     State(counters): State<Arc<RuntimeCounters>>,
     request: Request,
     next: Next,
 ) -> Response {
+    governed(&counters, next.run(request)).await
+}
+
+/// Counts a price request, runs `answer` only while the node is under its in-flight limit
+/// (503 `overloaded` otherwise, before any other work), and counts its status.
+pub(crate) async fn governed(
+    counters: &RuntimeCounters,
+    answer: impl Future<Output = Response>,
+) -> Response {
     counters.tcp_request();
     let response = match counters.enter() {
-        Ok(_in_flight) => next.run(request).await,
+        Ok(_in_flight) => answer.await,
         Err(e) => error_response(&e),
     };
     counters.answered(response.status().as_u16());

@@ -2,7 +2,7 @@
 
 use axum::{
     extract::{RawQuery, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::Response,
 };
 use std::time::Instant;
@@ -10,7 +10,7 @@ use std::time::Instant;
 use beast_core::{ApiError, Protocol, now_ms};
 use serde::Deserialize;
 
-use super::{Keyed, error_response, json_response, parse_query};
+use super::{error_response, governed, json_response, parse_query, presented_key};
 use crate::{AppState, keys::KeyEntry, state::normalize_asset};
 
 #[derive(Debug, Deserialize)]
@@ -21,36 +21,50 @@ pub struct PriceQuery {
     source: Option<String>,
 }
 
+/// The `/price` route, for what the price listener does not answer before routing (`HEAD`).
 pub async fn price(
     State(state): State<AppState>,
-    Keyed { key, started }: Keyed,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let result = match parse_query::<PriceQuery>(query.as_deref()) {
-        Ok(q) => {
-            metered_price(
-                &state,
-                &key,
-                q.asset.as_deref(),
-                q.source.as_deref(),
-                Protocol::Http,
-                started,
-            )
-            .await
+    answer(&state, &headers, query.as_deref()).await
+}
+
+/// `GET /price`, whole: governed and counted like every price request, keyed, metered.
+pub(crate) async fn answer(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Response {
+    governed(&state.counters, async {
+        let started = Instant::now();
+        let key = match state.authenticate(presented_key(headers)) {
+            Ok(key) => key,
+            Err(e) => return error_response(&e),
+        };
+        let result = match parse_query::<PriceQuery>(query) {
+            Ok(q) => {
+                metered_price(
+                    state,
+                    &key,
+                    q.asset.as_deref(),
+                    q.source.as_deref(),
+                    Protocol::Http,
+                    started,
+                )
+                .await
+            }
+            Err(e) => {
+                // A malformed query still spends the key's rate, like any other request.
+                let e = key.admit(now_ms(), 1).err().unwrap_or(e);
+                state
+                    .meter(&key, "", Err(&e), Protocol::Http, started)
+                    .await;
+                Err(e)
+            }
+        };
+        match result {
+            Ok(body) => json_response(StatusCode::OK, body),
+            Err(e) => error_response(&e),
         }
-        Err(e) => {
-            // A malformed query still spends the key's rate, like any other request.
-            let e = key.admit(now_ms(), 1).err().unwrap_or(e);
-            state
-                .meter(&key, "", Err(&e), Protocol::Http, started)
-                .await;
-            Err(e)
-        }
-    };
-    match result {
-        Ok(body) => json_response(StatusCode::OK, body),
-        Err(e) => error_response(&e),
-    }
+    })
+    .await
 }
 
 /// One metered price answer, whatever the protocol: admission (rate limit, quota) before

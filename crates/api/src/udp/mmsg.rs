@@ -19,11 +19,14 @@ pub const BATCH: usize = 32;
 /// datagram shows up as longer than the limit.
 const SLOT: usize = super::MAX_REQUEST + 1;
 
-/// Receive buffers for one batch.
+/// Receive buffers for one batch, reused from batch to batch.
 pub struct Inbox {
     bufs: Vec<[u8; SLOT]>,
     lens: [usize; BATCH],
     peers: [Option<SocketAddr>; BATCH],
+    /// Where the kernel writes each sender's address.
+    #[cfg(target_os = "linux")]
+    names: Vec<socket2::SockAddrStorage>,
 }
 
 impl Default for Inbox {
@@ -32,6 +35,10 @@ impl Default for Inbox {
             bufs: vec![[0; SLOT]; BATCH],
             lens: [0; BATCH],
             peers: [None; BATCH],
+            #[cfg(target_os = "linux")]
+            names: (0..BATCH)
+                .map(|_| socket2::SockAddrStorage::zeroed())
+                .collect(),
         }
     }
 }
@@ -50,15 +57,13 @@ impl Inbox {
         use socket2::{SockAddr, SockAddrStorage};
         use std::os::fd::AsRawFd;
 
-        let mut names: [SockAddrStorage; BATCH] =
-            std::array::from_fn(|_| SockAddrStorage::zeroed());
         let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
             iov_base: self.bufs[i].as_mut_ptr().cast(),
             iov_len: SLOT,
         });
         // SAFETY: all-zero is a valid `mmsghdr` (null pointers, zero lengths).
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for ((header, name), iov) in headers.iter_mut().zip(&mut names).zip(&mut iovs) {
+        for ((header, name), iov) in headers.iter_mut().zip(&mut self.names).zip(&mut iovs) {
             header.msg_hdr.msg_namelen = name.size_of();
             header.msg_hdr.msg_name = (name as *mut SockAddrStorage).cast();
             header.msg_hdr.msg_iov = iov;
@@ -76,8 +81,9 @@ impl Inbox {
             )
         };
         let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
-        for (i, (header, name)) in headers.iter().zip(names).take(got).enumerate() {
+        for (i, header) in headers.iter().take(got).enumerate() {
             self.lens[i] = header.msg_len as usize;
+            let name = std::mem::replace(&mut self.names[i], SockAddrStorage::zeroed());
             // SAFETY: the kernel wrote a socket address of `msg_namelen` bytes into `name`.
             let peer = unsafe { SockAddr::new(name, header.msg_hdr.msg_namelen) };
             self.peers[i] = peer.as_socket();
