@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Attempts to write one batch before its events are counted as dropped.
 const WRITE_ATTEMPTS: usize = 8;
+/// How long a filling batch waits between looks at the channel.
+const FILL_STEP: Duration = Duration::from_millis(5);
 
 /// Counters of the pipeline (`dropped` must read 0).
 #[derive(Debug, Default)]
@@ -135,13 +137,19 @@ impl UsageWriter {
             if got == 0 {
                 break;
             }
+            // Let the batch fill in steps rather than waking for every event: under load the
+            // writer then runs a few times per batch, not once per request.
             let deadline = tokio::time::Instant::now() + self.options.flush_interval;
-            while batch.len() < size {
-                let room = size - batch.len();
-                match tokio::time::timeout_at(deadline, self.rx.recv_many(&mut batch, room)).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+            loop {
+                let queued = self.rx.len().min(size - batch.len());
+                if queued > 0 {
+                    self.rx.recv_many(&mut batch, queued).await;
                 }
+                let now = tokio::time::Instant::now();
+                if batch.len() >= size || now >= deadline || self.rx.is_closed() {
+                    break;
+                }
+                tokio::time::sleep_until(deadline.min(now + FILL_STEP)).await;
             }
             self.write(&*store, &mut batch).await;
         }
