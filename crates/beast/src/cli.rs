@@ -148,7 +148,7 @@ pub struct StressArgs {
     /// Assets asked for, in turn.
     #[arg(long, value_delimiter = ',', default_value = "BTC,ETH")]
     pub assets: Vec<String>,
-    /// Concurrency levels (workers), run one after the other.
+    /// Concurrency levels (requests in flight), run one after the other.
     #[arg(
         long,
         value_delimiter = ',',
@@ -158,6 +158,10 @@ pub struct StressArgs {
     /// Seconds each level runs (fractions allowed, e.g. 0.5).
     #[arg(long, default_value_t = 5.0)]
     pub duration_s: f64,
+    /// UDP: requests each socket keeps in flight, so a level of N runs N / this sockets (1:
+    /// one socket per request in flight). Replies are matched by id either way.
+    #[arg(long, default_value_t = 8)]
+    pub udp_depth: usize,
     /// A request with no answer after this long counts as a `timeout` error.
     #[arg(long, default_value_t = 1000)]
     pub timeout_ms: u64,

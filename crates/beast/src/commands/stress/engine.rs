@@ -1,4 +1,5 @@
-//! One level of load: N workers connect, start together, loop request → answer until the
+//! One level of load: N requests in flight. Workers (an HTTP connection each, or a UDP socket
+//! with several requests in flight) connect, start together, loop request → answer until the
 //! level's time is up, and hand back their counts. Latencies of successful requests go into
 //! one HDR histogram per level (fixed size, whatever the request count).
 
@@ -115,8 +116,14 @@ pub async fn run_level(
     });
     let ready = Arc::new(Semaphore::new(0));
     let (start_tx, start_rx) = watch::channel(None);
-    let mut workers = Vec::with_capacity(concurrency);
-    for index in 0..concurrency {
+    // A UDP socket keeps several requests in flight; an HTTP connection one.
+    let per_worker = match &plan.target {
+        Target::Http(_) => 1,
+        Target::Udp(_) => plan.udp_depth,
+    };
+    let count = concurrency.div_ceil(per_worker);
+    let mut workers = Vec::with_capacity(count);
+    for index in 0..count {
         let worker = Worker {
             index,
             ready: ready.clone(),
@@ -133,11 +140,14 @@ pub async fn run_level(
             Target::Http(requests) => {
                 tokio::spawn(http::run(worker, requests.clone(), plan.timeout))
             }
-            Target::Udp(requests) => tokio::spawn(udp::run(worker, requests.clone(), plan.timeout)),
+            Target::Udp(requests) => {
+                let depth = per_worker.min(concurrency - index * per_worker);
+                tokio::spawn(udp::run(worker, requests.clone(), plan.timeout, depth))
+            }
         });
     }
     // Every worker has its connection before the clock starts.
-    let permits = u32::try_from(concurrency).context("too many workers")?;
+    let permits = u32::try_from(count).context("too many workers")?;
     tokio::select! {
         acquired = ready.acquire_many(permits) => {
             acquired.context("waiting for the workers to connect")?.forget();

@@ -1,8 +1,9 @@
 //! `beast stress`: a closed-loop load client for a node's price API, over HTTP or UDP.
 //!
-//! Levels of growing concurrency run one after the other, each for a fixed time. A level's N
-//! workers each own one keep-alive connection (HTTP) or one socket (UDP), send a request,
-//! wait for its answer and send the next. Per level: requests, successes, errors by kind,
+//! Levels of growing concurrency run one after the other, each for a fixed time. A level keeps
+//! N requests in flight: N keep-alive connections (HTTP), or N / `--udp-depth` sockets each
+//! with that many requests in flight (UDP, replies matched by id); each request's answer (or
+//! timeout) sends the next. Per level: requests, successes, errors by kind,
 //! requests per second, latency percentiles of the successes. A progress line shows on a
 //! terminal's stderr; `--json` prints one document at the end instead of the table. Ctrl-C
 //! stops sending and reports what was measured (a second Ctrl-C abandons requests in flight).
@@ -110,7 +111,7 @@ fn progress_bar(visible: bool, concurrency: usize, duration: Duration) -> Progre
     }
     let length = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     let bar = ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{prefix:>6} workers [{bar:20}] {msg}") {
+    if let Ok(style) = ProgressStyle::with_template("{prefix:>6} in flight [{bar:20}] {msg}") {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix(concurrency.to_string());
@@ -136,7 +137,8 @@ async fn tick(bar: ProgressBar, live: Arc<Live>, duration: Duration) {
     }
 }
 
-/// Each worker holds a descriptor; say so up front if the top level cannot have them all.
+/// Each worker holds a descriptor (one per request in flight at most); say so up front if the
+/// top level cannot have them all.
 fn warn_if_too_few_descriptors(plan: &Plan) {
     let Some(limit) = open_files_limit() else {
         return;

@@ -16,6 +16,8 @@ use crate::cli::StressArgs;
 
 /// The most workers one level may ask for.
 const MAX_CONCURRENCY: usize = 100_000;
+/// The most UDP requests one socket keeps in flight.
+const MAX_UDP_DEPTH: usize = 1024;
 
 /// A validated stress run.
 #[derive(Debug)]
@@ -29,6 +31,8 @@ pub struct Plan {
     pub duration: Duration,
     /// How long one request may wait for its answer.
     pub timeout: Duration,
+    /// UDP: requests in flight per socket.
+    pub udp_depth: usize,
 }
 
 /// Where the load goes, with the requests prepared for that protocol.
@@ -77,6 +81,12 @@ impl Plan {
         }
         if args.timeout_ms == 0 {
             bail!("--timeout-ms must be more than 0");
+        }
+        if !(1..=MAX_UDP_DEPTH).contains(&args.udp_depth) {
+            bail!(
+                "--udp-depth must be 1 to {MAX_UDP_DEPTH}, not {}",
+                args.udp_depth
+            );
         }
 
         let url = Url::parse(&args.target).with_context(|| {
@@ -130,6 +140,7 @@ impl Plan {
             levels: args.levels.clone(),
             duration: Duration::from_secs_f64(args.duration_s),
             timeout: Duration::from_millis(args.timeout_ms),
+            udp_depth: args.udp_depth,
         })
     }
 }

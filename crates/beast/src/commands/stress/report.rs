@@ -131,7 +131,7 @@ pub fn header(plan: &Plan) -> String {
         plan.levels.len(),
         plan.duration.as_secs_f64(),
         plan.timeout.as_millis(),
-        "workers",
+        "inflight",
         "requests",
         "successes",
         "req/s",

@@ -34,6 +34,7 @@ fn args(target: &str, levels: &[usize], duration_s: f64, timeout_ms: u64) -> Str
         assets: vec!["BTC".to_owned(), "ETH".to_owned()],
         levels: levels.to_vec(),
         duration_s,
+        udp_depth: 3,
         timeout_ms,
         path: None,
         json: true,

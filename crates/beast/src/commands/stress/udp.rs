@@ -1,8 +1,8 @@
-//! The UDP worker: one socket, one request datagram at a time,
-//! `{"key":"<key>","asset":"BTC","id":"<worker>-<seq>"}`. The answer is the `/price` body
-//! with the `id` echoed, or `{"id":..,"error":{"code":..,..}}`. Answers are matched by id (a
-//! late answer to an earlier, timed-out request is skipped); no answer within the timeout is
-//! a `timeout` error (a lost datagram).
+//! The UDP worker: one socket with several requests in flight,
+//! `{"key":"<key>","asset":"BTC","id":"<worker>-<slot>-<seq>"}`. The answer is the `/price`
+//! body with the `id` echoed, or `{"id":..,"error":{"code":..,..}}`. Answers are matched by id
+//! (a late answer to an earlier, timed-out request is skipped); no answer within the timeout
+//! is a `timeout` error (a lost datagram).
 
 use std::{
     cell::RefCell,
@@ -14,6 +14,7 @@ use std::{
 
 use anyhow::Context;
 use tokio::{io::Interest, net::UdpSocket};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     engine::{Tally, Worker},
@@ -61,14 +62,28 @@ impl std::fmt::Debug for Requests {
     }
 }
 
-/// What came back for the request in flight.
+/// What came back for a request in flight.
 enum Reply {
     Success,
     Error(String),
 }
 
-/// One worker's loop; returns its counts.
-pub async fn run(mut worker: Worker, requests: Arc<Requests>, timeout: Duration) -> Tally {
+/// A request in flight: its number and when it went.
+#[derive(Clone, Copy)]
+struct InFlight {
+    seq: u64,
+    sent: Instant,
+}
+
+/// One worker's loop: one socket keeping `depth` requests in flight (closed loop: an answer,
+/// an error or a timeout frees its slot for the next request); returns its counts. Request
+/// ids are `<worker>-<slot>-<seq>`, so a reply finds its slot without a lookup table.
+pub async fn run(
+    mut worker: Worker,
+    requests: Arc<Requests>,
+    timeout: Duration,
+    depth: usize,
+) -> Tally {
     let socket = open(requests.addr).await;
     let Some(deadline) = worker.started().await else {
         return worker.finish();
@@ -81,53 +96,137 @@ pub async fn run(mut worker: Worker, requests: Arc<Requests>, timeout: Duration)
         }
     };
     let hard = worker.stop.hard.clone();
+    let mut slots: Vec<Option<InFlight>> = vec![None; depth.max(1)];
     let mut datagram = Vec::with_capacity(256);
-    let mut tag = itoa::Buffer::new();
-    let worker_tag = tag.format(worker.index).to_owned();
-    let mut seq_buf = itoa::Buffer::new();
+    let mut numbers = itoa::Buffer::new();
+    let worker_tag = numbers.format(worker.index).to_owned();
     let mut seq: u64 = 0;
     let mut asset = worker.index;
-    while worker.keep_going(deadline) {
-        seq += 1;
-        datagram.clear();
-        datagram.extend_from_slice(&requests.prefixes[asset % requests.prefixes.len()]);
-        asset = asset.wrapping_add(1);
-        let id_start = datagram.len();
-        datagram.extend_from_slice(worker_tag.as_bytes());
-        datagram.push(b'-');
-        datagram.extend_from_slice(seq_buf.format(seq).as_bytes());
-        let id_end = datagram.len();
-        datagram.extend_from_slice(b"\"}");
-
-        let sent = Instant::now();
-        if let Err(e) = socket.send(&datagram).await {
-            worker.recorder.error(io_kind(&e));
-            tokio::select! {
-                _ = tokio::time::sleep(IO_ERROR_PAUSE) => {}
-                _ = hard.cancelled() => break,
-            }
-            continue;
-        }
-        let id = &datagram[id_start..id_end];
-        let reply = tokio::select! {
-            biased;
-            _ = hard.cancelled() => break,
-            reply = tokio::time::timeout(timeout, reply_to(&socket, id)) => reply,
-        };
-        match reply {
-            Ok(Ok(Reply::Success)) => worker.recorder.success(sent.elapsed()),
-            Ok(Ok(Reply::Error(kind))) => worker.recorder.error(&kind),
-            Ok(Err(e)) => {
-                worker.recorder.error(io_kind(&e));
-                tokio::select! {
-                    _ = tokio::time::sleep(IO_ERROR_PAUSE) => {}
-                    _ = hard.cancelled() => break,
+    loop {
+        // Every free slot sends its next request while the level runs.
+        let mut failed = None;
+        if worker.keep_going(deadline) {
+            for (slot, state) in slots.iter_mut().enumerate().filter(|(_, s)| s.is_none()) {
+                seq += 1;
+                datagram.clear();
+                datagram.extend_from_slice(&requests.prefixes[asset % requests.prefixes.len()]);
+                asset = asset.wrapping_add(1);
+                datagram.extend_from_slice(worker_tag.as_bytes());
+                datagram.push(b'-');
+                datagram.extend_from_slice(numbers.format(slot).as_bytes());
+                datagram.push(b'-');
+                datagram.extend_from_slice(numbers.format(seq).as_bytes());
+                datagram.extend_from_slice(b"\"}");
+                let sent = Instant::now();
+                match socket.send(&datagram).await {
+                    Ok(_) => *state = Some(InFlight { seq, sent }),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
             }
-            Err(_) => worker.recorder.error("timeout"),
+        }
+        if let Some(e) = failed {
+            worker.recorder.error(io_kind(&e));
+            if pause(&hard).await {
+                break;
+            }
+        }
+        // The oldest request in flight bounds the wait; none left after the level: done.
+        let Some(oldest) = slots.iter().flatten().map(|f| f.sent).min() else {
+            if worker.keep_going(deadline) {
+                continue;
+            }
+            break;
+        };
+        let ready = tokio::select! {
+            biased;
+            _ = hard.cancelled() => break,
+            ready = tokio::time::timeout_at(
+                (oldest + timeout).into(),
+                socket.ready(Interest::READABLE | Interest::ERROR),
+            ) => ready,
+        };
+        let error = match ready {
+            Err(_) => {
+                let now = Instant::now();
+                for state in &mut slots {
+                    if state.is_some_and(|f| now.duration_since(f.sent) >= timeout) {
+                        *state = None;
+                        worker.recorder.error("timeout");
+                    }
+                }
+                continue;
+            }
+            Ok(Err(e)) => Some(e),
+            Ok(Ok(_)) => drain(&socket, &worker_tag, &mut slots, &mut worker).err(),
+        };
+        // A connected socket learns "port unreachable" as an error: it ends the oldest request.
+        if let Some(e) = error {
+            let oldest = slots
+                .iter_mut()
+                .filter(|s| s.is_some())
+                .min_by_key(|s| s.map(|f| f.sent));
+            if let Some(state) = oldest {
+                *state = None;
+                worker.recorder.error(io_kind(&e));
+            }
+            if pause(&hard).await {
+                break;
+            }
         }
     }
     worker.finish()
+}
+
+/// Reads every reply waiting on the socket, each ending its request; `Ok` once none is left.
+fn drain(
+    socket: &UdpSocket,
+    worker_tag: &str,
+    slots: &mut [Option<InFlight>],
+    worker: &mut Worker,
+) -> io::Result<()> {
+    loop {
+        let received = RECV_BUF.with_borrow_mut(|buf| {
+            socket
+                .try_recv(buf)
+                .map(|n| classify(&buf[..n], worker_tag))
+        });
+        match received {
+            Ok(Some((slot, seq, reply))) => {
+                let Some(state) = slots.get_mut(slot) else {
+                    continue;
+                };
+                // A late reply to a request that already timed out is skipped.
+                let Some(flight) = state.filter(|f| f.seq == seq) else {
+                    continue;
+                };
+                *state = None;
+                match reply {
+                    Reply::Success => worker.recorder.success(flight.sent.elapsed()),
+                    Reply::Error(kind) => worker.recorder.error(&kind),
+                }
+            }
+            Ok(None) => {}
+            // Woken for an error, not a datagram: report it, or wait again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return match socket.take_error()? {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits out a socket error so it is not spun on; true if the run was stopped meanwhile.
+async fn pause(hard: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(IO_ERROR_PAUSE) => false,
+        _ = hard.cancelled() => true,
+    }
 }
 
 /// A socket of the target's address family, connected to it (so only its replies arrive).
@@ -142,37 +241,24 @@ async fn open(target: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Waits for the reply carrying `id`, skipping others (late replies to earlier requests).
-/// Error readiness counts too: a connected socket learns "port unreachable" as an error.
-async fn reply_to(socket: &UdpSocket, id: &[u8]) -> io::Result<Reply> {
-    loop {
-        let received = socket
-            .async_io(Interest::READABLE | Interest::ERROR, || {
-                RECV_BUF.with_borrow_mut(|buf| match socket.try_recv(buf) {
-                    Ok(n) => Ok(classify(&buf[..n], id)),
-                    // Woken for an error, not a datagram: report it, or wait again.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        Err(socket.take_error()?.unwrap_or(e))
-                    }
-                    Err(e) => Err(e),
-                })
-            })
-            .await?;
-        if let Some(reply) = received {
-            return Ok(reply);
-        }
-    }
-}
-
-/// The reply to `id`, or `None` if the datagram answers something else.
-fn classify(datagram: &[u8], id: &[u8]) -> Option<Reply> {
-    if scan::string_field(datagram, b"\"id\"")? != id {
+/// The slot and number of the request a reply answers, with the answer; `None` if the
+/// datagram answers another worker or no request of ours.
+fn classify(datagram: &[u8], worker_tag: &str) -> Option<(usize, u64, Reply)> {
+    let id = std::str::from_utf8(scan::string_field(datagram, b"\"id\"")?).ok()?;
+    let mut parts = id.split('-');
+    if parts.next()? != worker_tag {
         return None;
     }
-    Some(match scan::error_code(datagram) {
+    let slot = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let reply = match scan::error_code(datagram) {
         None => Reply::Success,
         Some(code) => Reply::Error(code),
-    })
+    };
+    Some((slot, seq, reply))
 }
 
 fn io_kind(e: &io::Error) -> &'static str {
@@ -189,12 +275,16 @@ mod tests {
 
     #[test]
     fn replies_are_matched_by_id_and_errors_read() {
-        let ok = br#"{"asset":"BTC","price":"1","id":"3-9"}"#;
-        assert!(matches!(classify(ok, b"3-9"), Some(Reply::Success)));
-        assert!(classify(ok, b"3-1").is_none(), "another request's reply");
-        assert!(classify(br#"{"asset":"BTC"}"#, b"3-9").is_none(), "no id");
-        let err = br#"{"id":"3-9","error":{"code":"rate_limited","message":"slow down"}}"#;
-        assert!(matches!(classify(err, b"3-9"), Some(Reply::Error(k)) if k == "rate_limited"));
+        let ok = br#"{"asset":"BTC","price":"1","id":"3-2-9"}"#;
+        assert!(matches!(classify(ok, "3"), Some((2, 9, Reply::Success))));
+        assert!(classify(ok, "4").is_none(), "another worker's reply");
+        assert!(classify(br#"{"asset":"BTC"}"#, "3").is_none(), "no id");
+        for odd in ["3-2", "3-2-9-1", "3-x-9", "3--9", "stale-0"] {
+            let reply = format!(r#"{{"id":"{odd}","price":"1"}}"#);
+            assert!(classify(reply.as_bytes(), "3").is_none(), "{odd}");
+        }
+        let err = br#"{"id":"3-0-9","error":{"code":"rate_limited","message":"slow down"}}"#;
+        assert!(matches!(classify(err, "3"), Some((0, 9, Reply::Error(k))) if k == "rate_limited"));
     }
 
     #[test]
@@ -203,10 +293,10 @@ mod tests {
         let requests =
             Requests::new(addr, "k\"ey", &["BTC".to_owned()]).expect("plain test values");
         let mut datagram = requests.prefixes[0].clone();
-        datagram.extend_from_slice(b"0-1\"}");
+        datagram.extend_from_slice(b"0-1-1\"}");
         let v: serde_json::Value = serde_json::from_slice(&datagram).expect("valid JSON");
         assert_eq!(v["key"], "k\"ey");
         assert_eq!(v["asset"], "BTC");
-        assert_eq!(v["id"], "0-1");
+        assert_eq!(v["id"], "0-1-1");
     }
 }
