@@ -1,6 +1,7 @@
 //! The HTTP API, one file per endpoint. Keyed endpoints: `/price`, `/prices`. Public:
 //! `/exchanges`, `/assets`, `/health`. Every error is JSON from the one error table. Keyed
-//! price requests pass the in-flight governor first and are counted (`govern`).
+//! price requests pass the in-flight governor first and are counted ([`governed`]); the price
+//! listener answers `GET /price` before routing ([`Endpoint`]).
 
 mod assets;
 mod exchanges;
