@@ -76,7 +76,7 @@ impl Inbox {
                 socket.as_raw_fd(),
                 headers.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT as _,
                 std::ptr::null_mut(),
             )
         };
@@ -134,7 +134,7 @@ pub fn send(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) -> io::Result
             socket.as_raw_fd(),
             headers.as_mut_ptr(),
             headers.len() as libc::c_uint,
-            libc::MSG_DONTWAIT,
+            libc::MSG_DONTWAIT as _,
         )
     };
     usize::try_from(sent).map_err(|_| io::Error::last_os_error())

@@ -16,6 +16,8 @@ use crate::cli::StressArgs;
 
 /// The most workers one level may ask for.
 const MAX_CONCURRENCY: usize = 100_000;
+/// The longest a request may wait for its answer: an hour.
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// The most UDP requests one socket keeps in flight.
 const MAX_UDP_DEPTH: usize = 1024;
 
@@ -79,8 +81,11 @@ impl Plan {
                 args.duration_s
             );
         }
-        if args.timeout_ms == 0 {
-            bail!("--timeout-ms must be more than 0");
+        if !(1..=MAX_TIMEOUT_MS).contains(&args.timeout_ms) {
+            bail!(
+                "--timeout-ms must be 1 to {MAX_TIMEOUT_MS}, not {}",
+                args.timeout_ms
+            );
         }
         if !(1..=MAX_UDP_DEPTH).contains(&args.udp_depth) {
             bail!(

@@ -263,7 +263,7 @@ async fn udp_requests_with_no_reply_are_timeouts() {
 
 #[tokio::test]
 async fn bad_command_lines_are_clear_errors() {
-    let cases: [(StressArgs, &str); 8] = [
+    let cases: [(StressArgs, &str); 10] = [
         (args("localhost:8080", &[1], 1.0, 100), "scheme"),
         (
             args("ftp://127.0.0.1:21", &[1], 1.0, 100),
@@ -277,6 +277,17 @@ async fn bad_command_lines_are_clear_errors() {
         (args("http://127.0.0.1:1", &[0], 1.0, 100), "out of range"),
         (args("http://127.0.0.1:1", &[], 1.0, 100), "no level"),
         (args("http://127.0.0.1:1", &[1], 0.0, 100), "--duration-s"),
+        (
+            args("udp://127.0.0.1:1", &[1], 1.0, u64::MAX),
+            "--timeout-ms",
+        ),
+        (
+            StressArgs {
+                udp_depth: 0,
+                ..args("udp://127.0.0.1:1", &[1], 1.0, 100)
+            },
+            "--udp-depth",
+        ),
         (
             StressArgs {
                 key: Secret("  ".to_owned()),

@@ -128,7 +128,11 @@ pub async fn run(
             }
         }
         if let Some(e) = failed {
-            worker.recorder.error(io_kind(&e));
+            // A pending "port unreachable" may surface on a send: it ends the oldest request
+            // in flight, if any; otherwise the one that could not go.
+            if !end_oldest(&mut slots, &mut worker, &e) {
+                worker.recorder.error(io_kind(&e));
+            }
             if pause(&hard).await {
                 break;
             }
@@ -164,14 +168,7 @@ pub async fn run(
         };
         // A connected socket learns "port unreachable" as an error: it ends the oldest request.
         if let Some(e) = error {
-            let oldest = slots
-                .iter_mut()
-                .filter(|s| s.is_some())
-                .min_by_key(|s| s.map(|f| f.sent));
-            if let Some(state) = oldest {
-                *state = None;
-                worker.recorder.error(io_kind(&e));
-            }
+            end_oldest(&mut slots, &mut worker, &e);
             if pause(&hard).await {
                 break;
             }
@@ -209,15 +206,38 @@ fn drain(
                 }
             }
             Ok(None) => {}
-            // Woken for an error, not a datagram: report it, or wait again.
+            // Woken for an error, not a datagram: report it. Asking through `try_io` clears
+            // the error readiness when there is none, so the next wait really waits.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return match socket.take_error()? {
-                    Some(e) => Err(e),
-                    None => Ok(()),
+                let pending = socket.try_io(Interest::ERROR, || {
+                    socket
+                        .take_error()?
+                        .ok_or_else(|| io::ErrorKind::WouldBlock.into())
+                });
+                return match pending {
+                    Ok(e) => Err(e),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                    Err(e) => Err(e),
                 };
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Ends the oldest request in flight with a socket error; false if none is in flight.
+fn end_oldest(slots: &mut [Option<InFlight>], worker: &mut Worker, e: &io::Error) -> bool {
+    let oldest = slots
+        .iter_mut()
+        .filter(|s| s.is_some())
+        .min_by_key(|s| s.map(|f| f.sent));
+    match oldest {
+        Some(state) => {
+            *state = None;
+            worker.recorder.error(io_kind(e));
+            true
+        }
+        None => false,
     }
 }
 
