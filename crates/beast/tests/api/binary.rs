@@ -15,7 +15,7 @@ use futures_util::{StreamExt, stream};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{beast, seventh_definition, usage_rows};
+use crate::helpers::{beast, beast_ok, seventh_definition, usage_rows};
 
 const BIN: &str = env!("CARGO_BIN_EXE_beast");
 
@@ -106,18 +106,7 @@ async fn get(client: &reqwest::Client, url: String, key: &str) -> (StatusCode, V
 async fn the_binary_serves_keyed_prices_and_flushes_every_request_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let created = beast(
-        &data,
-        &["keys", "create", "--tier", "pro", "--name", "e2e"],
-        None,
-    )
-    .await;
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let stdout = String::from_utf8(created.stdout).unwrap();
+    let (stdout, _) = beast_ok(&data, &["keys", "create", "--tier", "pro", "--name", "e2e"]).await;
     let key = stdout.lines().last().unwrap().trim().to_owned();
     assert!(
         key.starts_with("tb_") && key.len() == 67,
@@ -190,12 +179,7 @@ async fn the_binary_serves_keyed_prices_and_flushes_every_request_on_sigterm() {
         "{listed}"
     );
     assert!(!listed.contains(&key), "keys list never shows the key");
-    assert!(
-        beast(&data, &["keys", "revoke", "1"], None)
-            .await
-            .status
-            .success()
-    );
+    beast_ok(&data, &["keys", "revoke", "1"]).await;
     let again = beast(&data, &["keys", "revoke", "1"], None).await;
     assert!(
         !again.status.success() && String::from_utf8_lossy(&again.stderr).contains("no active key")
@@ -378,26 +362,12 @@ async fn exchanges_parse_tries_an_unsaved_definition_and_the_cli_saves_it() {
     );
 
     // Saved, mapped and toggled from the command line, with the same checks as the admin API.
-    let out = beast(
-        &data,
-        &["exchanges", "save", "--definition", file.to_str().unwrap()],
-        None,
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let save = ["exchanges", "save", "--definition", file.to_str().unwrap()];
+    beast_ok(&data, &save).await;
     let mut bad = definition.clone();
     bad["time_format"] = "unix_weeks".into();
     std::fs::write(&file, bad.to_string()).unwrap();
-    let out = beast(
-        &data,
-        &["exchanges", "save", "--definition", file.to_str().unwrap()],
-        None,
-    )
-    .await;
+    let out = beast(&data, &save, None).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("time_format"));
     let rows = dir.path().join("rows.json");
@@ -406,34 +376,18 @@ async fn exchanges_parse_tries_an_unsaved_definition_and_the_cli_saves_it() {
         r#"[{"exchange":"seventh","asset":"foo","symbol":"FOOEUR","quote":"EUR","prewarm":true}]"#,
     )
     .unwrap();
-    let out = beast(
+    beast_ok(
         &data,
         &["exchanges", "assets-save", "--file", rows.to_str().unwrap()],
-        None,
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = beast(
+    let (toggled, _) = beast_ok(
         &data,
         &["exchanges", "toggle", "seventh", "--enabled", "false"],
-        None,
     )
     .await;
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "seventh enabled=false"
-    );
-    let out = beast(
-        &data,
-        &["exchanges", "assets", "--exchange", "seventh"],
-        None,
-    )
-    .await;
-    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(toggled.trim(), "seventh enabled=false");
+    let (listing, _) = beast_ok(&data, &["exchanges", "assets", "--exchange", "seventh"]).await;
     // exchange, asset (normalized from "foo"), symbol, quote, enabled, prewarm.
     let row: Vec<&str> = listing
         .lines()

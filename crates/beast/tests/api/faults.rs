@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app_with, sql};
+use crate::helpers::{ON_DEMAND_OKX_ASSET, TestApp, spawn_app_with, sql};
 
 const WITHIN: Duration = Duration::from_secs(15);
 
@@ -301,9 +301,7 @@ async fn slow_rest_on_one_exchange_never_delays_another() {
             &dir,
             &[
                 "UPDATE application_parameters SET value = '1000' WHERE name = 'rest_timeout_ms'",
-                // An asset only OKX lists, not prewarmed: fetched on demand from its REST ticker.
-                "INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
-                 VALUES ('okx', 'QQQ', 'QQQ-USDT', 'USDT', 1, 0, 'on-demand')",
+                ON_DEMAND_OKX_ASSET,
             ],
         )
         .await;

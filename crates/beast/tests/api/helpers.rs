@@ -106,6 +106,11 @@ pub async fn beast(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> std::
     child.wait_with_output().await.unwrap()
 }
 
+/// Maps `QQQ`, an asset only OKX lists and not prewarmed: it is fetched on demand from OKX's
+/// REST ticker.
+pub const ON_DEMAND_OKX_ASSET: &str = "INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
+     VALUES ('okx', 'QQQ', 'QQQ-USDT', 'USDT', 1, 0, 'on-demand')";
+
 /// Runs `beast` and asserts it succeeds; its stdout and stderr.
 pub async fn beast_ok(data_dir: &Path, args: &[&str]) -> (String, String) {
     let out = beast(data_dir, args, None).await;

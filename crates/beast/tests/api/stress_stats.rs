@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
 use crate::{
-    helpers::{TestApp, spawn_app, spawn_app_with, sql},
+    helpers::{ON_DEMAND_OKX_ASSET, TestApp, spawn_app, spawn_app_with, sql},
     udp::ask,
 };
 
@@ -199,9 +199,7 @@ async fn a_price_request_over_the_in_flight_limit_is_refused_overloaded_and_coun
             &[
                 "UPDATE application_parameters SET value = '1' WHERE name = 'governor_max_in_flight'",
                 "UPDATE application_parameters SET value = '2000' WHERE name = 'rest_timeout_ms'",
-                // An asset only OKX lists, not prewarmed: fetched on demand from its REST ticker.
-                "INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
-                 VALUES ('okx', 'QQQ', 'QQQ-USDT', 'USDT', 1, 0, 'on-demand')",
+                ON_DEMAND_OKX_ASSET,
             ],
         )
         .await;
