@@ -312,7 +312,10 @@ impl RuntimeCounters {
         let pool = store.pool_stats();
         Counters {
             tcp_requests: self.tcp_requests.load(Relaxed),
-            udp_requests: udp.received - udp.dropped_oversized - udp.dropped_garbage,
+            // Three loads, not one snapshot: a drop counted between them must not underflow.
+            udp_requests: udp
+                .received
+                .saturating_sub(udp.dropped_oversized + udp.dropped_garbage),
             report_requests: self.report_requests.load(Relaxed),
             memory_hits: self.memory_hits.load(Relaxed),
             // No shared cache yet: nothing can hit it.

@@ -40,24 +40,31 @@ pub(crate) struct Params {
 
 impl Params {
     pub(crate) fn from_rows(rows: &[(String, String)]) -> Self {
-        let get = |name: &str| -> u64 {
+        // A stored value below `min` (or not a number) is logged and the default used.
+        let at_least = |name: &str, min: u64| -> u64 {
+            let valid = |v: &str| v.parse::<u64>().ok().filter(|v| *v >= min);
             let default = parameter_defaults()
                 .iter()
                 .find(|(n, _, _)| *n == name)
-                .map(|(_, v, _)| *v);
+                .and_then(|(_, v, _)| valid(v));
             let stored = rows
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.as_str());
-            match stored.map(str::parse::<u64>) {
-                Some(Ok(v)) if v > 0 => v,
-                Some(_) => {
-                    tracing::warn!(parameter = name, value = ?stored, "invalid parameter, using its default");
-                    default.and_then(|d| d.parse().ok()).unwrap_or(1)
-                }
-                None => default.and_then(|d| d.parse().ok()).unwrap_or(1),
-            }
+            let value = match stored {
+                Some(text) => valid(text).or_else(|| {
+                    tracing::warn!(
+                        parameter = name,
+                        value = text,
+                        "invalid parameter, using its default"
+                    );
+                    default
+                }),
+                None => default,
+            };
+            value.unwrap_or(min)
         };
+        let get = |name: &str| at_least(name, 1);
         let ms = |name: &str| get(name).min(i64::MAX as u64) as i64;
         Self {
             usage: WriterOptions {
@@ -85,7 +92,8 @@ impl Params {
                 page_size_max: get("report_page_size_max"),
                 udp_max_bytes: get("report_udp_max_bytes") as usize,
                 retention_days: get("usage_retention_days"),
-                rollup_delay_ms: ms("rollup_delay_ms"),
+                // 0: a day is rolled up as soon as it ends.
+                rollup_delay_ms: at_least("rollup_delay_ms", 0).min(i64::MAX as u64) as i64,
                 rollup_every: Duration::from_millis(get("rollup_interval_ms")),
             },
         }
@@ -344,5 +352,33 @@ impl Application {
         self.store.close().await;
         tracing::info!("stopped");
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn parameters_below_their_minimum_fall_back_to_the_default() {
+        let params = Params::from_rows(&rows(&[
+            ("rollup_delay_ms", "0"),
+            ("usage_batch_size", "0"),
+            ("usage_flush_ms", "fast"),
+            ("governor_max_in_flight", "7"),
+        ]));
+        assert_eq!(params.reports.rollup_delay_ms, 0, "0 is a valid delay");
+        assert_eq!(params.usage.batch_size, 1000, "0 rows a batch is not");
+        assert_eq!(params.usage.flush_interval, Duration::from_millis(100));
+        assert_eq!(params.governor_max_in_flight, 7);
+        let defaults = Params::from_rows(&[]);
+        assert_eq!(defaults.reports.rollup_delay_ms, 600_000);
     }
 }

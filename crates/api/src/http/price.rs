@@ -38,28 +38,12 @@ pub(crate) async fn answer(state: &AppState, headers: &HeaderMap, query: Option<
             Ok(key) => key,
             Err(e) => return error_response(&e),
         };
-        let result = match parse_query::<PriceQuery>(query) {
-            Ok(q) => {
-                metered_price(
-                    state,
-                    &key,
-                    q.asset.as_deref(),
-                    q.source.as_deref(),
-                    Protocol::Http,
-                    started,
-                )
-                .await
-            }
-            Err(e) => {
-                // A malformed query still spends the key's rate, like any other request.
-                let e = key.admit(now_ms(), 1).err().unwrap_or(e);
-                state
-                    .meter(&key, "", Err(&e), Protocol::Http, started)
-                    .await;
-                Err(e)
-            }
+        let query = parse_query::<PriceQuery>(query);
+        let (asset, source) = match &query {
+            Ok(q) => (Ok(q.asset.as_deref()), q.source.as_deref()),
+            Err(e) => (Err(e.clone()), None),
         };
-        match result {
+        match metered_price(state, &key, asset, source, Protocol::Http, started).await {
             Ok(body) => json_response(StatusCode::OK, body),
             Err(e) => error_response(&e),
         }
@@ -68,20 +52,22 @@ pub(crate) async fn answer(state: &AppState, headers: &HeaderMap, query: Option<
 }
 
 /// One metered price answer, whatever the protocol: admission (rate limit, quota) before
-/// anything else, so even malformed requests spend the key's rate; then the lookup, the quota
-/// count and the usage row. Returns the rendered body.
+/// anything else, so even malformed requests (`asset` is then the reason) spend the key's
+/// rate; then the lookup, the quota count and the usage row. Returns the rendered body.
 pub(crate) async fn metered_price(
     state: &AppState,
     key: &KeyEntry,
-    asset: Option<&str>,
+    asset: Result<Option<&str>, ApiError>,
     source: Option<&str>,
     protocol: Protocol,
     started: Instant,
 ) -> Result<Vec<u8>, ApiError> {
     let now = now_ms();
-    let name = asset
-        .ok_or_else(|| ApiError::BadRequest("asset is required".into()))
-        .and_then(normalize_asset);
+    let given = asset.as_ref().ok().copied().flatten();
+    let name = asset.and_then(|a| {
+        a.ok_or_else(|| ApiError::BadRequest("asset is required".into()))
+            .and_then(normalize_asset)
+    });
     let outcome = match (key.admit(now, 1), &name) {
         (Err(e), _) => Err(e),
         (Ok(()), Err(e)) => Err(e.clone()),
@@ -92,7 +78,7 @@ pub(crate) async fn metered_price(
     }
     let recorded = match &name {
         Ok(name) => name.as_str(),
-        Err(_) => asset.unwrap_or(""),
+        Err(_) => given.unwrap_or(""),
     };
     state
         .meter(key, recorded, outcome.as_ref(), protocol, started)

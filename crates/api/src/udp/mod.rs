@@ -256,7 +256,7 @@ async fn respond(state: &AppState, request: &request::Request<'static>) -> (u16,
         None => metered_price(
             state,
             &key,
-            request.asset.as_deref(),
+            Ok(request.asset.as_deref()),
             request.source.as_deref(),
             Protocol::Udp,
             started,
