@@ -13,7 +13,7 @@ use std::{
 };
 
 use beast_core::{DAY_MS, day_name, day_start_ms, now_ms};
-use beast_store::{RollupRow, Store, StoreError, UsageFilter};
+use beast_store::{Pruned, RollupRow, Store, StoreError, UsageFilter};
 use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -121,33 +121,31 @@ pub async fn roll_up(
 }
 
 /// Where pruning stops: the start of the day `retention_days` before `now`, never past the
-/// rollup mark (raw rows of a day not rolled up are kept).
+/// rollup mark (raw rows of a day not rolled up are kept); `None` before any roll-up.
 pub async fn prune_cutoff(
     store: &dyn Store,
     now: i64,
     retention_days: u64,
-) -> Result<i64, StoreError> {
+) -> Result<Option<i64>, StoreError> {
     let days = i64::try_from(retention_days).unwrap_or(i64::MAX / DAY_MS);
     let cutoff = day_start_ms(now.saturating_sub(days.saturating_mul(DAY_MS)));
-    Ok(match store.rolled_until().await? {
-        Some(mark) => cutoff.min(mark),
-        None => i64::MIN,
-    })
+    Ok(store.rolled_until().await?.map(|mark| cutoff.min(mark)))
 }
 
-/// Deletes raw usage (and report log) rows older than `cutoff`, in batches, reporting the
-/// running total; returns it.
+/// Deletes raw usage and report log rows older than `cutoff`, in batches, reporting the
+/// running total of rows deleted; returns the totals.
 pub async fn prune(
     store: &dyn Store,
     cutoff: i64,
     mut progress: impl FnMut(u64),
-) -> Result<u64, StoreError> {
-    let mut total = 0;
+) -> Result<Pruned, StoreError> {
+    let mut total = Pruned::default();
     loop {
         let gone = store.prune_usage(cutoff, PRUNE_BATCH).await?;
-        total += gone;
-        progress(total);
-        if gone < PRUNE_BATCH {
+        total.usage_rows += gone.usage_rows;
+        total.report_log_rows += gone.report_log_rows;
+        progress(total.usage_rows + total.report_log_rows);
+        if gone.usage_rows < PRUNE_BATCH && gone.report_log_rows < PRUNE_BATCH {
             return Ok(total);
         }
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use beast_core::{CacheTier, DAY_MS, Protocol, UsageEvent, day_start_ms, now_ms};
-use beast_store::{Cursor, SqliteStore, Store, UsageFilter, UsageRow};
+use beast_store::{Cursor, ReportLogEntry, SqliteStore, Store, UsageFilter, UsageRow};
 use futures_util::TryStreamExt;
 
 use crate::{rollup, summarize};
@@ -36,9 +36,36 @@ async fn a_day_rolled_up_and_pruned_elsewhere_is_never_rolled_again_from_nothing
     let stale = rollup::pending_days(&store, now_ms(), 0).await.unwrap();
     assert_eq!(stale.first(), Some(&day));
     assert_eq!(rollup::roll_up_day(&store, day).await.unwrap(), Some(3));
+    // Two report requests were logged that day, one the next day.
+    for ts_ms in [day + 5, day + 6, day + DAY_MS + 5] {
+        store
+            .log_report(&ReportLogEntry {
+                ts_ms,
+                key_id: Some(1),
+                report: "summary".into(),
+                format: "json".into(),
+                protocol: "http".into(),
+                node: "n1".into(),
+                status: 200,
+                latency_us: 10,
+                rows: 1,
+                query: String::new(),
+            })
+            .await
+            .unwrap();
+    }
     let cutoff = rollup::prune_cutoff(&store, now_ms(), 93).await.unwrap();
-    assert_eq!(cutoff, day + DAY_MS, "pruning stops at the rollup mark");
-    assert_eq!(rollup::prune(&store, cutoff, |_| {}).await.unwrap(), 3);
+    assert_eq!(
+        cutoff,
+        Some(day + DAY_MS),
+        "pruning stops at the rollup mark"
+    );
+    let pruned = rollup::prune(&store, day + DAY_MS, |_| {}).await.unwrap();
+    assert_eq!(
+        (pruned.usage_rows, pruned.report_log_rows),
+        (3, 2),
+        "every row before the cutoff, of both tables"
+    );
 
     // The node's late roll of that day finds no raw rows, and must not replace its rollup.
     assert_eq!(rollup::roll_up_day(&store, day).await.unwrap(), None);

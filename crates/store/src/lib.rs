@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use beast_core::{AssetMapping, ExchangeDefinition, Tier, UsageEvent};
 use futures_util::stream::BoxStream;
 
-pub use reports::{Allowance, Cursor, ReportLogEntry, RollupRow, UsageFilter, UsageRow};
+pub use reports::{Allowance, Cursor, Pruned, ReportLogEntry, RollupRow, UsageFilter, UsageRow};
 
 pub use seed::{parameter_defaults, seeded_exchanges};
 pub use sqlite::SqliteStore;
@@ -145,9 +145,9 @@ pub trait Store: Send + Sync {
     async fn rolled_until(&self) -> Result<Option<i64>>;
     /// The time of the oldest raw usage row, if any.
     async fn oldest_usage_ms(&self) -> Result<Option<i64>>;
-    /// Deletes up to `max_rows` raw usage rows and report log rows older than `before_ms`;
-    /// how many went. Call until it returns less than `max_rows`.
-    async fn prune_usage(&self, before_ms: i64, max_rows: u64) -> Result<u64>;
+    /// Deletes up to `max_rows` raw usage rows and up to `max_rows` report log rows older
+    /// than `before_ms`; how many of each went. Call until both are below `max_rows`.
+    async fn prune_usage(&self, before_ms: i64, max_rows: u64) -> Result<Pruned>;
     /// Takes one report from a key's allowance for `month` (`YYYY-MM`), if fewer than
     /// `allowance` were taken this month; a new month starts from zero. Atomic, so nodes
     /// sharing a store never overshoot.

@@ -36,6 +36,13 @@ pub struct Cursor {
     pub id: i64,
 }
 
+/// What one pruning batch deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub usage_rows: u64,
+    pub report_log_rows: u64,
+}
+
 /// One row of `usage_logs` as reports show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {

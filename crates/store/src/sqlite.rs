@@ -19,8 +19,8 @@ use sqlx::{
 };
 
 use crate::{
-    Allowance, ApiKeyRecord, Area, Cursor, ReportLogEntry, Result, RollupRow, Store, StoreError,
-    UsageFilter, UsageRow, parameter_defaults, seed,
+    Allowance, ApiKeyRecord, Area, Cursor, Pruned, ReportLogEntry, Result, RollupRow, Store,
+    StoreError, UsageFilter, UsageRow, parameter_defaults, seed,
 };
 
 /// Rows per INSERT statement (13 binds a row at most, far below SQLite's variable limit).
@@ -369,7 +369,6 @@ fn usage_where(filter: &UsageFilter, time_col: &str) -> Result<(String, SqliteAr
 
 /// Where a streamed read of usage rows stands between batches.
 struct Batches {
-    tx: Option<sqlx::Transaction<'static, Sqlite>>,
     after: Option<Cursor>,
     left: u64,
 }
@@ -724,11 +723,12 @@ impl Store for SqliteStore {
         limit: Option<u64>,
     ) -> BoxStream<'a, Result<UsageRow>> {
         // Rows come in batches of up to USAGE_ROWS_PER_READ, each one JSON array built by
-        // SQLite, all read in one transaction (one snapshot). sqlx hands every row of a result
-        // set from its worker thread to the caller on its own, which cost an export of a
-        // million rows several seconds of thread wake-ups; a batch crosses once.
+        // SQLite. sqlx hands every row of a result set from its worker thread to the caller on
+        // its own, which cost an export of a million rows several seconds of thread wake-ups;
+        // a batch crosses once. Each batch is a query of its own, starting after the last row
+        // read: no connection is held while a slow client reads, and rows written meanwhile
+        // sort before the cursor, so none is skipped or repeated.
         let start = Batches {
-            tx: None,
             after,
             left: limit.unwrap_or(u64::MAX),
         };
@@ -736,10 +736,6 @@ impl Store for SqliteStore {
             if batches.left == 0 {
                 return Ok::<_, StoreError>(None);
             }
-            let tx = match &mut batches.tx {
-                Some(tx) => tx,
-                None => batches.tx.insert(self.pool.begin().await?),
-            };
             let wanted = batches.left.min(USAGE_ROWS_PER_READ);
             // The cursor also narrows the time range, so the index seeks straight to it
             // instead of stepping over every row already read.
@@ -763,7 +759,7 @@ impl Store for SqliteStore {
                  ORDER BY ts_ms DESC, id DESC LIMIT {wanted})"
             );
             let json: String = sqlx::query_scalar_with(AssertSqlSafe(full), args)
-                .fetch_one(&mut **tx)
+                .fetch_one(&self.pool)
                 .await?;
             let rows = usage_batch(&json)?;
             batches.left = if (rows.len() as u64) < wanted {
@@ -822,7 +818,7 @@ impl Store for SqliteStore {
                  memory, rest, latency_sum_us, latency_max_us, latency_sketch) ",
             );
             q.push_values(chunk, |mut b, r| {
-                b.push_bind(day_ms)
+                b.push_bind(r.day_ms)
                     .push_bind(r.key_id)
                     .push_bind(r.asset.clone())
                     .push_bind(r.source.clone())
@@ -863,22 +859,28 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    async fn prune_usage(&self, before_ms: i64, max_rows: u64) -> Result<u64> {
+    async fn prune_usage(&self, before_ms: i64, max_rows: u64) -> Result<Pruned> {
         let limit = max_rows.min(i64::MAX as u64) as i64;
         let mut tx = self.pool.begin().await?;
-        let mut gone = 0;
-        for table in ["usage_logs", "report_usage_logs"] {
-            let done = sqlx::query(AssertSqlSafe(format!(
+        let mut gone = [0; 2];
+        for (table, gone) in ["usage_logs", "report_usage_logs"]
+            .into_iter()
+            .zip(&mut gone)
+        {
+            *gone = sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE ts_ms < ? LIMIT ?)"
             )))
             .bind(before_ms)
             .bind(limit)
             .execute(&mut *tx)
-            .await?;
-            gone = gone.max(done.rows_affected());
+            .await?
+            .rows_affected();
         }
         tx.commit().await?;
-        Ok(gone)
+        Ok(Pruned {
+            usage_rows: gone[0],
+            report_log_rows: gone[1],
+        })
     }
 
     async fn take_report(&self, key_id: i64, month: &str, allowance: u64) -> Result<Allowance> {

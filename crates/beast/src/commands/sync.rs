@@ -40,7 +40,10 @@ async fn sync(store: &dyn Store, args: &SyncArgs) -> anyhow::Result<()> {
         }
     );
 
-    let cutoff = rollup::prune_cutoff(store, now, retention_days).await?;
+    let Some(cutoff) = rollup::prune_cutoff(store, now, retention_days).await? else {
+        println!("pruned nothing: no day is rolled up yet");
+        return Ok(());
+    };
     let spinner = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("pruning  {spinner} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -51,13 +54,11 @@ async fn sync(store: &dyn Store, args: &SyncArgs) -> anyhow::Result<()> {
     })
     .await?;
     spinner.finish_and_clear();
-    if cutoff == i64::MIN {
-        println!("pruned nothing: no day is rolled up yet");
-    } else {
-        println!(
-            "pruned {pruned} raw row(s) before {} (retention {retention_days} days)",
-            day_name(cutoff)
-        );
-    }
+    println!(
+        "pruned {} raw row(s) and {} report log row(s) before {} (retention {retention_days} days)",
+        pruned.usage_rows,
+        pruned.report_log_rows,
+        day_name(cutoff)
+    );
     Ok(())
 }
