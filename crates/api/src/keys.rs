@@ -13,7 +13,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use beast_core::{ApiError, Tier, month_of, next_month_start_ms};
+use beast_core::{ApiError, Tier, month_of, next_month_start_ms, retry_after_s};
 use beast_store::{ApiKeyRecord, Area, Store, keys::hash_key};
 use governor::{
     Quota, RateLimiter,
@@ -82,9 +82,8 @@ impl KeyEntry {
             });
         }
         if self.used.load(Relaxed).saturating_add(answers) > self.tier.monthly_quota {
-            let left_ms = (self.month_ends_ms.load(Relaxed) - now_ms).max(1000);
             return Err(ApiError::QuotaExceeded {
-                retry_after_s: (left_ms as u64).div_ceil(1000),
+                retry_after_s: retry_after_s(now_ms, self.month_ends_ms.load(Relaxed)),
             });
         }
         Ok(())

@@ -110,7 +110,7 @@ pub async fn toggle_asset(
         index: None,
         error: DefinitionError {
             field: "asset",
-            message: format!("{asset:?} is not 1 to 20 letters or digits"),
+            message: beast_core::not_an_asset(asset),
         },
     })?;
     let missing = || ManageError::NotFound(format!("{exchange:?} has no mapping for {asset:?}"));

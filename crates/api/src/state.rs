@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Instant};
 
 use arc_swap::ArcSwap;
 use beast_book::{Answer, Book, Lookup};
-use beast_core::{ApiError, CacheTier, MAX_ASSET_LEN, Protocol, UsageEvent, now_ms};
+use beast_core::{ApiError, CacheTier, MAX_ASSET_LEN, Protocol, UsageEvent, latency_us, now_ms};
 use beast_feeds::FeedManager;
 use beast_store::Store;
 use beast_usage::UsageSink;
@@ -64,12 +64,8 @@ pub type Served = (Arc<Answer>, CacheTier);
 
 /// A normalized asset name (`btc ` → `BTC`), or why it is not one.
 pub fn normalize_asset(raw: &str) -> Result<String, ApiError> {
-    beast_core::normalize_asset(raw).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "asset must be 1 to {MAX_ASSET_LEN} letters or digits, got {:?}",
-            raw.chars().take(40).collect::<String>()
-        ))
-    })
+    beast_core::normalize_asset(raw)
+        .ok_or_else(|| ApiError::BadRequest(format!("asset {}", beast_core::not_an_asset(raw))))
 }
 
 impl AppState {
@@ -178,7 +174,7 @@ impl AppState {
                 protocol,
                 node: self.node.clone(),
                 status,
-                latency_us: started.elapsed().as_micros().min(u32::MAX as u128) as u32,
+                latency_us: latency_us(started),
                 cache_tier: tier,
             })
             .await;

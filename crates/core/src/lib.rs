@@ -14,6 +14,14 @@ pub use usage::{CacheTier, Protocol, UsageEvent};
 /// Longest asset (or quote currency) name.
 pub const MAX_ASSET_LEN: usize = 20;
 
+/// Why `raw` is not an asset name, for any error that refuses one.
+pub fn not_an_asset(raw: &str) -> String {
+    format!(
+        "{:?} is not 1 to {MAX_ASSET_LEN} letters or digits",
+        raw.chars().take(40).collect::<String>()
+    )
+}
+
 /// A normalized asset name (` btc ` → `BTC`), or `None` if it is not 1 to
 /// [`MAX_ASSET_LEN`] ASCII letters or digits.
 pub fn normalize_asset(raw: &str) -> Option<String> {
@@ -96,6 +104,16 @@ pub fn next_month_start_ms(ts_ms: i64) -> i64 {
     time::Date::from_calendar_date(year, month, 1)
         .map(|d| d.midnight().assume_utc().unix_timestamp() * 1000)
         .unwrap_or(i64::MAX)
+}
+
+/// Whole seconds from `now_ms` until `at_ms`, at least 1: a `Retry-After` value.
+pub fn retry_after_s(now_ms: i64, at_ms: i64) -> u64 {
+    (at_ms.saturating_sub(now_ms).max(1000) as u64).div_ceil(1000)
+}
+
+/// Microseconds since `started`, capped to fit a usage row's latency column.
+pub fn latency_us(started: std::time::Instant) -> u32 {
+    started.elapsed().as_micros().min(u32::MAX as u128) as u32
 }
 
 #[cfg(test)]

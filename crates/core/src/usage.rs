@@ -11,12 +11,21 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Http, Protocol::Udp, Protocol::Ws];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Http => "http",
             Protocol::Udp => "udp",
             Protocol::Ws => "ws",
         }
+    }
+
+    /// The protocol named `text` (`http`, `udp`, `ws`, any case).
+    pub fn parse(text: &str) -> Option<Protocol> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(text.trim()))
     }
 }
 

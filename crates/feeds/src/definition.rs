@@ -269,18 +269,10 @@ pub fn validate_mapping(
             format!("no exchange named {:?}", mapping.exchange),
         ));
     }
-    let asset = normalize_asset(&mapping.asset).ok_or_else(|| {
-        invalid(
-            "asset",
-            format!("{:?} is not 1 to 20 letters or digits", mapping.asset),
-        )
-    })?;
-    let quote = normalize_asset(&mapping.quote).ok_or_else(|| {
-        invalid(
-            "quote",
-            format!("{:?} is not 1 to 20 letters or digits", mapping.quote),
-        )
-    })?;
+    let asset = normalize_asset(&mapping.asset)
+        .ok_or_else(|| invalid("asset", beast_core::not_an_asset(&mapping.asset)))?;
+    let quote = normalize_asset(&mapping.quote)
+        .ok_or_else(|| invalid("quote", beast_core::not_an_asset(&mapping.quote)))?;
     let symbol = mapping.symbol.trim();
     if symbol.is_empty()
         || symbol.len() > 64

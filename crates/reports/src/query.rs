@@ -1,7 +1,7 @@
 //! What a report request asks for: the parameters as they arrive (an HTTP query string or a
 //! UDP JSON datagram), checked into a [`ReportRequest`] with a clear error naming the bad field.
 
-use beast_core::{ApiError, normalize_asset, parse_instant_ms};
+use beast_core::{ApiError, Protocol, normalize_asset, not_an_asset, parse_instant_ms};
 use beast_store::{Cursor, UsageFilter};
 use serde::{Deserialize, Serialize};
 
@@ -90,7 +90,8 @@ impl Format {
         }
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    /// The format named `text` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
         [Format::Json, Format::Csv, Format::Tsv, Format::Text]
             .into_iter()
             .find(|f| f.as_str().eq_ignore_ascii_case(text.trim()))
@@ -170,22 +171,23 @@ impl ReportParams {
         }
         let asset = match &self.asset {
             None => None,
-            Some(a) => Some(normalize_asset(a).ok_or_else(|| {
-                ApiError::invalid_field(
-                    "asset",
-                    format!("expected letters or digits, got {:?}", short(a)),
-                )
-            })?),
+            Some(a) => Some(
+                normalize_asset(a)
+                    .ok_or_else(|| ApiError::invalid_field("asset", not_an_asset(a)))?,
+            ),
         };
-        let protocol = match self.protocol.as_deref().map(str::trim) {
+        let protocol = match self.protocol.as_deref() {
             None => None,
-            Some(p @ ("http" | "udp" | "ws")) => Some(p.to_owned()),
-            Some(p) => {
-                return Err(ApiError::invalid_field(
-                    "protocol",
-                    format!("expected http, udp or ws, got {:?}", short(p)),
-                ));
-            }
+            Some(p) => Some(
+                Protocol::parse(p)
+                    .map(|p| p.as_str().to_owned())
+                    .ok_or_else(|| {
+                        ApiError::invalid_field(
+                            "protocol",
+                            format!("expected http, udp or ws, got {:?}", short(p)),
+                        )
+                    })?,
+            ),
         };
         let status = match &self.status {
             None => None,

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use beast_core::{DAY_MS, day_name, day_start_ms, now_ms};
+use beast_core::{CacheTier, DAY_MS, day_name, day_start_ms, now_ms};
 use beast_store::{Pruned, RollupRow, Store, StoreError, UsageFilter};
 use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
@@ -52,8 +52,8 @@ pub async fn roll_up_day(store: &dyn Store, day_ms: i64) -> Result<Option<u64>, 
             .entry((r.key_id, r.asset, r.source, r.protocol, r.node, r.status))
             .or_default();
         acc.requests += 1;
-        acc.memory += i64::from(r.cache_tier == "memory");
-        acc.rest += i64::from(r.cache_tier == "rest");
+        acc.memory += i64::from(r.cache_tier == CacheTier::Memory.as_str());
+        acc.rest += i64::from(r.cache_tier == CacheTier::Rest.as_str());
         acc.latency_sum_us += i64::from(r.latency_us);
         acc.latency_max_us = acc.latency_max_us.max(i64::from(r.latency_us));
         *acc.latency.entry(Sketch::bucket(r.latency_us)).or_default() += 1;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use beast_core::{DAY_MS, day_name, day_start_ms, now_ms, rfc3339_ms};
+use beast_core::{CacheTier, DAY_MS, day_name, day_start_ms, now_ms, rfc3339_ms};
 use beast_store::{RollupRow, Store, StoreError, UsageFilter, UsageRow};
 use futures_util::TryStreamExt;
 
@@ -141,8 +141,8 @@ impl Summary {
         let counts = Counts {
             requests: 1,
             errors: i64::from(r.status >= 400),
-            memory: i64::from(r.cache_tier == "memory"),
-            rest: i64::from(r.cache_tier == "rest"),
+            memory: i64::from(r.cache_tier == CacheTier::Memory.as_str()),
+            rest: i64::from(r.cache_tier == CacheTier::Rest.as_str()),
             latency_sum_us: i64::from(r.latency_us),
             latency_max_us: i64::from(r.latency_us),
         };

@@ -18,7 +18,9 @@ use axum::{
     response::Response,
     routing::get,
 };
-use beast_core::{ApiError, month_of, next_month_start_ms, now_ms};
+use beast_core::{
+    ApiError, Protocol, latency_us, month_of, next_month_start_ms, now_ms, retry_after_s,
+};
 use beast_reports::{
     Format, PageSize, Report, ReportParams, ReportRequest, query::format_cursor, summarize,
 };
@@ -72,7 +74,7 @@ const MAX_LOGGED_QUERY: usize = 512;
 pub(crate) struct Ticket {
     key_id: Option<i64>,
     report: Report,
-    protocol: &'static str,
+    protocol: Protocol,
     format: String,
     query: String,
     started: Instant,
@@ -82,12 +84,7 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
-    pub(crate) fn new(
-        caller: &Caller,
-        report: Report,
-        protocol: &'static str,
-        query: &str,
-    ) -> Self {
+    pub(crate) fn new(caller: &Caller, report: Report, protocol: Protocol, query: &str) -> Self {
         Self {
             key_id: match caller {
                 Caller::Admin => None,
@@ -125,7 +122,7 @@ impl AppState {
             .caller_of(presented_key(headers))
             .map_err(|e| error_response(&e))?;
         let query = query.unwrap_or_default();
-        let mut ticket = Ticket::new(&caller, report, "http", &query);
+        let mut ticket = Ticket::new(&caller, report, Protocol::Http, &query);
         let admitted = match crate::http::parse_query::<ReportParams>(Some(&query)) {
             Ok(params) => self.admit_report(&caller, &params, &mut ticket).await,
             Err(e) => Err(e),
@@ -178,7 +175,7 @@ impl AppState {
                     let resets_at_ms = next_month_start_ms(now);
                     return Err(ApiError::ReportAllowanceUsed {
                         allowance,
-                        retry_after_s: ((resets_at_ms - now).max(1000) as u64).div_ceil(1000),
+                        retry_after_s: retry_after_s(now, resets_at_ms),
                         resets_at_ms,
                     });
                 }
@@ -277,10 +274,10 @@ impl AppState {
             key_id: ticket.key_id,
             report: ticket.report.as_str().to_owned(),
             format: ticket.format,
-            protocol: ticket.protocol.to_owned(),
+            protocol: ticket.protocol.as_str().to_owned(),
             node: self.node.to_string(),
             status,
-            latency_us: ticket.started.elapsed().as_micros().min(u32::MAX as u128) as u32,
+            latency_us: latency_us(ticket.started),
             rows: rows.min(i64::MAX as u64) as i64,
             query: ticket.query,
         };

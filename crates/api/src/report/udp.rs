@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use beast_core::ApiError;
+use beast_core::{ApiError, Protocol};
 use beast_reports::{Format, ReportParams};
 use serde_json::Value;
 use tokio::{net::UdpSocket, sync::Semaphore};
@@ -89,7 +89,7 @@ async fn answer(state: &AppState, mut request: Value) -> Vec<u8> {
     if let Some(fields) = request.as_object_mut() {
         fields.remove("key");
     }
-    let mut ticket = Ticket::new(&caller, report, "udp", &request.to_string());
+    let mut ticket = Ticket::new(&caller, report, Protocol::Udp, &request.to_string());
     let (status, rows, body) = match respond(state, &caller, report, request, &mut ticket).await {
         Ok(answer) => {
             let body = reply(Ok(answer.body));
@@ -124,7 +124,7 @@ async fn respond(
     if params
         .format
         .as_deref()
-        .is_some_and(|f| Format::Json.as_str() != f.trim().to_ascii_lowercase())
+        .is_some_and(|f| Format::parse(f) != Some(Format::Json))
     {
         return Err(ApiError::invalid_field(
             "format",
