@@ -346,12 +346,7 @@ async fn a_seventh_exchange_is_added_with_data_and_priced_without_restart() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let answer = app
-        .eventually("FOO priced by the seventh exchange", WITHIN, || async {
-            let r = app.get("/price?asset=FOO", Some(&key)).await;
-            (r.status == StatusCode::OK).then_some(r.body)
-        })
-        .await;
+    let answer = app.wait_fresh("FOO", &key, WITHIN).await.body;
     assert_eq!(answer["price"], "12.50", "exact text: {answer}");
     assert_eq!(answer["quote"], "EUR");
     assert_eq!(answer["sources"][0]["source"], "seventh-ws");

@@ -350,16 +350,14 @@ impl TestApp {
         .await;
     }
 
-    /// Waits (up to `within`) until `asset` answers 200.
+    /// Waits until `asset` answers 200, and returns that answer; panics after `within`.
     pub async fn wait_fresh(&self, asset: &str, key: &str, within: Duration) -> Reply {
-        let deadline = Instant::now() + within;
-        loop {
-            let r = self.get(&format!("/price?asset={asset}"), Some(key)).await;
-            if r.status == StatusCode::OK || Instant::now() > deadline {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let path = format!("/price?asset={asset}");
+        self.eventually(&path, within, || async {
+            let r = self.get(&path, Some(key)).await;
+            (r.status == StatusCode::OK).then_some(r)
+        })
+        .await
     }
 
     /// Graceful shutdown, as on SIGTERM; returns once usage is flushed.

@@ -76,8 +76,7 @@ async fn the_monthly_quota_runs_out_exactly_at_the_tier_number() {
     )
     .await;
     let key = app.key("tiny").await;
-    let first = app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
-    assert_eq!(first.status, StatusCode::OK);
+    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
     let mut ok = 1;
     let mut refused = None;
     for _ in 0..10 {
