@@ -325,18 +325,23 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.roles().unwrap(), vec![Role::Price, Role::Webhook]);
-        assert!(
+        let refused = |roles: &str| {
             Settings {
-                roles: "pricee".into(),
+                roles: roles.into(),
                 ..Default::default()
             }
             .roles()
-            .is_err()
-        );
+            .map_err(|e| e.to_string())
+        };
+        assert!(refused("pricee").is_err_and(|e| e.contains("unknown role \"pricee\"")));
+        assert!(refused(" , ").is_err_and(|e| e.contains("no role given")));
         assert_eq!(
             roles_of_server_type("APP_REPORT_SERVER").unwrap(),
             "price,report"
         );
-        assert!(roles_of_server_type("X").is_err());
+        assert!(
+            roles_of_server_type("X")
+                .is_err_and(|e| e.to_string().contains("unknown SERVER_TYPE \"X\""))
+        );
     }
 }

@@ -108,6 +108,11 @@ async fn the_binary_serves_keyed_prices_and_flushes_every_request_on_sigterm() {
     let data = dir.path().join("data");
     let (stdout, _) = beast_ok(&data, &["keys", "create", "--tier", "pro", "--name", "e2e"]).await;
     let key = stdout.lines().last().unwrap().trim().to_owned();
+    let id = stdout
+        .strip_prefix("created key ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no key id in {stdout}"))
+        .to_owned();
     assert!(
         key.starts_with("tb_") && key.len() == 67,
         "last line is the key: {stdout}"
@@ -179,8 +184,16 @@ async fn the_binary_serves_keyed_prices_and_flushes_every_request_on_sigterm() {
         "{listed}"
     );
     assert!(!listed.contains(&key), "keys list never shows the key");
-    beast_ok(&data, &["keys", "revoke", "1"]).await;
-    let again = beast(&data, &["keys", "revoke", "1"], None).await;
+    let (revoked, _) = beast_ok(&data, &["keys", "revoke", &id]).await;
+    assert_eq!(revoked.trim(), format!("revoked key {id}"));
+    let (listed, _) = beast_ok(&data, &["keys", "list"]).await;
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(id.as_str()) && l.ends_with("revoked")),
+        "{listed}"
+    );
+    let again = beast(&data, &["keys", "revoke", &id], None).await;
     assert!(
         !again.status.success() && String::from_utf8_lossy(&again.stderr).contains("no active key")
     );

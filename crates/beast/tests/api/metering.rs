@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::{StreamExt, stream};
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, usage_rows};
+use crate::helpers::{scalar, spawn_app, usage_rows};
 
 #[tokio::test]
 async fn a_thousand_requests_then_shutdown_leave_exactly_a_thousand_rows() {
@@ -58,14 +58,8 @@ async fn a_thousand_requests_then_shutdown_leave_exactly_a_thousand_rows() {
         100
     );
     // The per-key monthly counter is folded from the same batches: successes only.
-    let url = format!("sqlite://{}", dir.join("beast.sqlite3").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let count: i64 = sqlx::query_scalar("SELECT usage_count FROM api_keys")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
     assert_eq!(
-        count,
+        scalar::<i64>(dir, "SELECT usage_count FROM api_keys").await,
         900 + 1,
         "the 900 BTC answers and the one ETH answer of the warm-up"
     );
