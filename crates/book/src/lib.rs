@@ -154,6 +154,9 @@ impl Book {
                 .find(|(s, _)| &**s == tag)
                 .map(|(_, a)| a),
         };
+        if let Some(answer) = answer {
+            return Lookup::Fresh(answer.clone());
+        }
         // A stale answer tells the age of the newest price it could have used.
         let newest = view
             .received_ms
@@ -161,12 +164,11 @@ impl Book {
             .filter(|(s, _)| source.is_none_or(|tag| &**s == tag))
             .map(|(_, ms)| *ms)
             .max();
-        match (answer, newest) {
-            (Some(a), _) => Lookup::Fresh(a.clone()),
-            (None, Some(newest)) => Lookup::Stale {
+        match newest {
+            Some(newest) => Lookup::Stale {
                 age_ms: (now_ms - newest).max(0),
             },
-            (None, None) => Lookup::NoPrice,
+            None => Lookup::NoPrice,
         }
     }
 

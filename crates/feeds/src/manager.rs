@@ -48,9 +48,8 @@ pub struct FeedOptions {
     pub on_demand_retry_ms: i64,
 }
 
-/// Rewrites a definition before it runs (the simulator points built-ins at itself); returns
-/// whether it did.
-pub type Redirect = Arc<dyn Fn(&mut ExchangeDefinition) -> bool + Send + Sync>;
+/// Rewrites a definition before it runs (the simulator points built-ins at itself).
+pub type Redirect = Arc<dyn Fn(&mut ExchangeDefinition) + Send + Sync>;
 
 /// Why an on-demand fetch gave nothing.
 #[derive(Debug, thiserror::Error)]

@@ -55,7 +55,7 @@ impl RestClient {
             message,
         };
         let url = def.def.rest_url.replace("{SYMBOL}", symbol);
-        let response = self
+        let mut response = self
             .http
             .get(&url)
             .send()
@@ -65,15 +65,24 @@ impl RestClient {
         if !status.is_success() {
             return Err(failed(format!("HTTP {status}")));
         }
-        let body = response
-            .bytes()
+        // Read up to the limit, never more: a huge answer is refused, not loaded.
+        let too_large = || failed(format!("answer larger than {MAX_BODY} bytes"));
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| failed(format!("reading the answer: {e}")))?;
-        if body.len() > MAX_BODY {
-            return Err(failed(format!(
-                "answer of {} bytes is too large",
-                body.len()
-            )));
+            .map_err(|e| failed(format!("reading the answer: {e}")))?
+        {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
         let received_ms = now_ms();
         let json: Value = serde_json::from_slice(&body)
@@ -128,5 +137,50 @@ mod tests {
             Some(ms)
         );
         assert_eq!(rest_time_ms(&json!("soon"), TimeFormat::UnixMs), None);
+    }
+
+    /// A one-shot HTTP server on loopback answering `body`, with or without a length.
+    async fn serve_once(body: Vec<u8>, with_length: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 2048];
+            let _ = stream.read(&mut request).await;
+            let head = if with_length {
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len())
+            } else {
+                "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_owned()
+            };
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+        });
+        format!("http://{addr}/ticker?instId={{SYMBOL}}")
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_size_limit_is_refused_with_or_without_a_length() {
+        let all: Vec<beast_core::ExchangeDefinition> =
+            serde_json::from_str(include_str!("../../store/seed/exchanges.json")).unwrap();
+        let mut okx = all.into_iter().find(|d| d.name == "okx").unwrap();
+        let client = RestClient::new(Duration::from_secs(5)).unwrap();
+        let small = br#"{"data":[{"last":"64000.5","ts":"1700000000123"}]}"#.to_vec();
+        okx.rest_url = serve_once(small, true).await;
+        let def = CompiledDefinition::compile(okx.clone()).unwrap();
+        let price = client.ticker(&def, "BTC-USDT").await.unwrap();
+        assert_eq!(price.price.text(), "64000.5");
+        for with_length in [true, false] {
+            let mut huge = br#"{"data":[{"last":"1","pad":""#.to_vec();
+            huge.resize(MAX_BODY + 10, b'x');
+            okx.rest_url = serve_once(huge, with_length).await;
+            let def = CompiledDefinition::compile(okx.clone()).unwrap();
+            let error = client
+                .ticker(&def, "BTC-USDT")
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("larger than"), "{with_length}: {error}");
+        }
     }
 }
