@@ -37,12 +37,12 @@ pub struct Shared {
     pub keys: Arc<KeyRing>,
     pub usage: UsageSink,
     /// Swapped whole when exchanges or mappings change.
-    pub catalog: Arc<ArcSwap<Catalog>>,
+    pub catalog: ArcSwap<Catalog>,
     pub feeds: Arc<FeedManager>,
     pub store: Arc<dyn Store>,
-    pub admin: Arc<AdminKey>,
+    pub admin: AdminKey,
     /// Serializes applying the exchange configuration; holds the revision last applied.
-    pub applied: Arc<tokio::sync::Mutex<i64>>,
+    pub applied: tokio::sync::Mutex<i64>,
     /// The runtime counters (UDP packet counters among them) and the in-flight governor.
     pub counters: Arc<crate::counters::RuntimeCounters>,
     /// This node's name in usage rows and status.

@@ -61,14 +61,14 @@ impl Inbox {
             iov_base: self.bufs[i].as_mut_ptr().cast(),
             iov_len: SLOT,
         });
-        // SAFETY: all-zero is a valid `mmsghdr` (null pointers, zero lengths).
-        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for ((header, name), iov) in headers.iter_mut().zip(&mut self.names).zip(&mut iovs) {
-            header.msg_hdr.msg_namelen = name.size_of();
-            header.msg_hdr.msg_name = (name as *mut SockAddrStorage).cast();
-            header.msg_hdr.msg_iov = iov;
-            header.msg_hdr.msg_iovlen = 1;
-        }
+        let mut headers: [libc::mmsghdr; BATCH] = std::array::from_fn(|i| {
+            let name = &mut self.names[i];
+            header(
+                (name as *mut SockAddrStorage).cast(),
+                name.size_of(),
+                &raw mut iovs[i],
+            )
+        });
         // SAFETY: each header points at its own address storage and iovec above, each iovec at
         // a buffer of `SLOT` bytes in `self.bufs`; all outlive the call.
         let got = unsafe {
@@ -108,36 +108,51 @@ pub fn send(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) -> io::Result
     use socket2::SockAddr;
     use std::os::fd::AsRawFd;
 
-    let replies = &replies[..replies.len().min(BATCH)];
-    let peers: Vec<SockAddr> = replies.iter().map(|(_, peer)| (*peer).into()).collect();
-    let mut iovs: Vec<libc::iovec> = replies
-        .iter()
-        .map(|(bytes, _)| libc::iovec {
-            iov_base: bytes.as_ptr().cast_mut().cast(),
-            iov_len: bytes.len(),
-        })
-        .collect();
-    // SAFETY: all-zero is a valid `mmsghdr` (null pointers, zero lengths).
-    let mut headers: Vec<libc::mmsghdr> = (0..replies.len())
-        .map(|_| unsafe { std::mem::zeroed() })
-        .collect();
-    for ((header, peer), iov) in headers.iter_mut().zip(&peers).zip(&mut iovs) {
-        header.msg_hdr.msg_name = peer.as_ptr().cast_mut().cast();
-        header.msg_hdr.msg_namelen = peer.len();
-        header.msg_hdr.msg_iov = iov;
-        header.msg_hdr.msg_iovlen = 1;
-    }
+    // Fixed arrays, not heap lists: this runs for every batch of replies.
+    let count = replies.len().min(BATCH);
+    let peers: [Option<SockAddr>; BATCH] =
+        std::array::from_fn(|i| replies.get(i).map(|(_, peer)| SockAddr::from(*peer)));
+    let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
+        iov_base: replies.get(i).map_or(std::ptr::null_mut(), |(bytes, _)| {
+            bytes.as_ptr().cast_mut().cast()
+        }),
+        iov_len: replies.get(i).map_or(0, |(bytes, _)| bytes.len()),
+    });
+    let mut headers: [libc::mmsghdr; BATCH] = std::array::from_fn(|i| match &peers[i] {
+        Some(peer) => header(
+            peer.as_ptr().cast_mut().cast(),
+            peer.len(),
+            &raw mut iovs[i],
+        ),
+        None => header(std::ptr::null_mut(), 0, &raw mut iovs[i]),
+    });
     // SAFETY: each header points at its own peer address and iovec, each iovec at a reply;
     // the kernel only reads them, and all outlive the call.
     let sent = unsafe {
         libc::sendmmsg(
             socket.as_raw_fd(),
             headers.as_mut_ptr(),
-            headers.len() as libc::c_uint,
+            count as libc::c_uint,
             libc::MSG_DONTWAIT as _,
         )
     };
     usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+}
+
+/// The header of one datagram: its address (`name`, `namelen` bytes) and its one buffer.
+#[cfg(target_os = "linux")]
+fn header(
+    name: *mut libc::c_void,
+    namelen: libc::socklen_t,
+    iov: *mut libc::iovec,
+) -> libc::mmsghdr {
+    // SAFETY: all-zero is a valid `mmsghdr` (null pointers, zero lengths).
+    let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    header.msg_hdr.msg_name = name;
+    header.msg_hdr.msg_namelen = namelen;
+    header.msg_hdr.msg_iov = iov;
+    header.msg_hdr.msg_iovlen = 1;
+    header
 }
 
 #[cfg(not(target_os = "linux"))]
