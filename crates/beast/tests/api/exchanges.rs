@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{TestApp, seventh_definition, spawn_app, spawn_app_with, sql, usage_rows};
+use crate::helpers::{
+    KRAKEN_ONLY_ASSET, TestApp, seventh_definition, spawn_app, spawn_app_with, sql, usage_rows,
+};
 
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -244,9 +246,7 @@ async fn a_new_prewarm_asset_is_subscribed_live() {
 #[tokio::test]
 async fn a_mapped_asset_that_is_not_prewarmed_is_fetched_on_demand_then_cached() {
     let app = spawn_app_with(|dir| async move {
-        sql(&dir, &["INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
-                     VALUES ('kraken', 'ADA', 'ADA/USD', 'USD', 1, 0, 'on-demand')"])
-        .await;
+        sql(&dir, &[KRAKEN_ONLY_ASSET]).await;
     })
     .await;
     let key = app.key("pro").await;

@@ -78,6 +78,21 @@ fn report(kind: &str, since: Instant) {
     eprintln!("RECOVERY {kind} {} ms", since.elapsed().as_millis());
 }
 
+/// Injects `fault` (which names its exchange and lasts `duration_ms`) once `asset` is fresh
+/// from that exchange; `asset` pinned to it must answer 200 throughout. The feed's status
+/// before the fault and as it ends.
+async fn ride_out(app: &TestApp, key: &str, asset: &str, fault: Value) -> (Value, Value) {
+    let exchange = fault["exchange"].as_str().unwrap().to_owned();
+    let kind = fault["kind"].as_str().unwrap().to_owned();
+    let window = Duration::from_millis(fault["duration_ms"].as_u64().unwrap());
+    let before = healthy(app, key, &exchange, asset).await;
+    app.fault(fault).await;
+    let at = Instant::now();
+    stays_fresh(app, key, asset, &exchange, window).await;
+    report(&kind, at);
+    (before, app.feed(&exchange).await.unwrap())
+}
+
 #[tokio::test]
 async fn a_dropped_connection_reconnects_resubscribes_and_replays_are_deduplicated() {
     let app = spawn_fast_app().await;
@@ -199,13 +214,13 @@ async fn stopped_heartbeats_leave_a_feed_with_flowing_trades_alone() {
     let key = app.key("partner").await;
     // OKX: the node pings every second here, and the fault leaves every ping unanswered for
     // longer than the 2 s liveness deadline; trades keep flowing, so the feed must stay up.
-    let before = healthy(&app, &key, "okx", "BTC").await;
-    app.fault(json!({"exchange": "okx", "kind": "stop_heartbeats", "duration_ms": 3000}))
-        .await;
-    let at = Instant::now();
-    stays_fresh(&app, &key, "BTC", "okx", Duration::from_millis(3000)).await;
-    report("stop_heartbeats", at);
-    let after = app.feed("okx").await.unwrap();
+    let (before, after) = ride_out(
+        &app,
+        &key,
+        "BTC",
+        json!({"exchange": "okx", "kind": "stop_heartbeats", "duration_ms": 3000}),
+    )
+    .await;
     assert_eq!(
         counter(&after, "reconnects"),
         counter(&before, "reconnects"),
@@ -217,15 +232,13 @@ async fn stopped_heartbeats_leave_a_feed_with_flowing_trades_alone() {
 async fn a_quiet_pair_is_refreshed_from_rest_not_reconnected() {
     let app = spawn_fast_app().await;
     let key = app.key("partner").await;
-    let before = healthy(&app, &key, "okx", "BTC").await;
-    app.fault(
+    let (before, after) = ride_out(
+        &app,
+        &key,
+        "BTC",
         json!({"exchange": "okx", "kind": "quiet", "symbols": ["BTC-USDT"], "duration_ms": 4000}),
     )
     .await;
-    let at = Instant::now();
-    stays_fresh(&app, &key, "BTC", "okx", Duration::from_millis(4000)).await;
-    report("quiet", at);
-    let after = app.feed("okx").await.unwrap();
     assert_eq!(
         counter(&after, "reconnects"),
         counter(&before, "reconnects"),

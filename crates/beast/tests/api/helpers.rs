@@ -111,6 +111,10 @@ pub async fn beast(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> std::
 pub const ON_DEMAND_OKX_ASSET: &str = "INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
      VALUES ('okx', 'QQQ', 'QQQ-USDT', 'USDT', 1, 0, 'on-demand')";
 
+/// Maps `ADA` on Kraken only, not prewarmed.
+pub const KRAKEN_ONLY_ASSET: &str = "INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
+     VALUES ('kraken', 'ADA', 'ADA/USD', 'USD', 1, 0, 'on-demand')";
+
 /// Runs `beast` and asserts it succeeds; its stdout and stderr.
 pub async fn beast_ok(data_dir: &Path, args: &[&str]) -> (String, String) {
     let out = beast(data_dir, args, None).await;

@@ -69,12 +69,12 @@ async fn requests_over_the_tier_rate_get_429_with_retry_after() {
     );
 }
 
+/// A tier with plenty of rate and a monthly quota of 5 answers.
+const TINY_TIER: &str = "INSERT INTO rate_limit_template VALUES ('tiny', 1000, 1000, 5, 0, 0, 0)";
+
 #[tokio::test]
 async fn the_monthly_quota_runs_out_exactly_at_the_tier_number() {
-    let app = spawn_app_with_tier(
-        "INSERT INTO rate_limit_template VALUES ('tiny', 1000, 1000, 5, 0, 0, 0)",
-    )
-    .await;
+    let app = spawn_app_with_tier(TINY_TIER).await;
     let key = app.key("tiny").await;
     app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
     let mut ok = 1;
@@ -104,10 +104,7 @@ async fn the_monthly_quota_runs_out_exactly_at_the_tier_number() {
 
 #[tokio::test]
 async fn a_batch_needs_quota_for_every_asset_and_names_each_once() {
-    let mut app = spawn_app_with_tier(
-        "INSERT INTO rate_limit_template VALUES ('tiny', 1000, 1000, 5, 0, 0, 0)",
-    )
-    .await;
+    let mut app = spawn_app_with_tier(TINY_TIER).await;
     let key = app.key("tiny").await;
     app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
     app.wait_fresh("ETH", &key, Duration::from_secs(10)).await;

@@ -7,7 +7,7 @@ use std::{
 
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, spawn_app_with, sql};
+use crate::helpers::{KRAKEN_ONLY_ASSET, spawn_app, spawn_app_with, sql};
 
 #[tokio::test]
 async fn every_seeded_prewarm_asset_has_a_fresh_price_within_ten_seconds() {
@@ -128,9 +128,13 @@ async fn errors_are_json_with_stable_codes() {
     let app = spawn_app_with(|dir| async move {
         // A mapped asset no feed subscribes to, on an exchange without a REST ticker to fetch
         // it from: known, but without a price.
-        sql(&dir, &["INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
-                     VALUES ('kraken', 'ADA', 'ADA/USD', 'USD', 1, 0, 'on-demand')",
-                    "UPDATE exchange_feeds SET rest_url = '' WHERE name = 'kraken'"])
+        sql(
+            &dir,
+            &[
+                KRAKEN_ONLY_ASSET,
+                "UPDATE exchange_feeds SET rest_url = '' WHERE name = 'kraken'",
+            ],
+        )
         .await;
     })
     .await;

@@ -52,6 +52,19 @@ async fn run_all(plan: &Plan, stop: &Stop) -> Vec<LevelOutcome> {
     outcomes
 }
 
+/// Runs every level of a plan against `target` to its end.
+async fn outcomes_of(
+    target: &str,
+    levels: &[usize],
+    duration_s: f64,
+    timeout_ms: u64,
+) -> Vec<LevelOutcome> {
+    let plan = Plan::new(&args(target, levels, duration_s, timeout_ms))
+        .await
+        .expect("valid plan");
+    run_all(&plan, &Stop::default()).await
+}
+
 fn total(outcomes: &[LevelOutcome]) -> Tally {
     let mut tally = Tally::default();
     for outcome in outcomes {
@@ -163,10 +176,7 @@ async fn udp_server(mode: UdpMode) -> (SocketAddr, Arc<AtomicU64>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_requests_reported_are_the_requests_the_server_answered() {
     let (addr, seen) = http_server().await;
-    let plan = Plan::new(&args(&format!("http://{addr}"), &[1, 4], 0.3, 2000))
-        .await
-        .expect("valid plan");
-    let outcomes = run_all(&plan, &Stop::default()).await;
+    let outcomes = outcomes_of(&format!("http://{addr}"), &[1, 4], 0.3, 2000).await;
 
     let tally = total(&outcomes);
     assert!(
@@ -222,10 +232,7 @@ async fn ctrl_c_ends_a_level_early_and_its_requests_still_add_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_replies_are_matched_by_id_and_none_are_lost() {
     let (addr, seen) = udp_server(UdpMode::Answer).await;
-    let plan = Plan::new(&args(&format!("udp://{addr}"), &[1, 4], 0.3, 1000))
-        .await
-        .expect("valid plan");
-    let outcomes = run_all(&plan, &Stop::default()).await;
+    let outcomes = outcomes_of(&format!("udp://{addr}"), &[1, 4], 0.3, 1000).await;
 
     let tally = total(&outcomes);
     assert!(tally.successes > 0);
@@ -236,10 +243,7 @@ async fn udp_replies_are_matched_by_id_and_none_are_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_error_replies_are_counted_by_their_code() {
     let (addr, seen) = udp_server(UdpMode::Refuse).await;
-    let plan = Plan::new(&args(&format!("udp://{addr}"), &[2], 0.2, 1000))
-        .await
-        .expect("valid plan");
-    let tally = total(&run_all(&plan, &Stop::default()).await);
+    let tally = total(&outcomes_of(&format!("udp://{addr}"), &[2], 0.2, 1000).await);
 
     assert!(tally.requests > 0);
     assert_eq!(tally.successes, 0);
@@ -250,10 +254,7 @@ async fn udp_error_replies_are_counted_by_their_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_requests_with_no_reply_are_timeouts() {
     let (addr, seen) = udp_server(UdpMode::Silent).await;
-    let plan = Plan::new(&args(&format!("udp://{addr}"), &[2], 0.3, 100))
-        .await
-        .expect("valid plan");
-    let tally = total(&run_all(&plan, &Stop::default()).await);
+    let tally = total(&outcomes_of(&format!("udp://{addr}"), &[2], 0.3, 100).await);
 
     assert!(tally.requests >= 2, "{tally:?}");
     assert_eq!(tally.successes, 0);
@@ -327,10 +328,7 @@ async fn udp_to_a_port_nobody_listens_on_is_refused_not_timed_out() {
         .expect("bind loopback")
         .local_addr()
         .expect("bound address");
-    let plan = Plan::new(&args(&format!("udp://{closed}"), &[1], 0.2, 1000))
-        .await
-        .expect("valid plan");
-    let tally = total(&run_all(&plan, &Stop::default()).await);
+    let tally = total(&outcomes_of(&format!("udp://{closed}"), &[1], 0.2, 1000).await);
 
     assert!(tally.requests > 0);
     assert_eq!(
