@@ -8,16 +8,13 @@ use std::time::Duration;
 use beast_simulator::Simulator;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{
-    Harness, TRADES_WITHIN, Ws, connect, first_frame, heartbeat_every, next_frame, next_text,
-    now_ms, parse, read_until, render_times, send, subscribe, subscribe_messages, symbols,
-    wait_for_close,
+    Harness, TRADES_WITHIN, Ws, compiled, connect, first_frame, heartbeat_every, next_frame,
+    next_text, now_ms, parse, read_until, send, subscribe, symbols, wait_for_close,
 };
 
 /// Snapshot trades are at least this old.
@@ -87,8 +84,7 @@ async fn stream_trades(
 }
 
 fn rfc3339_ms(text: &str) -> i64 {
-    let time = OffsetDateTime::parse(text, &Rfc3339).unwrap_or_else(|e| panic!("{text}: {e}"));
-    (time.unix_timestamp_nanos() / 1_000_000) as i64
+    beast_core::rfc3339_to_ms(text).unwrap_or_else(|| panic!("{text}: not RFC 3339"))
 }
 
 fn string(value: &Value) -> &str {
@@ -124,7 +120,9 @@ async fn coinbase_acks_snapshots_streams_trades_and_heartbeats() {
     let harness = Harness::start().await;
     let (definition, symbols, mut ws) = harness.open("coinbase").await;
     assert_eq!(
-        subscribe_messages(&definition, &symbols, now_ms()).len(),
+        compiled(&definition)
+            .subscribe_messages(&symbols, now_ms())
+            .len(),
         2,
         "market_trades and heartbeats are separate messages"
     );
@@ -263,7 +261,7 @@ async fn kraken_greets_acks_each_symbol_and_streams_numeric_prices() {
     uint(&status["data"][0]["connection_id"]);
 
     let req_id = now_ms();
-    for message in subscribe_messages(&definition, &symbols, req_id) {
+    for message in compiled(&definition).subscribe_messages(&symbols, req_id) {
         send(&mut ws, &message).await;
     }
     let (mut acked, mut snapshots, mut heartbeats) = (Vec::new(), Vec::new(), 0);
@@ -328,7 +326,10 @@ async fn kraken_greets_acks_each_symbol_and_streams_numeric_prices() {
     assert_eq!(snapshots, symbols);
 
     let ping_id = now_ms() + 1;
-    send(&mut ws, &render_times(&definition.ping_payload, ping_id)).await;
+    let ping = compiled(&definition)
+        .ping_text(ping_id)
+        .expect("a text ping");
+    send(&mut ws, &ping).await;
     let pong = first_frame(&mut ws, "pong", |frame| frame["method"] == "pong").await;
     assert_eq!(int(&pong["req_id"]), ping_id);
     rfc3339_ms(string(&pong["time_in"]));
@@ -369,7 +370,10 @@ async fn gateio_acks_and_sends_one_trade_per_frame_and_pongs() {
     })
     .await;
 
-    send(&mut ws, &render_times(&definition.ping_payload, now_ms())).await;
+    let ping = compiled(&definition)
+        .ping_text(now_ms())
+        .expect("a text ping");
+    send(&mut ws, &ping).await;
     let pong = first_frame(&mut ws, "spot.pong", |frame| {
         frame["channel"] == "spot.pong"
     })

@@ -2,9 +2,11 @@
 //! and the clients that talk to it (WebSocket subscriptions as the connector sends them, the
 //! REST tickers, the fault API), with deadline-bounded readers that panic on a closed connection.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use beast_core::ExchangeDefinition;
+pub(crate) use beast_core::now_ms;
+use beast_feeds::CompiledDefinition;
 use beast_simulator::{FaultRequest, Simulator, SimulatorOptions};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -156,12 +158,6 @@ pub(crate) fn heartbeat_every(ms: u64) -> SimulatorOptions {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Subscribing as the connector does
 // ---------------------------------------------------------------------------------------------
@@ -190,35 +186,9 @@ pub(crate) fn symbols(exchange: &str) -> Vec<String> {
         .collect()
 }
 
-/// Replaces `{TS}` (unix ms) and `{TS_S}` (unix s) as the connector does.
-pub(crate) fn render_times(template: &str, ms: i64) -> String {
-    template
-        .replace("{TS_S}", &(ms / 1_000).to_string())
-        .replace("{TS}", &ms.to_string())
-}
-
-/// The subscribe message(s) the connector would send for `symbols`, one per line.
-pub(crate) fn subscribe_messages(
-    definition: &ExchangeDefinition,
-    symbols: &[impl AsRef<str>],
-    ms: i64,
-) -> Vec<String> {
-    let joined = symbols
-        .iter()
-        .map(|symbol| {
-            definition
-                .symbol_template
-                .replace("{SYMBOL}", symbol.as_ref())
-        })
-        .collect::<Vec<_>>()
-        .join(&definition.symbol_separator);
-    render_times(
-        &definition.subscribe_template.replace("{SYMBOLS}", &joined),
-        ms,
-    )
-    .lines()
-    .map(str::to_owned)
-    .collect()
+/// The definition compiled as the connector compiles it: its subscribe and ping messages.
+pub(crate) fn compiled(definition: &ExchangeDefinition) -> CompiledDefinition {
+    CompiledDefinition::compile(definition.clone()).expect("seeded definitions compile")
 }
 
 pub(crate) async fn connect(definition: &ExchangeDefinition) -> Ws {
@@ -235,7 +205,8 @@ pub(crate) async fn subscribe(
     ms: i64,
 ) -> Ws {
     let mut ws = connect(definition).await;
-    for message in subscribe_messages(definition, symbols, ms) {
+    let symbols: Vec<String> = symbols.iter().map(|s| s.as_ref().to_owned()).collect();
+    for message in compiled(definition).subscribe_messages(&symbols, ms) {
         send(&mut ws, &message).await;
     }
     ws
