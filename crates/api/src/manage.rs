@@ -9,6 +9,7 @@ use std::{sync::Arc, time::Duration};
 use beast_core::{ApiError, AssetMapping, ExchangeDefinition};
 use beast_feeds::{CompiledDefinition, DefinitionError, validate_mapping};
 use beast_store::{Area, Store, StoreError};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::{AppState, Catalog, follow::follow};
@@ -73,6 +74,14 @@ pub async fn toggle_exchange(
 }
 
 /// Validates a batch of mappings and saves them all, or none.
+/// The rows of a mapping batch as given: a bare array, or `{"assets": [...]}`.
+pub fn mapping_rows(batch: Value) -> Value {
+    match batch {
+        Value::Object(mut o) if o.contains_key("assets") => o.remove("assets").unwrap_or_default(),
+        other => other,
+    }
+}
+
 pub async fn save_assets(
     store: &dyn Store,
     mappings: &[AssetMapping],

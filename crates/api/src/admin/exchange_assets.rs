@@ -48,15 +48,7 @@ pub async fn save(
     batch: Result<Json<Value>, JsonRejection>,
 ) -> Response {
     let result = async {
-        // A bare array or `{"assets": [...]}`.
-        let value = body(batch)?;
-        let rows = match value {
-            Value::Object(mut o) if o.contains_key("assets") => {
-                o.remove("assets").unwrap_or_default()
-            }
-            other => other,
-        };
-        let rows: Vec<AssetMapping> = serde_json::from_value(rows)
+        let rows: Vec<AssetMapping> = serde_json::from_value(manage::mapping_rows(body(batch)?))
             .map_err(|e| ApiError::BadRequest(format!("expected an array of mappings: {e}")))?;
         let saved = manage::save_assets(&*state.store, &rows).await?;
         Ok(

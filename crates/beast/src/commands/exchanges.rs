@@ -75,7 +75,8 @@ async fn execute(store: &dyn Store, command: ExchangesCommand) -> anyhow::Result
             }
         }
         ExchangesCommand::AssetsSave { file } => {
-            let rows: Vec<AssetMapping> = read_json(&file)?;
+            let rows: Vec<AssetMapping> =
+                from_json(manage::mapping_rows(read_value(&file)?), &file)?;
             let saved = manage::save_assets(store, &rows).await?;
             println!("saved {} mappings", saved.len());
         }
@@ -121,8 +122,12 @@ async fn stored_definition(store: &dyn Store, name: &str) -> anyhow::Result<Exch
         .with_context(|| format!("no exchange named {name:?} in the store"))
 }
 
-/// JSON from a file, or stdin for `-`; a row array may also come as `{"assets": [...]}`.
+/// JSON from a file, or stdin for `-`.
 fn read_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    from_json(read_value(path)?, path)
+}
+
+fn read_value(path: &Path) -> anyhow::Result<serde_json::Value> {
     let mut text = String::new();
     if path == Path::new("-") {
         std::io::stdin().read_to_string(&mut text)?;
@@ -130,12 +135,12 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
         text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     }
-    let mut value: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    if let Some(rows) = value.get_mut("assets").map(serde_json::Value::take) {
-        value = rows;
-    }
-    // The error names the offending field (`time_format: unknown variant ...`).
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// `value` read from `path` as a `T`; the error names the offending field
+/// (`time_format: unknown variant ...`).
+fn from_json<T: DeserializeOwned>(value: serde_json::Value, path: &Path) -> anyhow::Result<T> {
     serde_path_to_error::deserialize(value).with_context(|| format!("reading {}", path.display()))
 }
 
