@@ -3,14 +3,14 @@
 
 use beast_core::{ApiError, Protocol, normalize_asset, not_an_asset, parse_instant_ms};
 use beast_store::{Cursor, UsageFilter};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Rows per page when the request does not say.
 pub const DEFAULT_PAGE_SIZE: u64 = 100;
 const MAX_NAME_LEN: usize = 64;
 
 /// A parameter that may come as a JSON number or as text.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum Scalar {
     Int(i64),
@@ -27,38 +27,27 @@ impl Scalar {
 }
 
 /// Report parameters, all optional, as documented in the README (`/reports/usage`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct ReportParams {
     /// Start, inclusive: RFC 3339 or unix ms. Default: everything retained.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<Scalar>,
     /// End, exclusive: RFC 3339 or unix ms. Default: now and later.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<Scalar>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub asset: Option<String>,
     /// An exchange name (`coinbase`) or source tag (`coinbase-ws`) among the row's sources.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// `http`, `udp` or `ws`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
     /// HTTP status of the answer (`200`, `429`, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Scalar>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// Admin only: one key's usage.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<Scalar>,
     /// `json` (default), `csv`, `tsv` or `text`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
     /// Rows per page (1 to the node's maximum), or `all` to stream every matching row.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub page_size: Option<Scalar>,
     /// `next_cursor` of the previous page.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
 }
 
