@@ -8,8 +8,9 @@
 #   bytes; `beast stress` also loads (e) so its numbers have a baseline too.
 # For each: requests/s, latency p50/p99, server CPU seconds per million requests (net of the
 # node's idle use: the simulator and feeds), server RSS; medians over RUNS runs, and the
-# ratios node/nginx and node/hyper. Then the node is stopped and its usage_logs rows are
-# compared with the requests the clients counted.
+# ratios node/nginx and node/hyper, and the share of UDP requests lost (never answered).
+# Then the node is stopped and its usage_logs rows are compared with the requests the clients
+# counted.
 #
 # Environment: RUNS (default 3), DURATION seconds per measurement (default 10),
 # CONCURRENCY (default 64), THREADS for wrk (default 2), CARGO (default `cargo`),
@@ -223,6 +224,16 @@ def summary(results, runs):
             parts.append(f"{label} {a / b:.2f}" if a is not None and b else f"{label} -")
         print(f"{ours + ' / ' + base:<36} " + "  ".join(parts))
 
+def loss(results):
+    """UDP requests that got no answer within the client's timeout, over all runs."""
+    rows = [json.loads(l) for l in open(results) if json.loads(l)["name"] == "node-udp-stress"]
+    if not rows:
+        return
+    sent = sum(r["requests"] for r in rows)
+    lost = sum(r.get("error_kinds", {}).get("timeout", 0) for r in rows)
+    share = 100 * lost / sent if sent else 0
+    print(f"\nudp loss: {lost} of {sent} requests unanswered ({share:.4f} %; target < 0.01 %)")
+
 def usage(db, results, probes, concurrency):
     rows = [json.loads(l) for l in open(results)]
     p = json.load(open(probes))
@@ -269,6 +280,7 @@ if __name__ == "__main__":
         record(*args)
     elif cmd == "summary":
         summary(*args)
+        loss(args[0])
     elif cmd == "usage":
         sys.exit(usage(*args))
 PY
