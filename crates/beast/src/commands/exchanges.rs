@@ -32,53 +32,71 @@ async fn execute(store: &dyn Store, command: ExchangesCommand) -> anyhow::Result
     match command {
         ExchangesCommand::List => {
             let mappings = store.asset_map().await?;
-            println!(
+            say!(
                 "{:<12} {:<14} {:<8} {:>7}  ws_url",
-                "name", "source", "enabled", "assets"
-            );
+                "name",
+                "source",
+                "enabled",
+                "assets"
+            )?;
             for d in store.exchange_feeds().await? {
                 let assets = mappings.iter().filter(|m| m.exchange == d.name).count();
-                println!(
+                say!(
                     "{:<12} {:<14} {:<8} {:>7}  {}",
-                    d.name, d.source, d.enabled, assets, d.ws_url
-                );
+                    d.name,
+                    d.source,
+                    d.enabled,
+                    assets,
+                    d.ws_url
+                )?;
             }
         }
         ExchangesCommand::Show { name } => {
             let def = stored_definition(store, &name).await?;
-            println!("{}", serde_json::to_string_pretty(&def)?);
+            say!("{}", serde_json::to_string_pretty(&def)?)?;
         }
         ExchangesCommand::Save { definition } => {
             let def: ExchangeDefinition = read_json(&definition)?;
             let saved = manage::save_exchange(store, def).await?;
-            println!("saved exchange {}", saved.name);
+            say!("saved exchange {}", saved.name)?;
         }
         ExchangesCommand::Toggle { name, enabled } => {
             let enabled = manage::toggle_exchange(store, &name, enabled).await?;
-            println!("{name} enabled={enabled}");
+            say!("{name} enabled={enabled}")?;
         }
         ExchangesCommand::Assets { exchange } => {
-            println!(
+            say!(
                 "{:<12} {:<10} {:<14} {:<6} {:<8} {:<8} category",
-                "exchange", "asset", "symbol", "quote", "enabled", "prewarm"
-            );
+                "exchange",
+                "asset",
+                "symbol",
+                "quote",
+                "enabled",
+                "prewarm"
+            )?;
             for m in store
                 .asset_map()
                 .await?
                 .into_iter()
                 .filter(|m| exchange.as_ref().is_none_or(|e| *e == m.exchange))
             {
-                println!(
+                say!(
                     "{:<12} {:<10} {:<14} {:<6} {:<8} {:<8} {}",
-                    m.exchange, m.asset, m.symbol, m.quote, m.enabled, m.prewarm, m.category
-                );
+                    m.exchange,
+                    m.asset,
+                    m.symbol,
+                    m.quote,
+                    m.enabled,
+                    m.prewarm,
+                    m.category
+                )?;
             }
         }
         ExchangesCommand::AssetsSave { file } => {
             let rows: Vec<AssetMapping> =
                 from_json(manage::mapping_rows(read_value(&file)?), &file)?;
             let saved = manage::save_assets(store, &rows).await?;
-            println!("saved {} mappings", saved.len());
+            say!("saved {} mappings", saved.len())?;
         }
         ExchangesCommand::AssetsToggle {
             exchange,
@@ -90,10 +108,13 @@ async fn execute(store: &dyn Store, command: ExchangesCommand) -> anyhow::Result
                 bail!("give --enabled and/or --prewarm");
             }
             let m = manage::toggle_asset(store, &exchange, &asset, enabled, prewarm).await?;
-            println!(
+            say!(
                 "{} {} enabled={} prewarm={}",
-                m.exchange, m.asset, m.enabled, m.prewarm
-            );
+                m.exchange,
+                m.asset,
+                m.enabled,
+                m.prewarm
+            )?;
         }
         ExchangesCommand::Parse {
             exchange: Some(name),
@@ -198,7 +219,7 @@ async fn status(config: &ConfigArgs, url: &str) -> anyhow::Result<()> {
     if !status.is_success() {
         bail!("{status}: {body}");
     }
-    println!("{}", serde_json::to_string_pretty(&body)?);
+    say!("{}", serde_json::to_string_pretty(&body)?)?;
     Ok(())
 }
 

@@ -50,7 +50,7 @@ async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result
                 "pro",
             )
             .await?;
-        println!("{}\t{key}", record.id);
+        say!("{}\t{key}", record.id)?;
         created.push(record.id);
     }
     let Some((&heavy, others)) = created.split_first() else {

@@ -22,34 +22,46 @@ async fn execute(store: &dyn Store, command: KeysCommand) -> anyhow::Result<()> 
                     &tier,
                 )
                 .await?;
-            println!(
+            say!(
                 "created key {} (tier {}, name {:?}); it is shown only once:",
-                record.id, record.tier, record.name
-            );
-            println!("{key}");
+                record.id,
+                record.tier,
+                record.name
+            )?;
+            say!("{key}")?;
         }
         KeysCommand::List => {
-            println!(
+            say!(
                 "{:>5}  {:<12} {:<11} {:<20} {:<8} {:>12}  status",
-                "id", "prefix", "tier", "name", "month", "requests"
-            );
+                "id",
+                "prefix",
+                "tier",
+                "name",
+                "month",
+                "requests"
+            )?;
             for k in store.api_keys().await? {
                 let status = if k.revoked_at_ms.is_some() {
                     "revoked"
                 } else {
                     "active"
                 };
-                println!(
+                say!(
                     "{:>5}  {:<12} {:<11} {:<20} {:<8} {:>12}  {status}",
-                    k.id, k.key_prefix, k.tier, k.name, k.usage_month, k.usage_count
-                );
+                    k.id,
+                    k.key_prefix,
+                    k.tier,
+                    k.name,
+                    k.usage_month,
+                    k.usage_count
+                )?;
             }
         }
         KeysCommand::Revoke { id } => {
             if !store.revoke_api_key(id).await? {
                 bail!("no active key with id {id}");
             }
-            println!("revoked key {id}");
+            say!("revoked key {id}")?;
         }
     }
     Ok(())

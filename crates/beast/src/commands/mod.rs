@@ -1,5 +1,15 @@
 //! One module per subcommand.
 
+/// `println!` that returns the write's `io::Result` instead of panicking: a command's output
+/// may go to a pipe whose reader has gone (`beast keys list | head -1`). `main` ends such a
+/// run quietly, as other command-line tools do.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
 mod exchanges;
 mod generate;
 mod keys;

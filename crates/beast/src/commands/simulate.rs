@@ -1,5 +1,7 @@
 //! `beast simulate`: the six exchange protocols on loopback, until Ctrl-C or SIGTERM.
 
+use std::io::Write as _;
+
 use beast_simulator::{Simulator, SimulatorOptions};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -39,15 +41,20 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         ..SimulatorOptions::default()
     };
     let sim = Simulator::start(options, stop.clone(), &tracker).await?;
-    println!("simulator listening on {}", sim.addr());
+    // One write: a reader that takes the first line and goes (`| head -1`) leaves the
+    // simulator running, not failing on a later line.
+    let mut listing = format!("simulator listening on {}\n", sim.addr());
     for def in beast_store::seeded_exchanges()? {
         let mut local = def.clone();
         if sim.redirect(&mut local) {
-            println!(
-                "{:<10} ws {}  rest {}",
+            listing.push_str(&format!(
+                "{:<10} ws {}  rest {}\n",
                 def.name, local.ws_url, local.rest_url
-            );
+            ));
         }
+    }
+    if let Err(e) = std::io::stdout().write_all(listing.as_bytes()) {
+        tracing::debug!(error = %e, "stdout closed; the simulator runs on");
     }
     super::shutdown_signal().await;
     stop.cancel();
@@ -69,6 +76,6 @@ async fn inject(url: &str, request: &FaultRequest) -> anyhow::Result<()> {
     if !status.is_success() {
         bail!("{status}: {body}");
     }
-    println!("{body}");
+    say!("{body}")?;
     Ok(())
 }

@@ -32,16 +32,16 @@ async fn sync(store: &dyn Store, args: &SyncArgs) -> anyhow::Result<()> {
     })
     .await?;
     bar.finish_and_clear();
-    println!(
+    say!(
         "rolled up {rolled} day(s) from {raw} raw row(s){}",
         match (days.first(), days.last()) {
             (Some(a), Some(b)) => format!(" ({} to {})", day_name(*a), day_name(*b)),
             _ => String::new(),
         }
-    );
+    )?;
 
     let Some(cutoff) = rollup::prune_cutoff(store, now, retention_days).await? else {
-        println!("pruned nothing: no day is rolled up yet");
+        say!("pruned nothing: no day is rolled up yet")?;
         return Ok(());
     };
     let spinner = ProgressBar::new_spinner().with_style(
@@ -54,11 +54,11 @@ async fn sync(store: &dyn Store, args: &SyncArgs) -> anyhow::Result<()> {
     })
     .await?;
     spinner.finish_and_clear();
-    println!(
+    say!(
         "pruned {} raw row(s) and {} report log row(s) before {} (retention {retention_days} days)",
         pruned.usage_rows,
         pruned.report_log_rows,
         day_name(cutoff)
-    );
+    )?;
     Ok(())
 }

@@ -473,3 +473,43 @@ async fn faults_are_injected_from_the_command_line() {
     sim.kill().unwrap();
     sim.wait().unwrap();
 }
+
+#[test]
+fn a_reader_that_leaves_early_ends_a_command_quietly_and_the_simulator_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // `beast exchanges list | head -0`: the pipe's reader is gone before the first line.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["exchanges", "list"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status {}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // `beast simulate | head -1`: the simulator keeps serving after its reader went.
+    let mut child = Command::new(BIN)
+        .args(["simulate", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("simulator listening on ")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "the simulator stopped");
+    std::net::TcpStream::connect(addr).expect("the simulator still accepts");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

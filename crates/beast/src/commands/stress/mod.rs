@@ -50,7 +50,7 @@ pub async fn run(args: &StressArgs) -> anyhow::Result<()> {
     let watcher = tokio::spawn(watch_ctrl_c(stop.clone()));
     let show_progress = !args.json && std::io::stderr().is_terminal();
     if !args.json {
-        println!("{}", report::header(&plan));
+        say!("{}", report::header(&plan))?;
     }
     let mut outcomes = Vec::with_capacity(plan.levels.len());
     for &concurrency in &plan.levels {
@@ -69,10 +69,10 @@ pub async fn run(args: &StressArgs) -> anyhow::Result<()> {
         }
         if !args.json {
             let level = report::Level::new(&outcome);
-            println!(
+            say!(
                 "{}",
                 report::row(&concurrency.to_string(), &level.stats, level.interrupted)
-            );
+            )?;
         }
         outcomes.push(outcome);
     }
@@ -80,12 +80,12 @@ pub async fn run(args: &StressArgs) -> anyhow::Result<()> {
 
     let report = Report::new(&plan, &outcomes, stop.soft.is_cancelled())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        say!(
             "{}",
             report::row("total", &report.totals, report.interrupted)
-        );
+        )?;
     }
     if report.totals.requests > 0 && report.totals.successes == 0 {
         anyhow::bail!("no request succeeded (see the errors by kind above)");
