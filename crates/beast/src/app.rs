@@ -7,6 +7,8 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
 use anyhow::Context;
+use axum::ServiceExt;
+use axum::serve::ListenerExt;
 use beast_api::{
     AdminKey, AppState, Catalog, KeyRing, RuntimeCounters, Shared, http, udp::UdpOptions,
 };
@@ -17,8 +19,6 @@ use beast_reports::ReportOptions;
 use beast_simulator::{Simulator, SimulatorOptions};
 use beast_store::{SqliteStore, Store, parameter_defaults};
 use beast_usage::WriterOptions;
-use hyper::server::conn::http1;
-use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -305,8 +305,15 @@ impl Application {
         for (listener, endpoint) in self.servers {
             let stop = stop.clone();
             servers.spawn(async move {
-                serve_http1(listener, endpoint, stop.cancelled_owned()).await;
-                Ok(())
+                // Answers are small and written whole: send them at once (no Nagle delay).
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
+                });
+                axum::serve(listener, endpoint.into_make_service())
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
             });
         }
         if let Some((sockets, state)) = self.udp {
@@ -344,59 +351,6 @@ impl Application {
         tracing::info!("stopped");
         first_error.map_or(Ok(()), Err)
     }
-}
-
-/// Pause after a failed accept (out of file descriptors, say) before trying again.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
-
-/// Serves HTTP/1.1 with keep-alive on `listener` until `stop` resolves, then stops accepting
-/// and lets each connection finish its request in flight (hyper's graceful shutdown). Answers
-/// are small and written whole, so every connection has `TCP_NODELAY`. hyper calls `service`
-/// by reference for each request: no router service per connection, no one-shot per request.
-pub(crate) async fn serve_http1<S, B>(
-    listener: TcpListener,
-    service: S,
-    stop: impl Future<Output = ()>,
-) where
-    S: hyper::service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = hyper::Response<B>,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(stop);
-    loop {
-        let stream = tokio::select! {
-            biased;
-            () = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    continue;
-                }
-            },
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-        let connection = graceful
-            .watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service.clone()));
-        tokio::spawn(async move {
-            // A client hanging up is the normal end of a connection.
-            let _ = connection.await;
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
 }
 
 #[cfg(test)]

@@ -9,7 +9,12 @@ mod health;
 pub(crate) mod price;
 pub(crate) mod prices;
 
-use std::{convert::Infallible, sync::Arc, time::Instant};
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use axum::{
     Router,
@@ -22,9 +27,7 @@ use axum::{
 };
 use beast_core::ApiError;
 use futures_util::future::BoxFuture;
-use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
-use tower_service::Service as _;
 
 use crate::{AppState, counters::RuntimeCounters, keys::KeyEntry};
 
@@ -75,14 +78,16 @@ impl From<Router> for Endpoint {
     }
 }
 
-/// Served straight by hyper: `&self` per request, so no clone and no one-shot wrapper, and
-/// `GET /price` never boxes the (empty) request body the router would want.
-impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
+impl tower_service::Service<Request> for Endpoint {
     type Response = Response;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
-    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
         match &self.price {
             Some(state) if request.method() == Method::GET && request.uri().path() == "/price" => {
                 let state = state.clone();
@@ -91,7 +96,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
                     Ok(price::answer(&state, &parts.headers, parts.uri.query()).await)
                 })
             }
-            _ => Box::pin(self.router.clone().call(request.map(Body::new))),
+            _ => Box::pin(self.router.call(request)),
         }
     }
 }

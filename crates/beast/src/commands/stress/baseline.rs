@@ -1,9 +1,8 @@
 //! `beast bench-baseline`: the least an HTTP/1.1 server can do (hyper, keep-alive, the same
 //! bytes for every request, no auth, no lookup), so `scripts/bench.sh` can say how far a
-//! node is from it, through the node's own accept loop ([`crate::app::serve_http1`]). Prints
-//! `listening on ADDR` once bound; runs until SIGTERM or Ctrl-C.
+//! node is from it. Prints `listening on ADDR` once bound; runs until SIGTERM or Ctrl-C.
 
-use std::{convert::Infallible, io::Write};
+use std::{convert::Infallible, io::Write, time::Duration};
 
 use anyhow::Context;
 use http_body_util::Full;
@@ -11,11 +10,16 @@ use hyper::{
     Response,
     body::Bytes,
     header::{CONTENT_TYPE, HeaderValue},
+    server::conn::http1,
     service::service_fn,
 };
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::cli::BenchBaselineArgs;
+
+/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
     let body = Bytes::from(
@@ -30,13 +34,35 @@ pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
     writeln!(stdout, "listening on {addr}")?;
     stdout.flush()?;
 
-    let service = service_fn(move |_request| {
-        let mut response = Response::new(Full::new(body.clone()));
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        async move { Ok::<_, Infallible>(response) }
-    });
-    crate::app::serve_http1(listener, service, crate::commands::shutdown_signal()).await;
-    Ok(())
+    let stop = crate::commands::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => return Ok(()),
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                eprintln!("accept: {e}");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |_request| {
+                let mut response = Response::new(Full::new(body.clone()));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                async move { Ok::<_, Infallible>(response) }
+            });
+            // A client hanging up is the normal end of a connection.
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
