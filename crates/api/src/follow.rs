@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use beast_core::Ticks;
 use beast_store::{Area, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -18,13 +19,8 @@ pub async fn follow<F>(
 ) where
     F: Future<Output = bool>,
 {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut ticks = Ticks::new(every, stop);
+    while ticks.next().await {
         match store.revision(area).await {
             Ok(revision) if revision != seen => {
                 if reload(revision).await {

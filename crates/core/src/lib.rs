@@ -1,14 +1,17 @@
 //! Shared vocabulary of Trinity Beast, with no IO: prices, ticks, exchange definitions,
-//! asset mappings, tiers, usage events and the one API error table every protocol uses.
+//! asset mappings, tiers, usage events and the one API error table every protocol uses, and
+//! the one periodic-duty timer ([`Ticks`]).
 
 pub mod definition;
 pub mod error;
 pub mod price;
+pub mod ticks;
 pub mod usage;
 
 pub use definition::{AssetMapping, ExchangeDefinition, Tier, TimeFormat};
 pub use error::ApiError;
 pub use price::{Price, Tick, TickSink};
+pub use ticks::Ticks;
 pub use usage::{CacheTier, Protocol, UsageEvent};
 
 /// Longest asset (or quote currency) name.

@@ -16,7 +16,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use beast_core::{AssetMapping, ExchangeDefinition, TickSink, now_ms};
+use beast_core::{AssetMapping, ExchangeDefinition, TickSink, Ticks, now_ms};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -325,13 +325,8 @@ async fn refresh(
     if feed.def.rest_price.is_none() {
         return;
     }
-    let mut tick = tokio::time::interval(REFRESH_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut ticks = Ticks::new(REFRESH_PERIOD, cancel.clone());
+    while ticks.next().await {
         let now = now_ms();
         let due: Vec<usize> = feed
             .pairs

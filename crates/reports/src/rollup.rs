@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use beast_core::{CacheTier, DAY_MS, day_name, day_start_ms, now_ms};
+use beast_core::{CacheTier, DAY_MS, Ticks, day_name, day_start_ms, now_ms};
 use beast_store::{Pruned, RollupRow, Store, StoreError, UsageFilter};
 use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
@@ -158,13 +158,8 @@ pub async fn keep_rolled_up(
     delay_ms: i64,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut ticks = Ticks::new(every, stop);
+    while ticks.next().await {
         let rolled = match pending_days(&*store, now_ms(), delay_ms).await {
             Ok(days) => {
                 roll_up(&*store, &days, |day, rows| {
