@@ -20,3 +20,9 @@ pub use catalog::Catalog;
 pub use counters::RuntimeCounters;
 pub use keys::KeyRing;
 pub use state::{AppState, Shared};
+
+/// A server-side failure as the client sees it: `what` went wrong, the cause in the log only.
+pub(crate) fn internal(what: &str, cause: &dyn std::fmt::Display) -> beast_core::ApiError {
+    tracing::error!(error = %cause, "{what}");
+    beast_core::ApiError::Internal(format!("{what}; see the server log"))
+}

@@ -41,10 +41,7 @@ impl From<ManageError> for ApiError {
             },
             ManageError::NotFound(what) => ApiError::NotFound(what),
             ManageError::Store(StoreError::Invalid(message)) => ApiError::BadRequest(message),
-            ManageError::Store(e) => {
-                tracing::error!(error = %e, "store failed");
-                ApiError::Internal("the store failed; see the server log".into())
-            }
+            ManageError::Store(e) => crate::internal("the store failed", &e),
         }
     }
 }

@@ -29,6 +29,7 @@ use beast_store::{Allowance, Cursor, ReportLogEntry};
 use crate::{
     AppState,
     http::{error_response, presented_key, typed_response},
+    internal,
     keys::KeyEntry,
 };
 
@@ -179,12 +180,7 @@ impl AppState {
                         resets_at_ms,
                     });
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "report allowance check failed");
-                    return Err(ApiError::Internal(
-                        "the report allowance is unavailable".into(),
-                    ));
-                }
+                Err(e) => return Err(internal("the report allowance is unavailable", &e)),
             }
         }
         Ok(request)
@@ -200,10 +196,7 @@ impl AppState {
             (Report::Summary, _) => {
                 let summary = summarize(&*self.store, &request.filter)
                     .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "summary failed");
-                        ApiError::Internal("the summary could not be computed".into())
-                    })?;
+                    .map_err(|e| internal("the summary could not be computed", &e))?;
                 Ok(Answer {
                     body: summary.render(request.format),
                     rows: summary.groups() as u64,
@@ -213,10 +206,7 @@ impl AppState {
             (Report::Usage, PageSize::Rows(size)) => {
                 let page = beast_reports::usage::page(&*self.store, request, size)
                     .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "usage report failed");
-                        ApiError::Internal("the usage rows could not be read".into())
-                    })?;
+                    .map_err(|e| internal("the usage rows could not be read", &e))?;
                 Ok(Answer {
                     body: page.body,
                     rows: page.rows,
@@ -252,10 +242,7 @@ impl AppState {
         match task.await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => error_response(&e),
-            Err(e) => {
-                tracing::error!(error = %e, "report task failed");
-                error_response(&ApiError::Internal("the report failed".into()))
-            }
+            Err(e) => error_response(&internal("the report failed", &e)),
         }
     }
 
