@@ -18,6 +18,14 @@ use crate::{AdminKey, Catalog, KeyRing, keys::KeyEntry};
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
+/// The key a request carries, in any protocol (header, UDP field), trimmed; none or an empty
+/// one is `MissingKey`.
+pub(crate) fn key_text(raw: Option<&str>) -> Result<&str, ApiError> {
+    raw.map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or(ApiError::MissingKey)
+}
+
 impl AppState {
     pub fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
@@ -69,22 +77,13 @@ pub fn normalize_asset(raw: &str) -> Result<String, ApiError> {
 }
 
 impl AppState {
-    /// The active key a request presents, whatever the protocol; every refusal is counted.
-    /// No key, or an empty one, is `MissingKey`.
+    /// The active key a request presents (as [`key_text`] reads it), whatever the protocol;
+    /// every refusal is counted.
     pub fn authenticate(
         &self,
         presented: Result<&str, ApiError>,
     ) -> Result<Arc<KeyEntry>, ApiError> {
-        let key = presented
-            .map(str::trim)
-            .and_then(|k| {
-                if k.is_empty() {
-                    Err(ApiError::MissingKey)
-                } else {
-                    Ok(k)
-                }
-            })
-            .and_then(|k| self.keys.authenticate(k));
+        let key = presented.and_then(|k| self.keys.authenticate(k));
         if key.is_err() {
             self.counters.auth_failure();
         }

@@ -197,11 +197,9 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         });
-    bearer
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or(ApiError::MissingKey)
+    crate::state::key_text(
+        bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok())),
+    )
 }
 
 /// Parses a query string into `T`; a bad query is a JSON 400, not a plain-text rejection.

@@ -18,6 +18,7 @@ use beast_reports::Report;
 use super::{Caller, Ticket};
 use crate::{
     AppState,
+    state::key_text,
     udp::{MAX_REQUEST, request::echo_id, with_id},
 };
 
@@ -69,8 +70,8 @@ async fn answer(state: &AppState, mut request: Value) -> Vec<u8> {
     state.counters.report_request();
     let id = echo_id(&request);
     let reply = |body: Result<Vec<u8>, &ApiError>| with_id(id.as_deref(), body);
-    let key = request.get("key").and_then(Value::as_str).unwrap_or("");
-    let caller = match state.caller_of(Ok(key)) {
+    let key = key_text(request.get("key").and_then(Value::as_str));
+    let caller = match state.caller_of(key) {
         Ok(c) => c,
         Err(e) => return reply(Err(&e)),
     };

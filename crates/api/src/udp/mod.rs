@@ -37,6 +37,7 @@ use crate::{
     AppState,
     counters::RuntimeCounters,
     http::{price::metered_price, prices},
+    state::key_text,
 };
 use request::{Parsed, parse};
 
@@ -242,7 +243,7 @@ async fn answer(state: AppState, request: request::Request<'static>) -> Vec<u8> 
 async fn respond(state: &AppState, request: &request::Request<'static>) -> (u16, Vec<u8>) {
     let started = Instant::now();
     let id = request.id.as_deref();
-    let key = match state.authenticate(Ok(&request.key)) {
+    let key = match state.authenticate(key_text(Some(&request.key))) {
         Ok(key) => key,
         Err(e) => return (e.status(), with_id(id, Err(&e))),
     };
