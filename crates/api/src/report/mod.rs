@@ -62,6 +62,10 @@ pub(crate) struct Answer {
     pub next: Option<Cursor>,
 }
 
+fn streams_over_http_only() -> ApiError {
+    ApiError::invalid_field("page_size", "page_size=all streams over HTTP only")
+}
+
 /// Who asks for a report.
 pub(crate) enum Caller {
     Admin,
@@ -153,6 +157,17 @@ impl AppState {
         }
         let mut request = params.check(self.reports.page_size_max)?;
         ticket.format = request.format.as_str().to_owned();
+        if ticket.protocol == Protocol::Udp {
+            if request.format != Format::Json {
+                return Err(ApiError::invalid_field(
+                    "format",
+                    "UDP answers are JSON; ask over HTTP for csv, tsv or text",
+                ));
+            }
+            if request.page_size == PageSize::All {
+                return Err(streams_over_http_only());
+            }
+        }
         if let Caller::Key(k) = caller {
             match request.filter.key_id {
                 Some(id) if id != k.id => {
@@ -213,10 +228,8 @@ impl AppState {
                     next: page.next_cursor,
                 })
             }
-            (Report::Usage, PageSize::All) => Err(ApiError::invalid_field(
-                "page_size",
-                "page_size=all streams over HTTP only",
-            )),
+            // Streamed by the HTTP export; a UDP request for it is refused at admission.
+            (Report::Usage, PageSize::All) => Err(streams_over_http_only()),
         }
     }
 

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use beast_core::{ApiError, Protocol};
-use beast_reports::{Format, ReportParams};
+use beast_reports::ReportParams;
 use serde_json::Value;
 use tokio::{net::UdpSocket, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -122,16 +122,6 @@ async fn respond(
 ) -> Result<super::Answer, ApiError> {
     let params: ReportParams = serde_json::from_value(request)
         .map_err(|e| ApiError::BadRequest(format!("bad request: {e}")))?;
-    if params
-        .format
-        .as_deref()
-        .is_some_and(|f| Format::parse(f) != Some(Format::Json))
-    {
-        return Err(ApiError::invalid_field(
-            "format",
-            "UDP answers are JSON; ask over HTTP for csv, tsv or text",
-        ));
-    }
     let checked = state.admit_report(caller, &params, ticket).await?;
     state.answer(report, &checked).await
 }

@@ -560,11 +560,17 @@ async fn udp_reports_answer_like_http_and_refuse_what_does_not_fit() {
             json!({"key": key, "report": "summary", "from": "soon"}),
             "invalid_field",
         ),
+        (
+            json!({"key": key, "report": "usage", "page_size": "all"}),
+            "invalid_field",
+        ),
     ] {
         let reply = ask_report(&app, &socket, request.clone()).await;
         assert_eq!(reply["error"]["code"], code, "{request}: {reply}");
     }
-    // Logged with protocol udp: 2 answered, 1 too large, 2 refused parameters (an unknown
+    // Refused before the allowance: none of them took a report.
+    assert_eq!(taken().await, before);
+    // Logged with protocol udp: 2 answered, 1 too large, 3 refused parameters (an unknown
     // report kind is not a report request, like an unknown HTTP path).
     let statuses: Vec<i64> = column(
         app.data_dir.path(),
@@ -573,7 +579,7 @@ async fn udp_reports_answer_like_http_and_refuse_what_does_not_fit() {
         ),
     )
     .await;
-    assert_eq!(statuses, vec![200, 200, 413, 400, 400]);
+    assert_eq!(statuses, vec![200, 200, 413, 400, 400, 400]);
 }
 
 async fn beast(app: &TestApp, args: &[&str]) -> (String, String) {
