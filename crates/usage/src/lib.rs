@@ -138,9 +138,11 @@ impl UsageWriter {
                 break;
             }
             // Let the batch fill in steps rather than waking for every event: under load the
-            // writer then runs a few times per batch, not once per request.
+            // writer then runs a few times per batch, not once per request. A full channel
+            // has requests waiting for room: take from it again at once, not after a step.
             let deadline = tokio::time::Instant::now() + self.options.flush_interval;
             loop {
+                let full = self.rx.len() >= self.rx.max_capacity();
                 let queued = self.rx.len().min(size - batch.len());
                 if queued > 0 {
                     self.rx.recv_many(&mut batch, queued).await;
@@ -149,7 +151,11 @@ impl UsageWriter {
                 if batch.len() >= size || now >= deadline || self.rx.is_closed() {
                     break;
                 }
-                tokio::time::sleep_until(deadline.min(now + FILL_STEP)).await;
+                if full {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep_until(deadline.min(now + FILL_STEP)).await;
+                }
             }
             self.write(&*store, &mut batch).await;
         }

@@ -59,6 +59,9 @@ async fn every_event_is_written_even_when_the_channel_is_tiny() {
         stats.backpressured > 0,
         "a channel of 8 must have pushed back"
     );
+    // Requests waiting on a full channel are taken at once, not a fill step later, so the
+    // batches fill up (60 of 50); waiting out each step gave about 76 smaller ones.
+    assert!(stats.batches <= 62, "{} batches", stats.batches);
     let stored = store.api_keys().await.unwrap();
     assert_eq!(
         stored[0].usage_count, 2700,
