@@ -13,7 +13,7 @@ use std::{
 };
 
 use beast_core::{CacheTier, DAY_MS, Ticks, day_name, day_start_ms, now_ms};
-use beast_store::{Pruned, RollupRow, Store, StoreError, UsageFilter};
+use beast_store::{Cutoffs, Pruned, RollupRow, Store, StoreError, UsageFilter};
 use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -120,28 +120,32 @@ pub async fn roll_up(
     Ok(total)
 }
 
-/// Where pruning stops: the start of the day `retention_days` before `now`, never past the
-/// rollup mark (raw rows of a day not rolled up are kept); `None` before any roll-up.
-pub async fn prune_cutoff(
+/// Where pruning stops: the start of the day `retention_days` before `now`; for raw usage
+/// never past the rollup mark (rows of a day not rolled up are kept, all of them before any
+/// roll-up). Report log rows are never rolled up: the retention alone bounds them.
+pub async fn prune_cutoffs(
     store: &dyn Store,
     now: i64,
     retention_days: u64,
-) -> Result<Option<i64>, StoreError> {
+) -> Result<Cutoffs, StoreError> {
     let days = i64::try_from(retention_days).unwrap_or(i64::MAX / DAY_MS);
     let cutoff = day_start_ms(now.saturating_sub(days.saturating_mul(DAY_MS)));
-    Ok(store.rolled_until().await?.map(|mark| cutoff.min(mark)))
+    Ok(Cutoffs {
+        usage: store.rolled_until().await?.map(|mark| cutoff.min(mark)),
+        report_logs: cutoff,
+    })
 }
 
-/// Deletes raw usage and report log rows older than `cutoff`, in batches, reporting the
+/// Deletes raw usage and report log rows older than their cutoffs, in batches, reporting the
 /// running total of rows deleted; returns the totals.
 pub async fn prune(
     store: &dyn Store,
-    cutoff: i64,
+    cutoffs: Cutoffs,
     mut progress: impl FnMut(u64),
 ) -> Result<Pruned, StoreError> {
     let mut total = Pruned::default();
     loop {
-        let gone = store.prune_usage(cutoff, PRUNE_BATCH).await?;
+        let gone = store.prune_usage(cutoffs, PRUNE_BATCH).await?;
         total.usage_rows += gone.usage_rows;
         total.report_log_rows += gone.report_log_rows;
         progress(total.usage_rows + total.report_log_rows);

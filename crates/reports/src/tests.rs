@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use beast_core::{CacheTier, DAY_MS, Protocol, UsageEvent, day_start_ms, now_ms};
-use beast_store::{Cursor, ReportLogEntry, SqliteStore, Store, UsageFilter, UsageRow};
+use beast_store::{Cursor, Cutoffs, ReportLogEntry, SqliteStore, Store, UsageFilter, UsageRow};
 use futures_util::TryStreamExt;
 
 use crate::{rollup, summarize};
@@ -22,6 +22,49 @@ fn event(ts_ms: i64, latency_us: u32) -> UsageEvent {
     }
 }
 
+/// A report request logged at `ts_ms`.
+fn log_entry(ts_ms: i64) -> ReportLogEntry {
+    ReportLogEntry {
+        ts_ms,
+        key_id: Some(1),
+        report: "summary".into(),
+        format: "json".into(),
+        protocol: "http".into(),
+        node: "n1".into(),
+        status: 200,
+        latency_us: 10,
+        rows: 1,
+        query: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn report_logs_are_pruned_by_retention_even_before_any_roll_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let now = now_ms();
+    let old = day_start_ms(now) - 200 * DAY_MS;
+    store.insert_usage(&[event(old, 100)]).await.unwrap();
+    for ts_ms in [old, now] {
+        store.log_report(&log_entry(ts_ms)).await.unwrap();
+    }
+    let cutoffs = rollup::prune_cutoffs(&store, now, 93).await.unwrap();
+    assert_eq!(
+        cutoffs,
+        Cutoffs {
+            usage: None,
+            report_logs: day_start_ms(now - 93 * DAY_MS),
+        }
+    );
+    let pruned = rollup::prune(&store, cutoffs, |_| {}).await.unwrap();
+    assert_eq!(
+        (pruned.usage_rows, pruned.report_log_rows),
+        (0, 1),
+        "the old log row goes; raw usage of a day not rolled up stays"
+    );
+    assert_eq!(store.usage_count().await.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn a_day_rolled_up_and_pruned_elsewhere_is_never_rolled_again_from_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -38,29 +81,19 @@ async fn a_day_rolled_up_and_pruned_elsewhere_is_never_rolled_again_from_nothing
     assert_eq!(rollup::roll_up_day(&store, day).await.unwrap(), Some(3));
     // Two report requests were logged that day, one the next day.
     for ts_ms in [day + 5, day + 6, day + DAY_MS + 5] {
-        store
-            .log_report(&ReportLogEntry {
-                ts_ms,
-                key_id: Some(1),
-                report: "summary".into(),
-                format: "json".into(),
-                protocol: "http".into(),
-                node: "n1".into(),
-                status: 200,
-                latency_us: 10,
-                rows: 1,
-                query: String::new(),
-            })
-            .await
-            .unwrap();
+        store.log_report(&log_entry(ts_ms)).await.unwrap();
     }
-    let cutoff = rollup::prune_cutoff(&store, now_ms(), 93).await.unwrap();
+    let cutoffs = rollup::prune_cutoffs(&store, now_ms(), 93).await.unwrap();
     assert_eq!(
-        cutoff,
+        cutoffs.usage,
         Some(day + DAY_MS),
-        "pruning stops at the rollup mark"
+        "raw usage is pruned up to the rollup mark"
     );
-    let pruned = rollup::prune(&store, day + DAY_MS, |_| {}).await.unwrap();
+    let cutoffs = Cutoffs {
+        report_logs: day + DAY_MS,
+        ..cutoffs
+    };
+    let pruned = rollup::prune(&store, cutoffs, |_| {}).await.unwrap();
     assert_eq!(
         (pruned.usage_rows, pruned.report_log_rows),
         (3, 2),

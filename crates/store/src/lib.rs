@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use beast_core::{AssetMapping, ExchangeDefinition, Tier, UsageEvent};
 use futures_util::stream::BoxStream;
 
-pub use reports::{Allowance, Cursor, Pruned, ReportLogEntry, RollupRow, UsageFilter, UsageRow};
+pub use reports::{
+    Allowance, Cursor, Cutoffs, Pruned, ReportLogEntry, RollupRow, UsageFilter, UsageRow,
+};
 
 pub use seed::{parameter_defaults, seeded_exchanges};
 pub use sqlite::SqliteStore;
@@ -146,8 +148,8 @@ pub trait Store: Send + Sync {
     /// The time of the oldest raw usage row, if any.
     async fn oldest_usage_ms(&self) -> Result<Option<i64>>;
     /// Deletes up to `max_rows` raw usage rows and up to `max_rows` report log rows older
-    /// than `before_ms`; how many of each went. Call until both are below `max_rows`.
-    async fn prune_usage(&self, before_ms: i64, max_rows: u64) -> Result<Pruned>;
+    /// than their `before` cutoff; how many of each went. Call until both are below `max_rows`.
+    async fn prune_usage(&self, before: Cutoffs, max_rows: u64) -> Result<Pruned>;
     /// Takes one report from a key's allowance for `month` (`YYYY-MM`), if fewer than
     /// `allowance` were taken this month; a new month starts from zero. Atomic, so nodes
     /// sharing a store never overshoot.

@@ -37,6 +37,14 @@ pub struct Cursor {
 }
 
 /// What one pruning batch deleted.
+/// Where pruning stops in each table: rows before it go (unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Raw usage; `None` keeps it all (no day is rolled up yet).
+    pub usage: Option<i64>,
+    pub report_logs: i64,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub usage_rows: u64,

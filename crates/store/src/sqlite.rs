@@ -19,8 +19,8 @@ use sqlx::{
 };
 
 use crate::{
-    Allowance, ApiKeyRecord, Area, Cursor, Pruned, ReportLogEntry, Result, RollupRow, Store,
-    StoreError, UsageFilter, UsageRow, parameter_defaults, seed,
+    Allowance, ApiKeyRecord, Area, Cursor, Cutoffs, Pruned, ReportLogEntry, Result, RollupRow,
+    Store, StoreError, UsageFilter, UsageRow, parameter_defaults, seed,
 };
 
 /// Rows per INSERT statement (13 binds a row at most, far below SQLite's variable limit).
@@ -859,14 +859,20 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    async fn prune_usage(&self, before_ms: i64, max_rows: u64) -> Result<Pruned> {
+    async fn prune_usage(&self, before: Cutoffs, max_rows: u64) -> Result<Pruned> {
         let limit = max_rows.min(i64::MAX as u64) as i64;
         let mut tx = self.pool.begin().await?;
         let mut gone = [0; 2];
-        for (table, gone) in ["usage_logs", "report_usage_logs"]
-            .into_iter()
-            .zip(&mut gone)
+        for ((table, before_ms), gone) in [
+            ("usage_logs", before.usage),
+            ("report_usage_logs", Some(before.report_logs)),
+        ]
+        .into_iter()
+        .zip(&mut gone)
         {
+            let Some(before_ms) = before_ms else {
+                continue;
+            };
             *gone = sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE ts_ms < ? LIMIT ?)"
             )))

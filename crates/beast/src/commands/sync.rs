@@ -1,7 +1,8 @@
 //! `beast sync`: rolls up every finished day of usage not rolled up yet, then deletes raw
-//! usage and report log rows older than the retention (never rows of a day not rolled up).
-//! Safe while nodes run (rolling a day replaces its rollups; pruning goes in small
-//! transactions) and idempotent: a second run finds nothing to do.
+//! usage and report log rows older than the retention (never raw rows of a day not rolled
+//! up). Safe while nodes run (a day is rolled up once, whoever gets there first; pruning goes
+//! in small transactions) and idempotent: a second run finds nothing to do. It reports when
+//! all is done, so a reader that goes early (`| head -1`) does not cut the work short.
 
 use beast_core::{day_name, now_ms};
 use beast_reports::rollup;
@@ -32,33 +33,34 @@ async fn sync(store: &dyn Store, args: &SyncArgs) -> anyhow::Result<()> {
     })
     .await?;
     bar.finish_and_clear();
-    say!(
-        "rolled up {rolled} day(s) from {raw} raw row(s){}",
-        match (days.first(), days.last()) {
-            (Some(a), Some(b)) => format!(" ({} to {})", day_name(*a), day_name(*b)),
-            _ => String::new(),
-        }
-    )?;
 
-    let Some(cutoff) = rollup::prune_cutoff(store, now, retention_days).await? else {
-        say!("pruned nothing: no day is rolled up yet")?;
-        return Ok(());
-    };
+    let cutoffs = rollup::prune_cutoffs(store, now, retention_days).await?;
     let spinner = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("pruning  {spinner} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let pruned = rollup::prune(store, cutoff, |total| {
+    let pruned = rollup::prune(store, cutoffs, |total| {
         spinner.set_message(format!("{total} row(s) deleted"));
     })
     .await?;
     spinner.finish_and_clear();
     say!(
-        "pruned {} raw row(s) and {} report log row(s) before {} (retention {retention_days} days)",
-        pruned.usage_rows,
+        "rolled up {rolled} day(s) from {raw} raw row(s){}\n{}\npruned {} report log row(s) before {} (retention {retention_days} days)",
+        match (days.first(), days.last()) {
+            (Some(a), Some(b)) => format!(" ({} to {})", day_name(*a), day_name(*b)),
+            _ => String::new(),
+        },
+        match cutoffs.usage {
+            Some(cutoff) => format!(
+                "pruned {} raw row(s) before {}",
+                pruned.usage_rows,
+                day_name(cutoff)
+            ),
+            None => "pruned no raw row: no day is rolled up yet".to_owned(),
+        },
         pruned.report_log_rows,
-        day_name(cutoff)
+        day_name(cutoffs.report_logs),
     )?;
     Ok(())
 }
