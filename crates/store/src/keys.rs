@@ -3,6 +3,8 @@
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::{ApiKeyRecord, Store};
+
 /// Prefix of every key, so a leaked key is recognisable.
 pub const KEY_PREFIX: &str = "tb_";
 
@@ -25,6 +27,20 @@ pub fn hash_key_hex(key: &str) -> String {
 /// What listings show of a key.
 pub fn display_prefix(key: &str) -> String {
     key.chars().take(KEY_PREFIX.len() + 8).collect()
+}
+
+/// Creates a new key named `name` in `tier`: the raw key (to show once, never stored) and
+/// its record.
+pub async fn create(
+    store: &dyn Store,
+    name: &str,
+    tier: &str,
+) -> crate::Result<(String, ApiKeyRecord)> {
+    let key = generate_key();
+    let record = store
+        .create_api_key(&hash_key_hex(&key), &display_prefix(&key), name, tier)
+        .await?;
+    Ok((key, record))
 }
 
 #[cfg(test)]

@@ -131,7 +131,12 @@ fn parse(def: ExchangeDefinition) -> anyhow::Result<()> {
     let compiled = CompiledDefinition::compile(def)?;
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
-    parse_frames(&compiled, stdin, stdout, &mut std::io::stderr().lock())
+    parse_frames(&compiled, stdin, stdout, &mut std::io::stderr().lock()).map_err(|e| {
+        match e.downcast::<std::io::Error>() {
+            Ok(io) => super::StdoutClosed::or_other(io),
+            Err(other) => other,
+        }
+    })
 }
 
 async fn stored_definition(store: &dyn Store, name: &str) -> anyhow::Result<ExchangeDefinition> {

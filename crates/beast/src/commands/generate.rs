@@ -40,17 +40,12 @@ pub async fn run(config: &ConfigArgs, args: &GenerateUsageArgs) -> anyhow::Resul
 
 async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result<()> {
     let mut created = Vec::new();
+    // Printed once the rows are written, so a reader that takes the first key and goes
+    // (`| head -1`) does not cut the generation short.
+    let mut listing = String::new();
     for i in 0..args.keys.max(1) {
-        let key = keys::generate_key();
-        let record = store
-            .create_api_key(
-                &keys::hash_key_hex(&key),
-                &keys::display_prefix(&key),
-                &format!("generated-{i}"),
-                "pro",
-            )
-            .await?;
-        say!("{}\t{key}", record.id)?;
+        let (key, record) = keys::create(store, &format!("generated-{i}"), "pro").await?;
+        listing.push_str(&format!("{}\t{key}\n", record.id));
         created.push(record.id);
     }
     let Some((&heavy, others)) = created.split_first() else {
@@ -119,6 +114,7 @@ async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result
     store.insert_usage(&batch).await?;
     bar.inc(batch.len() as u64);
     bar.finish_and_clear();
+    say!("{}", listing.trim_end())?;
     eprintln!(
         "wrote {} usage rows over {} days for {} keys (key {heavy} has {})",
         args.rows,

@@ -13,22 +13,21 @@ pub async fn run(config: &ConfigArgs, command: KeysCommand) -> anyhow::Result<()
 async fn execute(store: &dyn Store, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { tier, name } => {
-            let key = keys::generate_key();
-            let record = store
-                .create_api_key(
-                    &keys::hash_key_hex(&key),
-                    &keys::display_prefix(&key),
-                    &name,
-                    &tier,
-                )
-                .await?;
+            let (key, record) = keys::create(store, &name, &tier).await?;
+            // One write: the key is shown whole or not at all.
             say!(
-                "created key {} (tier {}, name {:?}); it is shown only once:",
+                "created key {} (tier {}, name {:?}); it is shown only once:\n{key}",
                 record.id,
                 record.tier,
                 record.name
-            )?;
-            say!("{key}")?;
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "key {} was created but could not be shown ({e}); revoke it with `beast keys revoke {}`",
+                    record.id,
+                    record.id
+                )
+            })?;
         }
         KeysCommand::List => {
             say!(

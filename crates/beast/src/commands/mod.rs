@@ -1,12 +1,13 @@
 //! One module per subcommand.
 
-/// `println!` that returns the write's `io::Result` instead of panicking: a command's output
-/// may go to a pipe whose reader has gone (`beast keys list | head -1`). `main` ends such a
-/// run quietly, as other command-line tools do.
+/// `println!` that returns an error instead of panicking: a command's output may go to a
+/// pipe whose reader has gone (`beast keys list | head -1`). That error is [`StdoutClosed`],
+/// which `main` ends quietly, as other command-line tools do; commands print after their
+/// work, so leaving early never cuts it short.
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout(), $($arg)*)
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::commands::StdoutClosed::or_other)
     }};
 }
 
@@ -20,6 +21,29 @@ mod stress;
 mod sync;
 
 use crate::cli::{Cli, Command};
+
+/// The reader of our standard output has gone: what it read was all it wanted.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output closed by its reader")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+impl StdoutClosed {
+    /// A failed write to standard output: [`StdoutClosed`] for a broken pipe, else itself.
+    pub fn or_other(e: std::io::Error) -> anyhow::Error {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            StdoutClosed.into()
+        } else {
+            e.into()
+        }
+    }
+}
 
 /// Runs a parsed command line to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {

@@ -6,7 +6,6 @@
 use anyhow::{Context, bail};
 use beast_reports::{PageSize, Report, ReportParams, query::format_cursor, summarize, usage};
 use beast_store::Store;
-use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::{
@@ -35,8 +34,10 @@ pub async fn run(config: &ConfigArgs, command: ReportCommand) -> anyhow::Result<
 
 async fn stdout(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = tokio::io::stdout();
-    out.write_all(bytes).await.context("writing to stdout")?;
-    out.flush().await.context("writing to stdout")
+    out.write_all(bytes)
+        .await
+        .map_err(super::StdoutClosed::or_other)?;
+    out.flush().await.map_err(super::StdoutClosed::or_other)
 }
 
 /// Asks a node's report listener and streams its answer to stdout.
@@ -99,13 +100,9 @@ async fn local(store: &dyn Store, report: Report, args: &ReportArgs) -> anyhow::
             print_next(page.next_cursor.map(format_cursor));
         }
         PageSize::All => {
-            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
             let print = async {
-                let mut chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|c| (c, rx))
-                })
-                .boxed();
-                while let Some(chunk) = chunks.next().await {
+                while let Some(chunk) = rx.recv().await {
                     let chunk: bytes::Bytes = chunk?;
                     stdout(&chunk).await?;
                 }

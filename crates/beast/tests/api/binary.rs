@@ -418,16 +418,17 @@ async fn exchanges_parse_tries_an_unsaved_definition_and_the_cli_saves_it() {
 
 #[tokio::test]
 async fn faults_are_injected_from_the_command_line() {
-    let mut sim = Command::new(BIN)
+    let mut sim = Sim(Command::new(BIN)
         .args(["simulate", "--bind", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .unwrap());
+    let first = BufReader::new(sim.0.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
         .unwrap();
-    let mut lines = BufReader::new(sim.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    // Keep draining: a closed pipe would make the simulator's next print fail.
-    std::thread::spawn(move || lines.for_each(drop));
     let addr = first.trim().rsplit(' ').next().unwrap().to_owned();
     let url = format!("http://{addr}");
     let ticker = format!("{url}/okx/api/v5/market/ticker?instId=BTC-USDT");
@@ -470,46 +471,86 @@ async fn faults_are_injected_from_the_command_line() {
     let out = fault("melt_down");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("melt_down"));
-    sim.kill().unwrap();
-    sim.wait().unwrap();
 }
 
-#[test]
-fn a_reader_that_leaves_early_ends_a_command_quietly_and_the_simulator_runs_on() {
-    let dir = tempfile::tempdir().unwrap();
-    // `beast exchanges list | head -0`: the pipe's reader is gone before the first line.
+/// Runs `beast ARGS` in `dir` with standard output a pipe whose reader is already gone.
+fn with_stdout_gone(dir: &Path, args: &[&str]) -> std::process::Output {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let out = Command::new(BIN)
+    Command::new(BIN)
         .arg("--data-dir")
-        .arg(dir.path())
-        .args(["exchanges", "list"])
+        .arg(dir)
+        .args(args)
         .stdout(writer)
         .stderr(Stdio::piped())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_reader_that_leaves_early_ends_a_command_quietly_but_never_cuts_its_work_short() {
+    let dir = tempfile::tempdir().unwrap();
+    // `beast exchanges list | head -0`: nothing is lost, so the command ends quietly.
+    let out = with_stdout_gone(dir.path(), &["exchanges", "list"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "status {}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 
-    // `beast simulate | head -1`: the simulator keeps serving after its reader went.
-    let mut child = Command::new(BIN)
+    // Generated usage is written whole before the keys are printed.
+    let out = with_stdout_gone(
+        dir.path(),
+        &["generate-usage", "--rows", "250", "--keys", "2"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(usage_rows(dir.path(), "").await, 250);
+
+    // A key nobody saw is a failure that says how to get rid of it.
+    let out = with_stdout_gone(dir.path(), &["keys", "create", "--tier", "pro"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("key 3 was created but could not be shown")
+            && stderr.contains("beast keys revoke 3"),
+        "{stderr}"
+    );
+}
+
+/// A `beast simulate` child, killed when dropped, so a failed assertion leaves none behind.
+struct Sim(Child);
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_simulator_runs_on_when_its_listing_finds_no_reader() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut sim = Sim(Command::new(BIN)
         .args(["simulate", "--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .env("RUST_LOG", "debug")
+        .stdout(writer)
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("simulator listening on ")
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(child.try_wait().unwrap().is_none(), "the simulator stopped");
-    std::net::TcpStream::connect(addr).expect("the simulator still accepts");
-    child.kill().unwrap();
-    child.wait().unwrap();
+        .unwrap());
+    let mut addr = None;
+    for line in BufReader::new(sim.0.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(at) = line.split("addr=").nth(1) {
+            addr = Some(at.trim().to_owned());
+        }
+        if line.contains("stdout closed; the simulator runs on") {
+            break;
+        }
+    }
+    let addr = addr.expect("the simulator logged its address");
+    assert!(sim.0.try_wait().unwrap().is_none(), "the simulator stopped");
+    std::net::TcpStream::connect(&addr).expect("the simulator still accepts");
 }

@@ -7,7 +7,7 @@ use std::{
 };
 
 use beast::{app::Application, config::Settings};
-use beast_store::{SqliteStore, Store, keys};
+use beast_store::{SqliteStore, keys};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -233,16 +233,7 @@ impl TestApp {
     pub async fn key_with_id(&self, tier: &str) -> (String, i64) {
         let before = self.active_keys().await;
         let store = SqliteStore::open(self.data_dir.path()).await.unwrap();
-        let key = keys::generate_key();
-        let record = store
-            .create_api_key(
-                &keys::hash_key_hex(&key),
-                &keys::display_prefix(&key),
-                "test",
-                tier,
-            )
-            .await
-            .unwrap();
+        let (key, record) = keys::create(&store, "test", tier).await.unwrap();
         store.close().await;
         self.wait_active_keys(before + 1, Duration::from_secs(5))
             .await;
