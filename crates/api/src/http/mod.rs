@@ -1,6 +1,6 @@
 //! The HTTP API, one file per endpoint. Keyed endpoints: `/price`, `/prices`. Public:
 //! `/exchanges`, `/assets`, `/health`. Every error is JSON from the one error table. Keyed
-//! price requests pass the in-flight governor first and are counted ([`governed`]); the price
+//! price requests pass the in-flight governor first and are counted ([`keyed_price`]); the price
 //! listener answers `GET /price` before routing ([`Endpoint`]).
 
 mod assets;
@@ -19,9 +19,8 @@ use std::{
 use axum::{
     Router,
     body::Body,
-    extract::{FromRequestParts, Request, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
-    middleware::{self, Next},
+    extract::Request,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::Response,
     routing::get,
 };
@@ -33,15 +32,9 @@ use crate::{AppState, counters::RuntimeCounters, keys::KeyEntry};
 
 /// The price listener's routes, with the admin API under `/admin`.
 pub fn price_router(state: AppState) -> Router {
-    let governed = Router::new()
-        .route("/prices", get(prices::prices))
-        .route_layer(middleware::from_fn_with_state(
-            state.counters.clone(),
-            govern,
-        ));
     Router::new()
         .nest("/admin", crate::admin::router(state.clone()))
-        .merge(governed)
+        .route("/prices", get(prices::prices))
         .route("/price", get(price::price))
         .route("/exchanges", get(exchanges::exchanges))
         .route("/assets", get(assets::assets))
@@ -109,21 +102,27 @@ pub fn health_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The governor as a layer, for the price requests the listener routes.
-async fn govern(
-    State(counters): State<Arc<RuntimeCounters>>,
-    request: Request,
-    next: Next,
+/// An HTTP price request (`/price`, `/prices`): governed, then keyed, then `answer` with the
+/// key and when the request started. A request without a valid key is refused here and not
+/// metered (there is no key to meter it to).
+pub(crate) async fn keyed_price<F: Future<Output = Response>>(
+    state: &AppState,
+    headers: &HeaderMap,
+    answer: impl FnOnce(Arc<KeyEntry>, Instant) -> F,
 ) -> Response {
-    governed(&counters, next.run(request)).await
+    governed(&state.counters, async {
+        let started = Instant::now();
+        match state.authenticate(presented_key(headers)) {
+            Ok(key) => answer(key, started).await,
+            Err(e) => error_response(&e),
+        }
+    })
+    .await
 }
 
 /// Counts a price request, runs `answer` only while the node is under its in-flight limit
 /// (503 `overloaded` otherwise, before any other work), and counts its status.
-pub(crate) async fn governed(
-    counters: &RuntimeCounters,
-    answer: impl Future<Output = Response>,
-) -> Response {
+async fn governed(counters: &RuntimeCounters, answer: impl Future<Output = Response>) -> Response {
     counters.tcp_request();
     let response = match counters.enter() {
         Ok(_in_flight) => answer.await,
@@ -166,26 +165,6 @@ pub(crate) fn error_response(error: &ApiError) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
-}
-
-/// An authenticated request: the key it presents (`Authorization: Bearer <key>` or
-/// `X-API-Key: <key>`) and when it started. Requests without a valid key are refused here,
-/// before any handler runs, and are not metered (there is no key to meter them to).
-pub(crate) struct Keyed {
-    pub key: Arc<KeyEntry>,
-    pub started: Instant,
-}
-
-impl FromRequestParts<AppState> for Keyed {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let started = Instant::now();
-        match state.authenticate(presented_key(&parts.headers)) {
-            Ok(key) => Ok(Self { key, started }),
-            Err(e) => Err(error_response(&e)),
-        }
-    }
 }
 
 /// The key a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`.

@@ -10,7 +10,7 @@ use std::time::Instant;
 use beast_core::{ApiError, Protocol, now_ms};
 use serde::Deserialize;
 
-use super::{error_response, governed, json_response, parse_query, presented_key};
+use super::{error_response, json_response, keyed_price, parse_query};
 use crate::{AppState, keys::KeyEntry, state::normalize_asset};
 
 #[derive(Debug, Deserialize)]
@@ -32,12 +32,7 @@ pub async fn price(
 
 /// `GET /price`, whole: governed and counted like every price request, keyed, metered.
 pub(crate) async fn answer(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Response {
-    governed(&state.counters, async {
-        let started = Instant::now();
-        let key = match state.authenticate(presented_key(headers)) {
-            Ok(key) => key,
-            Err(e) => return error_response(&e),
-        };
+    keyed_price(state, headers, async |key, started| {
         let query = parse_query::<PriceQuery>(query);
         let (asset, source) = match &query {
             Ok(q) => (Ok(q.asset.as_deref()), q.source.as_deref()),

@@ -3,7 +3,7 @@
 
 use axum::{
     extract::{RawQuery, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::Response,
 };
 use std::time::Instant;
@@ -12,7 +12,7 @@ use beast_core::{ApiError, Protocol, now_ms};
 use futures_util::future::join_all;
 use serde::Deserialize;
 
-use super::{Keyed, error_response, json_response, parse_query};
+use super::{error_response, json_response, keyed_price, parse_query};
 use crate::{AppState, keys::KeyEntry, state::normalize_asset};
 
 /// Most assets in one request.
@@ -53,14 +53,17 @@ pub(crate) fn asset_list<'a>(
 
 pub async fn prices(
     State(state): State<AppState>,
-    Keyed { key, started }: Keyed,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let assets = requested_assets(parse_query(query.as_deref()));
-    match metered_prices(&state, &key, assets, Protocol::Http, started).await {
-        Ok((status, body)) => json_response(status, body),
-        Err(e) => error_response(&e),
-    }
+    keyed_price(&state, &headers, async |key, started| {
+        let assets = requested_assets(parse_query(query.as_deref()));
+        match metered_prices(&state, &key, assets, Protocol::Http, started).await {
+            Ok((status, body)) => json_response(status, body),
+            Err(e) => error_response(&e),
+        }
+    })
+    .await
 }
 
 /// Several assets in one metered request, whatever the protocol: one rate-limit token, one
