@@ -205,7 +205,7 @@ fn pct(part: u64, whole: u64) -> f64 {
 }
 
 /// The counters since the last reset, with how long ago that was.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SinceReset {
     pub since_reset: Duration,
     pub counters: Counters,

@@ -70,7 +70,6 @@ pub async fn toggle_exchange(
         .ok_or_else(|| ManageError::NotFound(format!("no exchange named {name:?}")))
 }
 
-/// Validates a batch of mappings and saves them all, or none.
 /// The rows of a mapping batch as given: a bare array, or `{"assets": [...]}`.
 pub fn mapping_rows(batch: Value) -> Value {
     match batch {
@@ -79,6 +78,7 @@ pub fn mapping_rows(batch: Value) -> Value {
     }
 }
 
+/// Validates a batch of mappings and saves them all, or none.
 pub async fn save_assets(
     store: &dyn Store,
     mappings: &[AssetMapping],

@@ -3,10 +3,24 @@
 //! (gauges excepted) and returns them as they were just before.
 
 use axum::{extract::State, response::Response};
-use serde_json::json;
+use serde::Serialize;
 
 use super::answer;
-use crate::{AppState, counters::SinceReset};
+use crate::{
+    AppState,
+    counters::{Counters, Derived, SinceReset},
+};
+
+/// The answer, fields in this order (the counters in theirs).
+#[derive(Serialize)]
+struct Stats<'a> {
+    node: &'a str,
+    uptime_s: u64,
+    since_reset_s: f64,
+    governor_max_in_flight: u64,
+    counters: Counters,
+    derived: Derived,
+}
 
 pub async fn stats(State(state): State<AppState>) -> Response {
     let now = state.counters.since_reset(&state.usage, &*state.store);
@@ -19,13 +33,13 @@ pub async fn reset(State(state): State<AppState>) -> Response {
     answer(Ok(body(&state, &before)))
 }
 
-fn body(state: &AppState, s: &SinceReset) -> serde_json::Value {
-    json!({
-        "node": &*state.node,
-        "uptime_s": state.started.elapsed().as_secs(),
-        "since_reset_s": (s.since_reset.as_secs_f64() * 1000.0).round() / 1000.0,
-        "governor_max_in_flight": state.counters.max_in_flight_limit(),
-        "counters": s.counters,
-        "derived": s.derived,
-    })
+fn body<'a>(state: &'a AppState, s: &SinceReset) -> Stats<'a> {
+    Stats {
+        node: &state.node,
+        uptime_s: state.started.elapsed().as_secs(),
+        since_reset_s: (s.since_reset.as_secs_f64() * 1000.0).round() / 1000.0,
+        governor_max_in_flight: state.counters.max_in_flight_limit(),
+        counters: s.counters,
+        derived: s.derived,
+    }
 }
