@@ -28,6 +28,8 @@ const USAGE_ROWS_PER_STATEMENT: usize = 1000;
 /// Usage rows read per query when streaming them (about 100 bytes each as JSON).
 const USAGE_ROWS_PER_READ: u64 = 4096;
 const SEED_VERSION: &str = "1";
+/// Every day before this instant is rolled up (no row: none yet).
+const ROLLED_UNTIL: &str = "SELECT rolled_until_ms FROM usage_rollup_state WHERE id = 1";
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -799,10 +801,9 @@ impl Store for SqliteStore {
     async fn replace_rollups(&self, day_ms: i64, rows: &[RollupRow]) -> Result<bool> {
         // IMMEDIATE: the mark read here cannot move before this transaction commits.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mark: Option<i64> =
-            sqlx::query_scalar("SELECT rolled_until_ms FROM usage_rollup_state WHERE id = 1")
-                .fetch_optional(&mut *tx)
-                .await?;
+        let mark: Option<i64> = sqlx::query_scalar(ROLLED_UNTIL)
+            .fetch_optional(&mut *tx)
+            .await?;
         if mark.is_some_and(|m| day_ms < m) {
             // Rolled meanwhile (by `beast sync` or another node), and its raw rows may be
             // pruned already: what is stored stays.
@@ -812,7 +813,7 @@ impl Store for SqliteStore {
             .bind(day_ms)
             .execute(&mut *tx)
             .await?;
-        for chunk in rows.chunks(USAGE_ROWS_PER_STATEMENT / 2) {
+        for chunk in rows.chunks(USAGE_ROWS_PER_STATEMENT) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO usage_daily (day_ms, key_id, asset, source, protocol, node, status, requests, \
                  memory, rest, latency_sum_us, latency_max_us, latency_sketch) ",
@@ -846,11 +847,9 @@ impl Store for SqliteStore {
     }
 
     async fn rolled_until(&self) -> Result<Option<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT rolled_until_ms FROM usage_rollup_state WHERE id = 1")
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar(ROLLED_UNTIL)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn oldest_usage_ms(&self) -> Result<Option<i64>> {

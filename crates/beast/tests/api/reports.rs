@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use beast_core::{DAY_MS, now_ms};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::{io::AsyncWriteExt, net::UdpSocket};
@@ -15,11 +16,6 @@ use tokio::{io::AsyncWriteExt, net::UdpSocket};
 use crate::helpers::{
     TestApp, ask_udp, beast_ok, column, scalar, spawn_app, spawn_app_with, sql, usage_rows,
 };
-const DAY_MS: i64 = 86_400_000;
-
-fn now_ms() -> i64 {
-    beast_core::now_ms()
-}
 
 /// A report as text: status, headers, body.
 async fn report_text(
