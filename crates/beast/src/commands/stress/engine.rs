@@ -116,12 +116,8 @@ pub async fn run_level(
     });
     let ready = Arc::new(Semaphore::new(0));
     let (start_tx, start_rx) = watch::channel(None);
-    // A UDP socket keeps several requests in flight; an HTTP connection one.
-    let per_worker = match &plan.target {
-        Target::Http(_) => 1,
-        Target::Udp(_) => plan.udp_depth,
-    };
-    let count = concurrency.div_ceil(per_worker);
+    let per_worker = plan.per_worker();
+    let count = plan.workers(concurrency);
     let mut workers = Vec::with_capacity(count);
     for index in 0..count {
         let worker = Worker {

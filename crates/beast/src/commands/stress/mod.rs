@@ -98,8 +98,8 @@ async fn watch_ctrl_c(stop: Stop) {
     if tokio::signal::ctrl_c().await.is_err() {
         return;
     }
-    eprintln!("stopping: finishing requests in flight (Ctrl-C again to abandon them)");
     stop.soft.cancel();
+    eprintln!("stopping: finishing requests in flight (Ctrl-C again to abandon them)");
     if tokio::signal::ctrl_c().await.is_ok() {
         stop.hard.cancel();
     }
@@ -137,13 +137,13 @@ async fn tick(bar: ProgressBar, live: Arc<Live>, duration: Duration) {
     }
 }
 
-/// Each worker holds a descriptor (one per request in flight at most); say so up front if the
-/// top level cannot have them all.
+/// Each worker holds a descriptor; say so up front if the top level cannot have them all.
 fn warn_if_too_few_descriptors(plan: &Plan) {
     let Some(limit) = open_files_limit() else {
         return;
     };
-    let needed = plan.levels.iter().copied().max().unwrap_or(0) as u64 + SPARE_FDS;
+    let top = plan.levels.iter().copied().max().unwrap_or(0);
+    let needed = plan.workers(top) as u64 + SPARE_FDS;
     if needed > limit {
         eprintln!(
             "warning: {needed} file descriptors needed at the top level, the limit is {limit} \

@@ -54,6 +54,19 @@ impl Target {
 }
 
 impl Plan {
+    /// Requests one worker keeps in flight: a UDP socket several, an HTTP connection one.
+    pub fn per_worker(&self) -> usize {
+        match &self.target {
+            Target::Http(_) => 1,
+            Target::Udp(_) => self.udp_depth,
+        }
+    }
+
+    /// Workers (connections or sockets, one descriptor each) for `concurrency` in flight.
+    pub fn workers(&self, concurrency: usize) -> usize {
+        concurrency.div_ceil(self.per_worker())
+    }
+
     /// Validates the arguments and resolves the target's host.
     pub async fn new(args: &StressArgs) -> anyhow::Result<Plan> {
         let key = args.key.0.trim();
@@ -73,7 +86,7 @@ impl Plan {
             bail!("--levels names no level");
         }
         if let Some(bad) = args.levels.iter().find(|&&n| n == 0 || n > MAX_CONCURRENCY) {
-            bail!("--levels: {bad} workers is out of range (1..={MAX_CONCURRENCY})");
+            bail!("--levels: {bad} in flight is out of range (1..={MAX_CONCURRENCY})");
         }
         if !(args.duration_s.is_finite() && args.duration_s > 0.0 && args.duration_s <= 86_400.0) {
             bail!(

@@ -103,6 +103,15 @@ pub async fn run(
     let mut seq: u64 = 0;
     let mut asset = worker.index;
     loop {
+        // A request past its timeout ends as one and frees its slot, even while replies to
+        // the others keep the socket busy.
+        let now = Instant::now();
+        for state in &mut slots {
+            if state.is_some_and(|f| now.duration_since(f.sent) >= timeout) {
+                *state = None;
+                worker.recorder.error("timeout");
+            }
+        }
         // Every free slot sends its next request while the level runs.
         let mut failed = None;
         if worker.keep_going(deadline) {
@@ -153,16 +162,8 @@ pub async fn run(
             ) => ready,
         };
         let error = match ready {
-            Err(_) => {
-                let now = Instant::now();
-                for state in &mut slots {
-                    if state.is_some_and(|f| now.duration_since(f.sent) >= timeout) {
-                        *state = None;
-                        worker.recorder.error("timeout");
-                    }
-                }
-                continue;
-            }
+            // The oldest request timed out: ended at the top of the loop.
+            Err(_) => continue,
             Ok(Err(e)) => Some(e),
             Ok(Ok(_)) => drain(&socket, &worker_tag, &mut slots, &mut worker).err(),
         };
