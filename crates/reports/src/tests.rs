@@ -119,9 +119,10 @@ async fn usage_streams_across_read_batches_in_order_without_gaps_or_repeats() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
     let base = now_ms() - DAY_MS;
-    // Three rows share each instant, so ties straddle the 4,096-row read batches; every
-    // fifth row belongs to key 2.
-    let events: Vec<_> = (0..10_001)
+    // Three rows share each instant; every fifth row belongs to key 2. With 10,002 rows, key
+    // 1's rows 4,095 and 4,096 (the seam of the 4,096-row read batches) share an instant, and
+    // so do rows 4,999 and 5,000 (the seam of the page below).
+    let events: Vec<_> = (0..10_002)
         .map(|i| UsageEvent {
             key_id: if i % 5 == 4 { 2 } else { 1 },
             ..event(base + i / 3, i as u32)
@@ -147,7 +148,15 @@ async fn usage_streams_across_read_batches_in_order_without_gaps_or_repeats() {
     };
 
     let all = read(None, None).await;
-    assert_eq!(all.len(), 8001);
+    assert_eq!(all.len(), 8002);
+    assert_eq!(
+        all[4095].ts_ms, all[4096].ts_ms,
+        "a tie spans the read batches"
+    );
+    assert_eq!(
+        all[4999].ts_ms, all[5000].ts_ms,
+        "a tie spans the page's end"
+    );
     assert!(all.iter().all(|r| r.key_id == 1));
     assert!(
         all.windows(2)
@@ -156,7 +165,7 @@ async fn usage_streams_across_read_batches_in_order_without_gaps_or_repeats() {
     );
     let mut latencies: Vec<u32> = all.iter().map(|r| r.latency_us).collect();
     latencies.sort_unstable();
-    let expected: Vec<u32> = (0..10_001).filter(|i| i % 5 != 4).collect();
+    let expected: Vec<u32> = (0..10_002).filter(|i| i % 5 != 4).collect();
     assert_eq!(latencies, expected, "every row of key 1, none of key 2");
 
     // A page and the rest after its cursor are the whole stream, split where it says.

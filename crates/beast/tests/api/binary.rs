@@ -248,6 +248,14 @@ async fn roles_and_addresses_come_from_file_environment_and_flags_in_that_order(
         (h["node"].as_str(), h["roles"].clone()),
         (Some("from-file"), serde_json::json!(["report"]))
     );
+    // Every address from the file, not the defaults (:9090, :9091, :2680 on all interfaces).
+    for name in ["report-http", "report-health", "report-udp"] {
+        let addr = node.listeners[name];
+        assert!(
+            addr.ip().is_loopback() && ![9090, 9091, 2680].contains(&addr.port()),
+            "{name} on {addr}"
+        );
+    }
     assert!(node.terminate().success());
 
     // The environment beats the file; a flag beats the environment.
