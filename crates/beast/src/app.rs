@@ -24,6 +24,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::config::{Role, Settings};
 
+/// Longest a stopping node waits for the requests in flight (a streamed export to a slow
+/// reader, say) before it goes on without them.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 /// Runtime parameters read from `application_parameters`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Params {
@@ -324,17 +328,30 @@ impl Application {
             servers.spawn(beast_api::report::udp::serve(state, socket, stop.clone()));
         }
         let mut first_error = None;
-        while let Some(done) = servers.join_next().await {
-            let result = done
-                .map_err(anyhow::Error::from)
-                .and_then(|r| r.map_err(anyhow::Error::from));
-            if let Err(e) = result {
-                tracing::error!(error = %e, "listener failed, shutting down");
-                stop.cancel();
-                first_error.get_or_insert(e);
+        let drained = async {
+            while let Some(done) = servers.join_next().await {
+                let result = done
+                    .map_err(anyhow::Error::from)
+                    .and_then(|r| r.map_err(anyhow::Error::from));
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "listener failed, shutting down");
+                    stop.cancel();
+                    first_error.get_or_insert(e);
+                }
             }
+        };
+        let overdue = async {
+            stop.cancelled().await;
+            tokio::time::sleep(DRAIN_LIMIT).await;
+        };
+        tokio::select! {
+            () = drained => tracing::info!("listeners drained; stopping feeds"),
+            () = overdue => tracing::warn!(
+                limit_s = DRAIN_LIMIT.as_secs(),
+                "requests still in flight (a slow export reader?); stopping without them"
+            ),
         }
-        tracing::info!("listeners drained; stopping feeds");
+        servers.abort_all();
         self.background.cancel();
         self.tracker.close();
         if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
