@@ -51,8 +51,9 @@ pub struct Pruned {
     pub report_log_rows: u64,
 }
 
-/// One row of `usage_logs` as reports show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One row of `usage_logs` as reports show it. Read from the store as a JSON array of the
+/// columns in this field order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct UsageRow {
     pub id: i64,
     pub ts_ms: i64,

@@ -378,39 +378,9 @@ struct Batches {
 /// One batch of usage rows as SQLite's `json_group_array` wrote it, put back in report order
 /// (newest first), which SQL does not promise for an aggregate's input.
 fn usage_batch(json: &str) -> Result<Vec<UsageRow>> {
-    type Fields = (
-        i64,
-        i64,
-        i64,
-        String,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        String,
-    );
-    let fields: Vec<Fields> = serde_json::from_str(json)
+    // Each row is an array in `UsageRow`'s field order, which serde reads as the struct.
+    let mut rows: Vec<UsageRow> = serde_json::from_str(json)
         .map_err(|e| StoreError::Invalid(format!("reading a batch of usage rows: {e}")))?;
-    let mut rows: Vec<UsageRow> = fields
-        .into_iter()
-        .map(
-            |(id, ts_ms, key_id, asset, source, protocol, node, status, latency_us, cache_tier)| {
-                UsageRow {
-                    id,
-                    ts_ms,
-                    key_id,
-                    asset,
-                    source,
-                    protocol,
-                    node,
-                    status: status.clamp(0, 999) as u16,
-                    latency_us: latency_us.clamp(0, u32::MAX as i64) as u32,
-                    cache_tier,
-                }
-            },
-        )
-        .collect();
     rows.sort_by_key(|r| std::cmp::Reverse((r.ts_ms, r.id)));
     Ok(rows)
 }
