@@ -12,12 +12,12 @@ use std::{
     time::Duration,
 };
 
-use beast_core::{CacheTier, DAY_MS, Ticks, day_name, day_start_ms, now_ms};
+use beast_core::{DAY_MS, Ticks, day_name, day_start_ms, now_ms};
 use beast_store::{Cutoffs, Pruned, RollupRow, Store, StoreError, UsageFilter};
 use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::sketch::Sketch;
+use crate::{sketch::Sketch, summary::Counts};
 
 /// Rows deleted per pruning transaction, so the server's writes interleave.
 pub const PRUNE_BATCH: u64 = 10_000;
@@ -26,11 +26,7 @@ type RollKey = (i64, String, String, String, String, u16);
 
 #[derive(Default)]
 struct Acc {
-    requests: i64,
-    memory: i64,
-    rest: i64,
-    latency_sum_us: i64,
-    latency_max_us: i64,
+    counts: Counts,
     /// Latency bucket → count: bounded, however many rows the day has.
     latency: BTreeMap<u64, u64>,
 }
@@ -48,14 +44,11 @@ pub async fn roll_up_day(store: &dyn Store, day_ms: i64) -> Result<Option<u64>, 
     let mut rows = store.usage_rows(&filter, None, None);
     while let Some(r) = rows.try_next().await? {
         read += 1;
+        let counts = Counts::of_row(&r);
         let acc = groups
             .entry((r.key_id, r.asset, r.source, r.protocol, r.node, r.status))
             .or_default();
-        acc.requests += 1;
-        acc.memory += i64::from(r.cache_tier == CacheTier::Memory.as_str());
-        acc.rest += i64::from(r.cache_tier == CacheTier::Rest.as_str());
-        acc.latency_sum_us += i64::from(r.latency_us);
-        acc.latency_max_us = acc.latency_max_us.max(i64::from(r.latency_us));
+        acc.counts.add(&counts);
         *acc.latency.entry(Sketch::bucket(r.latency_us)).or_default() += 1;
     }
     drop(rows);
@@ -70,11 +63,11 @@ pub async fn roll_up_day(store: &dyn Store, day_ms: i64) -> Result<Option<u64>, 
                 protocol,
                 node,
                 status,
-                requests: acc.requests,
-                memory: acc.memory,
-                rest: acc.rest,
-                latency_sum_us: acc.latency_sum_us,
-                latency_max_us: acc.latency_max_us,
+                requests: acc.counts.requests,
+                memory: acc.counts.memory,
+                rest: acc.counts.rest,
+                latency_sum_us: acc.counts.latency_sum_us,
+                latency_max_us: acc.counts.latency_max_us,
                 latency_sketch: Sketch::encode(&acc.latency),
             },
         )

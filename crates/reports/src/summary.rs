@@ -25,15 +25,38 @@ pub enum SummaryError {
 }
 
 /// Request counts and latency totals, as one raw row or rollup row gives them and as a group
-/// adds them up.
+/// (or a rollup) adds them up.
 #[derive(Default, Clone, Copy)]
-struct Counts {
-    requests: i64,
-    errors: i64,
-    memory: i64,
-    rest: i64,
-    latency_sum_us: i64,
-    latency_max_us: i64,
+pub(crate) struct Counts {
+    pub requests: i64,
+    pub errors: i64,
+    pub memory: i64,
+    pub rest: i64,
+    pub latency_sum_us: i64,
+    pub latency_max_us: i64,
+}
+
+impl Counts {
+    /// One raw usage row's counts.
+    pub fn of_row(r: &UsageRow) -> Self {
+        Self {
+            requests: 1,
+            errors: i64::from(r.status >= 400),
+            memory: i64::from(r.cache_tier == CacheTier::Memory.as_str()),
+            rest: i64::from(r.cache_tier == CacheTier::Rest.as_str()),
+            latency_sum_us: i64::from(r.latency_us),
+            latency_max_us: i64::from(r.latency_us),
+        }
+    }
+
+    pub fn add(&mut self, c: &Counts) {
+        self.requests += c.requests;
+        self.errors += c.errors;
+        self.memory += c.memory;
+        self.rest += c.rest;
+        self.latency_sum_us += c.latency_sum_us;
+        self.latency_max_us = self.latency_max_us.max(c.latency_max_us);
+    }
 }
 
 /// The figures of one group of requests.
@@ -46,13 +69,7 @@ struct Group {
 impl Group {
     /// Adds a row's counts and its latencies as `(value, count)` pairs.
     fn add(&mut self, c: &Counts, latency: &[(u64, u64)]) {
-        let t = &mut self.counts;
-        t.requests += c.requests;
-        t.errors += c.errors;
-        t.memory += c.memory;
-        t.rest += c.rest;
-        t.latency_sum_us += c.latency_sum_us;
-        t.latency_max_us = t.latency_max_us.max(c.latency_max_us);
+        self.counts.add(c);
         self.latency.record_pairs(latency);
     }
 
@@ -138,14 +155,7 @@ impl Summary {
     }
 
     fn add_raw(&mut self, r: &UsageRow) {
-        let counts = Counts {
-            requests: 1,
-            errors: i64::from(r.status >= 400),
-            memory: i64::from(r.cache_tier == CacheTier::Memory.as_str()),
-            rest: i64::from(r.cache_tier == CacheTier::Rest.as_str()),
-            latency_sum_us: i64::from(r.latency_us),
-            latency_max_us: i64::from(r.latency_us),
-        };
+        let counts = Counts::of_row(r);
         let key = (day_start_ms(r.ts_ms), &*r.asset, &*r.source, &*r.protocol);
         self.add(key, &counts, &[(u64::from(r.latency_us), 1)]);
     }
