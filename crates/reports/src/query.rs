@@ -136,103 +136,91 @@ fn name(field: &str, value: &Option<String>) -> Result<Option<String>, ApiError>
     Ok(Some(v.to_owned()))
 }
 
+/// An optional parameter read by `read`: `None` when absent, `invalid_field` with `why` when
+/// `read` refuses it.
+fn field<V: ?Sized, T>(
+    name: &str,
+    value: Option<&V>,
+    read: impl FnOnce(&V) -> Option<T>,
+    why: impl FnOnce(&V) -> String,
+) -> Result<Option<T>, ApiError> {
+    value
+        .map(|v| read(v).ok_or_else(|| ApiError::invalid_field(name, why(v))))
+        .transpose()
+}
+
 impl ReportParams {
     /// Checks every parameter; `page_size_max` caps `page_size`.
     pub fn check(&self, page_size_max: u64) -> Result<ReportRequest, ApiError> {
-        let instant = |field: &str, v: &Option<Scalar>, default: i64| {
-            match v {
-            None => Ok(default),
-            Some(s) => parse_instant_ms(&s.text()).ok_or_else(|| {
-                ApiError::invalid_field(
-                    field,
-                    format!(
-                        "expected RFC 3339 (2026-11-21T10:00:00Z) or unix milliseconds, 1970 to 9999, got {:?}",
-                        short(&s.text())
-                    ),
+        let instant = |name: &str, v: &Option<Scalar>, default: i64| {
+            let read = |s: &Scalar| parse_instant_ms(&s.text());
+            let why = |s: &Scalar| {
+                format!(
+                    "expected RFC 3339 (2026-11-21T10:00:00Z) or unix milliseconds, 1970 to 9999, got {:?}",
+                    short(&s.text())
                 )
-            }),
-        }
+            };
+            field(name, v.as_ref(), read, why).map(|t| t.unwrap_or(default))
         };
         let from_ms = instant("from", &self.from, 0)?;
         let to_ms = instant("to", &self.to, i64::MAX)?;
         if to_ms <= from_ms {
             return Err(ApiError::invalid_field("to", "must be later than from"));
         }
-        let asset = match &self.asset {
-            None => None,
-            Some(a) => Some(
-                normalize_asset(a)
-                    .ok_or_else(|| ApiError::invalid_field("asset", not_an_asset(a)))?,
-            ),
-        };
-        let protocol = match self.protocol.as_deref() {
-            None => None,
-            Some(p) => Some(
-                Protocol::parse(p)
-                    .map(|p| p.as_str().to_owned())
-                    .ok_or_else(|| {
-                        ApiError::invalid_field(
-                            "protocol",
-                            format!("expected http, udp or ws, got {:?}", short(p)),
-                        )
-                    })?,
-            ),
-        };
-        let status = match &self.status {
-            None => None,
-            Some(s) => Some(
+        let asset = field(
+            "asset",
+            self.asset.as_deref(),
+            normalize_asset,
+            not_an_asset,
+        )?;
+        let protocol = field(
+            "protocol",
+            self.protocol.as_deref(),
+            |p| Protocol::parse(p).map(|p| p.as_str().to_owned()),
+            |p| format!("expected http, udp or ws, got {:?}", short(p)),
+        )?;
+        let status = field(
+            "status",
+            self.status.as_ref(),
+            |s| {
                 s.text()
                     .trim()
                     .parse::<u16>()
                     .ok()
                     .filter(|s| (100..=599).contains(s))
-                    .ok_or_else(|| {
-                        ApiError::invalid_field("status", "expected an HTTP status, 100 to 599")
-                    })?,
-            ),
-        };
-        let key_id =
-            match &self.key_id {
-                None => None,
-                Some(k) => Some(k.text().trim().parse::<i64>().map_err(|_| {
-                    ApiError::invalid_field("key_id", "expected a key id (a number)")
-                })?),
-            };
-        let format = match &self.format {
-            None => Format::Json,
-            Some(f) => Format::parse(f).ok_or_else(|| {
-                ApiError::invalid_field(
-                    "format",
-                    format!("expected json, csv, tsv or text, got {:?}", short(f)),
-                )
-            })?,
-        };
-        let page_size = match &self.page_size {
-            None => PageSize::Rows(DEFAULT_PAGE_SIZE.min(page_size_max)),
-            Some(s) if s.text().trim().eq_ignore_ascii_case("all") => PageSize::All,
-            Some(s) => PageSize::Rows(
-                s.text()
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (1..=page_size_max).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid_field(
-                            "page_size",
-                            format!("expected 1 to {page_size_max}, or all"),
-                        )
-                    })?,
-            ),
-        };
-        let cursor = match &self.cursor {
-            None => None,
-            Some(c) => Some(parse_cursor(c).ok_or_else(|| {
-                ApiError::invalid_field(
-                    "cursor",
-                    "not a cursor: pass next_cursor of the previous page",
-                )
-            })?),
-        };
+            },
+            |_| "expected an HTTP status, 100 to 599".into(),
+        )?;
+        let key_id = field(
+            "key_id",
+            self.key_id.as_ref(),
+            |k| k.text().trim().parse::<i64>().ok(),
+            |_| "expected a key id (a number)".into(),
+        )?;
+        let format = field("format", self.format.as_deref(), Format::parse, |f| {
+            format!("expected json, csv, tsv or text, got {:?}", short(f))
+        })?
+        .unwrap_or(Format::Json);
+        let page_size = field(
+            "page_size",
+            self.page_size.as_ref(),
+            |s| {
+                let text = s.text();
+                let text = text.trim();
+                if text.eq_ignore_ascii_case("all") {
+                    Some(PageSize::All)
+                } else {
+                    let rows = text.parse::<u64>().ok();
+                    rows.filter(|n| (1..=page_size_max).contains(n))
+                        .map(PageSize::Rows)
+                }
+            },
+            |_| format!("expected 1 to {page_size_max}, or all"),
+        )?
+        .unwrap_or(PageSize::Rows(DEFAULT_PAGE_SIZE.min(page_size_max)));
+        let cursor = field("cursor", self.cursor.as_deref(), parse_cursor, |_| {
+            "not a cursor: pass next_cursor of the previous page".into()
+        })?;
         Ok(ReportRequest {
             filter: UsageFilter {
                 from_ms,
