@@ -36,7 +36,29 @@ impl Report {
             .find(|r| r.as_str() == name)
     }
 }
-pub use summary::{Summary, summarize};
+pub use summary::{Summary, SummaryError, summarize};
+
+/// A summary or one page of usage rows, as the API and `beast report` answer them (the body,
+/// the groups or rows in it, where the next page starts); `None` for a usage export
+/// (`page_size=all`), which streams instead ([`usage::export`]).
+pub async fn answer(
+    store: &dyn beast_store::Store,
+    report: Report,
+    request: &ReportRequest,
+) -> Result<Option<usage::Page>, SummaryError> {
+    Ok(match (report, request.page_size) {
+        (Report::Summary, _) => {
+            let summary = summarize(store, &request.filter).await?;
+            Some(usage::Page {
+                body: summary.render(request.format),
+                rows: summary.groups() as u64,
+                next_cursor: None,
+            })
+        }
+        (Report::Usage, PageSize::Rows(size)) => Some(usage::page(store, request, size).await?),
+        (Report::Usage, PageSize::All) => None,
+    })
+}
 
 /// Report settings, from `application_parameters`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use beast_core::{
     ApiError, Protocol, latency_us, month_of, next_month_start_ms, now_ms, retry_after_s,
 };
 use beast_reports::{
-    Format, PageSize, Report, ReportParams, ReportRequest, query::format_cursor, summarize,
+    Format, PageSize, Report, ReportParams, ReportRequest, query::format_cursor, usage::Page,
 };
 use beast_store::{Allowance, Cursor, ReportLogEntry};
 
@@ -53,13 +53,6 @@ pub(crate) fn body_response(
         response.headers_mut().insert("x-next-cursor", cursor);
     }
     response
-}
-
-/// A computed report: its body, the rows (or groups) in it, and the next page's cursor.
-pub(crate) struct Answer {
-    pub body: Vec<u8>,
-    pub rows: u64,
-    pub next: Option<Cursor>,
 }
 
 fn streams_over_http_only() -> ApiError {
@@ -206,31 +199,12 @@ impl AppState {
         &self,
         report: Report,
         request: &ReportRequest,
-    ) -> Result<Answer, ApiError> {
-        match (report, request.page_size) {
-            (Report::Summary, _) => {
-                let summary = summarize(&*self.store, &request.filter)
-                    .await
-                    .map_err(|e| internal("the summary could not be computed", &e))?;
-                Ok(Answer {
-                    body: summary.render(request.format),
-                    rows: summary.groups() as u64,
-                    next: None,
-                })
-            }
-            (Report::Usage, PageSize::Rows(size)) => {
-                let page = beast_reports::usage::page(&*self.store, request, size)
-                    .await
-                    .map_err(|e| internal("the usage rows could not be read", &e))?;
-                Ok(Answer {
-                    body: page.body,
-                    rows: page.rows,
-                    next: page.next_cursor,
-                })
-            }
+    ) -> Result<Page, ApiError> {
+        beast_reports::answer(&*self.store, report, request)
+            .await
+            .map_err(|e| internal("the report could not be computed", &e))?
             // Streamed by the HTTP export; a UDP request for it is refused at admission.
-            (Report::Usage, PageSize::All) => Err(streams_over_http_only()),
-        }
+            .ok_or_else(streams_over_http_only)
     }
 
     /// Answers an admitted HTTP summary or page and finishes its ticket in a task of its own,
@@ -250,7 +224,7 @@ impl AppState {
                 Err(e) => (e.status(), 0),
             };
             state.finish_report(ticket, status, rows).await;
-            answer.map(|a| body_response(request.format, a.body, a.next))
+            answer.map(|a| body_response(request.format, a.body, a.next_cursor))
         });
         match task.await {
             Ok(Ok(response)) => response,

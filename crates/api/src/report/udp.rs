@@ -8,12 +8,10 @@
 use std::sync::Arc;
 
 use beast_core::{ApiError, Protocol};
-use beast_reports::ReportParams;
+use beast_reports::{Report, ReportParams, usage::Page};
 use serde_json::Value;
 use tokio::{net::UdpSocket, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
-
-use beast_reports::Report;
 
 use super::{Caller, Ticket};
 use crate::{
@@ -119,7 +117,7 @@ async fn respond(
     report: Report,
     request: Value,
     ticket: &mut Ticket,
-) -> Result<super::Answer, ApiError> {
+) -> Result<Page, ApiError> {
     let params: ReportParams = serde_json::from_value(request)
         .map_err(|e| ApiError::BadRequest(format!("bad request: {e}")))?;
     let checked = state.admit_report(caller, &params, ticket).await?;

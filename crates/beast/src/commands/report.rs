@@ -4,7 +4,7 @@
 //! the admin's view. The body goes to stdout; a usage page's next cursor goes to stderr.
 
 use anyhow::{Context, bail};
-use beast_reports::{PageSize, Report, ReportParams, query::format_cursor, summarize, usage};
+use beast_reports::{Report, ReportParams, query::format_cursor, usage};
 use beast_store::Store;
 use tokio::io::AsyncWriteExt;
 
@@ -89,17 +89,12 @@ async fn local(store: &dyn Store, report: Report, args: &ReportArgs) -> anyhow::
     )
     .context("reading the filters")?;
     let request = params.check(options.page_size_max)?;
-    if report == Report::Summary {
-        let summary = summarize(store, &request.filter).await?;
-        return stdout(&summary.render(request.format)).await;
-    }
-    match request.page_size {
-        PageSize::Rows(size) => {
-            let page = usage::page(store, &request, size).await?;
+    match beast_reports::answer(store, report, &request).await? {
+        Some(page) => {
             stdout(&page.body).await?;
             print_next(page.next_cursor.map(format_cursor));
         }
-        PageSize::All => {
+        None => {
             let (tx, mut rx) = tokio::sync::mpsc::channel(8);
             let print = async {
                 while let Some(chunk) = rx.recv().await {
