@@ -183,3 +183,52 @@ async fn usage_streams_across_read_batches_in_order_without_gaps_or_repeats() {
     assert_eq!(rest[..], all[5000..]);
     store.close().await;
 }
+
+#[tokio::test]
+async fn an_export_counts_only_the_rows_it_handed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let base = now_ms() - DAY_MS;
+    let events: Vec<_> = (0..3).map(|i| event(base + i, 100)).collect();
+    store.insert_usage(&events).await.unwrap();
+    let request = crate::ReportRequest {
+        filter: UsageFilter {
+            to_ms: i64::MAX,
+            ..UsageFilter::default()
+        },
+        format: crate::Format::Csv,
+        page_size: crate::PageSize::All,
+        cursor: None,
+    };
+
+    // The reader is gone before the first chunk: the rows read were not handed over.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    drop(rx);
+    let gone = crate::usage::export(&store, &request, tx).await;
+    assert!(
+        matches!(gone.end, crate::usage::ExportEnd::ReaderGone),
+        "{gone:?}"
+    );
+    assert_eq!(gone.rows, 0);
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            body.extend_from_slice(&chunk.unwrap());
+        }
+        body
+    };
+    let (done, body) = tokio::join!(crate::usage::export(&store, &request, tx), read);
+    assert!(
+        matches!(done.end, crate::usage::ExportEnd::Complete),
+        "{done:?}"
+    );
+    assert_eq!(done.rows, 3);
+    assert_eq!(
+        String::from_utf8(body).unwrap().lines().count(),
+        4,
+        "a header and 3 rows"
+    );
+    store.close().await;
+}

@@ -104,57 +104,69 @@ pub async fn page(
 }
 
 /// How an export ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
+pub enum ExportEnd {
+    Complete,
+    /// The reader went away before the end.
+    ReaderGone,
+    /// The store failed midway (the stream ended with an error item).
+    Failed(StoreError),
+}
+
+/// What an export sent, and how it ended.
+#[derive(Debug)]
 pub struct Exported {
+    /// Rows handed to the reader, in whole chunks: a reader gone before the first chunk got
+    /// none, whatever was read from the store.
     pub rows: u64,
-    /// False if the reader went away before the end.
-    pub complete: bool,
+    pub end: ExportEnd,
 }
 
 /// Streams every matching row into `out`, in chunks of about 64 KiB; a store failure is sent
-/// as an error item (so an HTTP body ends abnormally instead of looking complete) and returned.
+/// as an error item, so an HTTP body ends abnormally instead of looking complete.
 pub async fn export(
     store: &dyn Store,
     request: &ReportRequest,
     out: mpsc::Sender<Result<Bytes, io::Error>>,
-) -> Result<Exported, StoreError> {
+) -> Exported {
     let mut stream = store.usage_rows(&request.filter, request.cursor, None);
     let mut w = TableWriter::new(request.format, USAGE_COLUMNS);
     let mut pending = Vec::new();
     if request.format == Format::Json {
         pending.extend_from_slice(JSON_HEAD);
     }
-    let mut rows = 0;
-    loop {
+    // Rows read in all, and of those handed over.
+    let (mut read, mut sent) = (0, 0);
+    let end = loop {
         match stream.try_next().await {
             Ok(Some(row)) => {
                 write_row(&mut w, &row);
-                rows += 1;
+                read += 1;
                 if w.buffered() >= CHUNK_BYTES {
                     pending.extend(w.take());
-                    if out
-                        .send(Ok(Bytes::from(std::mem::take(&mut pending))))
-                        .await
-                        .is_err()
-                    {
-                        return Ok(Exported {
-                            rows,
-                            complete: false,
-                        });
+                    let chunk = Bytes::from(std::mem::take(&mut pending));
+                    if out.send(Ok(chunk)).await.is_err() {
+                        break ExportEnd::ReaderGone;
                     }
+                    sent = read;
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                pending.extend(w.take());
+                if request.format == Format::Json {
+                    pending.extend(json_tail(read, None));
+                }
+                if out.send(Ok(Bytes::from(pending))).await.is_err() {
+                    break ExportEnd::ReaderGone;
+                }
+                sent = read;
+                break ExportEnd::Complete;
+            }
             Err(e) => {
                 let _ = out.send(Err(io::Error::other(e.to_string()))).await;
-                return Err(e);
+                break ExportEnd::Failed(e);
             }
         }
-    }
-    pending.extend(w.take());
-    if request.format == Format::Json {
-        pending.extend(json_tail(rows, None));
-    }
-    let complete = out.send(Ok(Bytes::from(pending))).await.is_ok();
-    Ok(Exported { rows, complete })
+    };
+    Exported { rows: sent, end }
 }

@@ -10,7 +10,10 @@ use axum::{
     http::HeaderMap,
     response::Response,
 };
-use beast_reports::{PageSize, Report, usage};
+use beast_reports::{
+    PageSize, Report,
+    usage::{self, ExportEnd},
+};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -35,14 +38,16 @@ pub async fn usage(
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
     let format = request.format;
     tokio::spawn(async move {
-        let (status, rows) = match usage::export(&*state.store, &request, tx).await {
-            Ok(done) => (if done.complete { 200 } else { 499 }, done.rows),
-            Err(e) => {
-                tracing::error!(error = %e, "usage export failed midway");
-                (500, 0)
+        let exported = usage::export(&*state.store, &request, tx).await;
+        let status = match exported.end {
+            ExportEnd::Complete => 200,
+            ExportEnd::ReaderGone => 499,
+            ExportEnd::Failed(e) => {
+                tracing::error!(error = %e, rows = exported.rows, "usage export failed midway");
+                500
             }
         };
-        state.finish_report(ticket, status, rows).await;
+        state.finish_report(ticket, status, exported.rows).await;
     });
     let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))

@@ -104,8 +104,11 @@ async fn local(store: &dyn Store, report: Report, args: &ReportArgs) -> anyhow::
                 anyhow::Ok(())
             };
             let (exported, printed) = tokio::join!(usage::export(store, &request, tx), print);
-            exported?;
+            // Our own printing failed first if the reader went (stdout closed, say).
             printed?;
+            if let usage::ExportEnd::Failed(e) = exported.end {
+                return Err(e.into());
+            }
         }
     }
     Ok(())
