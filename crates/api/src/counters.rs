@@ -120,10 +120,16 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Counts since `base` was taken; gauges and the high-water mark stay as they are.
+    /// Counts since `base` was taken; gauges and the high-water mark stay as they are. Every
+    /// field is named (no `..self`), so a counter added later must be placed here.
     fn since(self, base: &Counters) -> Counters {
         let d = |now: u64, then: u64| now.saturating_sub(then);
         Counters {
+            batch_rows_queued: self.batch_rows_queued,
+            db_open_conns: self.db_open_conns,
+            db_in_use_conns: self.db_in_use_conns,
+            in_flight: self.in_flight,
+            max_in_flight: self.max_in_flight,
             tcp_requests: d(self.tcp_requests, base.tcp_requests),
             udp_requests: d(self.udp_requests, base.udp_requests),
             report_requests: d(self.report_requests, base.report_requests),
@@ -143,7 +149,6 @@ impl Counters {
             governor_rejections: d(self.governor_rejections, base.governor_rejections),
             errors_4xx: d(self.errors_4xx, base.errors_4xx),
             errors_5xx: d(self.errors_5xx, base.errors_5xx),
-            ..self
         }
     }
 }
