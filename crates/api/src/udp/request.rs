@@ -62,12 +62,13 @@ pub fn parse(datagram: &[u8]) -> Parsed<'_> {
         Ok(r) => r,
         Err(e) if e.is_syntax() || e.is_eof() => return Parsed::Garbage,
         Err(e) => {
-            // Valid JSON of the wrong shape: answer, echoing the id if there is one.
-            let id = serde_json::from_slice::<serde_json::Value>(datagram)
-                .ok()
-                .and_then(|v| echo_id(&v));
+            // A wrong shape may be met before a syntax error further on (`7 garbage`): only
+            // JSON is answered, echoing the id if there is one.
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(datagram) else {
+                return Parsed::Garbage;
+            };
             return Parsed::Invalid {
-                id,
+                id: echo_id(&value),
                 error: ApiError::BadRequest(format!("bad request: {e}")),
             };
         }
@@ -116,5 +117,11 @@ mod tests {
             Parsed::Invalid { id: None, .. }
         ));
         assert!(matches!(parse(b"[1,2]"), Parsed::Invalid { .. }));
+        // Not JSON, though its start already has the wrong shape.
+        assert!(matches!(parse(br#"7{"key":"k"}"#), Parsed::Garbage));
+        assert!(matches!(
+            parse(br#"{"key":true"k","asset":"BTC"}"#),
+            Parsed::Garbage
+        ));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
@@ -184,4 +185,153 @@ async fn a_burst_from_many_sockets_is_answered_once_per_request_and_metered_exac
         usage_rows(dir, "WHERE protocol = 'udp' AND status = 200").await,
         4 * 43
     );
+}
+
+/// Datagrams made from `bases` by one to three random edits each (bit flips, JSON fragments,
+/// cuts, repeats, padding past the size limit), plus random bytes for every tenth and an empty
+/// one; the same for a given seed.
+fn mutants(seed: u64, bases: &[Vec<u8>], n: usize) -> Vec<Vec<u8>> {
+    const FRAGMENTS: &[&[u8]] = &[
+        b"\"",
+        b"\\",
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b",",
+        b":",
+        b"null",
+        b"1e999",
+        b"-0",
+        b"true",
+        b"\"\\u00e9\"",
+        b"[[[[[[[[",
+        b"\x00",
+        b"\xff\xfe",
+        "\u{20ac}".as_bytes(),
+        b"\"id\":",
+        b"\"key\":\"\",",
+        b"\"assets\":[],",
+        b"\"asset\":[\"BTC\"],",
+    ];
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = vec![Vec::new()];
+    while out.len() < n {
+        if out.len() % 10 == 0 {
+            let len = rng.random_range(1..3000);
+            out.push((0..len).map(|_| rng.random::<u8>()).collect());
+            continue;
+        }
+        let mut d = bases[rng.random_range(0..bases.len())].clone();
+        for _ in 0..rng.random_range(1..=3) {
+            let at = rng.random_range(0..=d.len());
+            let end = |rng: &mut StdRng, most: usize| (at + rng.random_range(1..most)).min(d.len());
+            match rng.random_range(0..6) {
+                0 if at < d.len() => d[at] ^= 1 << rng.random_range(0..8),
+                1 => {
+                    let fragment = FRAGMENTS[rng.random_range(0..FRAGMENTS.len())];
+                    d.splice(at..at, fragment.iter().copied());
+                }
+                2 => {
+                    let end = end(&mut rng, 8);
+                    d.drain(at..end);
+                }
+                3 => d.truncate(at),
+                4 => {
+                    let end = end(&mut rng, 16);
+                    let piece = d[at..end].to_vec();
+                    d.splice(at..at, piece);
+                }
+                _ => {
+                    let pad = rng.random_range(1..3000);
+                    d.splice(at..at, std::iter::repeat_n(b' ', pad));
+                }
+            }
+        }
+        out.push(d);
+    }
+    out
+}
+
+#[tokio::test]
+async fn mutated_and_random_datagrams_are_each_answered_or_counted_and_the_node_serves_on() {
+    let mut app = spawn_app().await;
+    let key = app.key("partner").await;
+    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    let bases: Vec<Vec<u8>> = [
+        json!({"key": key, "asset": "BTC", "id": "f-1"}),
+        json!({"key": key, "assets": ["BTC", "ETH"], "id": "f-2"}),
+        json!({"key": key, "asset": "ETH", "source": "kraken-ws"}),
+        json!([key, "BTC"]),
+    ]
+    .iter()
+    .map(|v| v.to_string().into_bytes())
+    .collect();
+    let datagrams = mutants(0x5eed_0004, &bases, 2000);
+    // What the node must do with each: a JSON datagram within the size limit is answered;
+    // anything else is dropped and counted as oversized or garbage.
+    let oversized = datagrams
+        .iter()
+        .filter(|d| d.len() > beast_api::udp::MAX_REQUEST)
+        .count();
+    let answered: Vec<bool> = datagrams
+        .iter()
+        .map(|d| {
+            d.len() <= beast_api::udp::MAX_REQUEST && serde_json::from_slice::<Value>(d).is_ok()
+        })
+        .collect();
+    let expected_answers = answered.iter().filter(|a| **a).count();
+    assert!(
+        expected_answers > 400 && oversized > 200 && expected_answers + oversized < 1500,
+        "the mix covers each path: {expected_answers} answerable, {oversized} oversized, the \
+         rest garbage"
+    );
+
+    // A few at a time, so no reply is lost to a full client buffer: each window waits for
+    // exactly its answerable datagrams' replies.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let mut replies = 0;
+    for (window, flags) in datagrams.chunks(16).zip(answered.chunks(16)) {
+        for d in window {
+            socket.send_to(d, app.udp).await.unwrap();
+        }
+        for _ in 0..flags.iter().filter(|a| **a).count() {
+            let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+                .await
+                .expect("every JSON datagram is answered")
+                .unwrap();
+            let reply: Value = serde_json::from_slice(&buf[..len]).unwrap();
+            let code = reply["error"]["code"].as_str();
+            assert!(
+                code.is_some_and(|c| !c.is_empty())
+                    || reply["price"].is_string()
+                    || reply["prices"].is_object(),
+                "an answer is a price or an error with a code: {reply}"
+            );
+            replies += 1;
+        }
+    }
+    let extra = tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf)).await;
+    assert!(extra.is_err(), "nothing but one answer per JSON datagram");
+    assert_eq!(replies, expected_answers);
+
+    let health = app.get("/health", None).await.body;
+    let udp = &health["udp"];
+    assert_eq!(udp["received"], datagrams.len(), "{health}");
+    assert_eq!(udp["sent"], expected_answers, "{health}");
+    assert_eq!(udp["dropped_oversized"], oversized, "{health}");
+    assert_eq!(
+        udp["dropped_garbage"],
+        datagrams.len() - oversized - expected_answers,
+        "{health}"
+    );
+    // And the node still serves a good request.
+    let good = json!({"key": key, "asset": "BTC", "id": "after"}).to_string();
+    let reply = ask(&app, &socket, good.as_bytes()).await.unwrap();
+    assert_eq!(
+        (&reply["id"], reply["price"].is_string()),
+        (&json!("after"), true)
+    );
+    app.stop().await;
 }
