@@ -271,25 +271,28 @@ async fn respond(state: &AppState, request: &request::Request<'static>) -> (u16,
     }
 }
 
-/// A reply body with the request id first: `{"id":"x",...}`. A body without an id is
-/// returned as it is, not copied.
+/// A reply body with the request id first: `{"id":"x",...}`, built in one buffer. A body
+/// without an id is returned as it is, not copied.
 pub(crate) fn with_id(id: Option<&str>, body: Result<Vec<u8>, &ApiError>) -> Vec<u8> {
-    let mut body = match body {
+    let body = match body {
         Ok(body) => body,
         Err(e) => e.to_json().to_string().into_bytes(),
     };
     let Some(id) = id else {
         return body;
     };
-    let quoted = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".into());
-    let separator: &[u8] = if body.get(1..) == Some(b"}") {
-        b""
-    } else {
-        b","
-    };
-    let prefix = [b"{\"id\":".as_slice(), quoted.as_bytes(), separator].concat();
-    body.splice(0..1.min(body.len()), prefix);
-    body
+    // After the body's opening brace: its fields, or just the closing brace.
+    let rest = body.get(1..).unwrap_or_default();
+    let mut reply = Vec::with_capacity(body.len() + id.len() + 16);
+    reply.extend_from_slice(b"{\"id\":");
+    if serde_json::to_writer(&mut reply, id).is_err() {
+        reply.extend_from_slice(b"\"\"");
+    }
+    if rest != b"}" {
+        reply.push(b',');
+    }
+    reply.extend_from_slice(rest);
+    reply
 }
 
 #[cfg(test)]
