@@ -75,3 +75,146 @@ fn recorded_frames_of_every_exchange_parse_to_the_expected_trades() {
     }
     assert!(checked >= 25, "only {checked} cases");
 }
+
+/// Values that have broken parsers: huge, tiny, negative, non-finite, odd times and types.
+const ODD_VALUES: &[&str] = &[
+    "1e999",
+    "-1",
+    "0",
+    "-0",
+    "18446744073709551616",
+    "99999999999999999999999999999999",
+    "0.00000000000000000000000000000001",
+    "1.7976931348623157e309",
+    "\"NaN\"",
+    "\"inf\"",
+    "\"-5\"",
+    "\"1e30\"",
+    "\"\"",
+    "\"9999-99-99T99:99:99Z\"",
+    "\"2025-02-30T25:61:61.9999999999Z\"",
+    "\"0000-01-01T00:00:00Z\"",
+    "\"2025-12-31T06:00:12.44524+99:99\"",
+    "null",
+    "true",
+    "[]",
+    "{}",
+    "[[[[[[[[]]]]]]]]",
+    "\"\u{1f4b8}\"",
+    "\"\\u0000\"",
+];
+
+/// Paths (JSON pointers) of every scalar in `v`.
+fn scalar_paths(v: &Value, at: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                scalar_paths(
+                    child,
+                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                scalar_paths(child, format!("{at}/{i}"), out);
+            }
+        }
+        _ => out.push(at),
+    }
+}
+
+/// A frame with random edits. Half keep it JSON: one or two of its scalars swapped for odd
+/// values, so the field readers see them. Half are text edits (a JSON fragment put in, a piece
+/// cut or repeated), on characters, so it stays text.
+fn mutant(rng: &mut rand::rngs::StdRng, frame: &str) -> String {
+    use rand::Rng;
+    const FRAGMENTS: &[&str] = &["\"", "\\", "{", "}", "[", "]", ",", ":", " ", "\u{e9}"];
+    if rng.random_bool(0.5)
+        && let Ok(mut value) = serde_json::from_str::<Value>(frame)
+    {
+        let mut paths = Vec::new();
+        scalar_paths(&value, String::new(), &mut paths);
+        for _ in 0..rng.random_range(1..=2) {
+            if paths.is_empty() {
+                break;
+            }
+            let path = &paths[rng.random_range(0..paths.len())];
+            let odd = ODD_VALUES[rng.random_range(0..ODD_VALUES.len())];
+            if let Some(slot) = value.pointer_mut(path) {
+                *slot = serde_json::from_str(odd).unwrap();
+            }
+        }
+        return value.to_string();
+    }
+    let mut chars: Vec<char> = frame.chars().collect();
+    for _ in 0..rng.random_range(1..=3) {
+        let at = rng.random_range(0..=chars.len());
+        let end = (at + rng.random_range(1..12)).min(chars.len());
+        match rng.random_range(0..3) {
+            0 => {
+                let fragment = FRAGMENTS[rng.random_range(0..FRAGMENTS.len())];
+                chars.splice(at..at, fragment.chars());
+            }
+            1 => {
+                chars.drain(at..end);
+            }
+            _ => {
+                let piece: Vec<char> = chars[at..end].to_vec();
+                chars.splice(at..at, piece);
+            }
+        }
+    }
+    chars.into_iter().collect()
+}
+
+#[test]
+fn mutated_frames_never_panic_a_reader_and_any_trade_read_has_a_positive_price() {
+    use rand::SeedableRng;
+    let names = ["coinbase", "gemini", "kraken", "gateio", "cryptocom", "okx"];
+    let defs: Vec<CompiledDefinition> = names.iter().map(|n| seeded(n)).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_f00d);
+    let (mut read, mut trades, mut refused) = (0, 0, 0);
+    for name in names {
+        let text = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let fixture: Value = serde_json::from_str(&text).unwrap();
+        for case in fixture["cases"].as_array().unwrap() {
+            let frame = case["frame"].as_str().unwrap();
+            for _ in 0..300 {
+                let mutant = mutant(&mut rng, frame);
+                // Every exchange's reader, not just the frame's own: a feed may send anything.
+                for def in &defs {
+                    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        def.read_frame(&mutant)
+                    }))
+                    .unwrap_or_else(|_| panic!("reading panicked on {mutant:?}"));
+                    match got {
+                        Ok(Frame::Trades { trades: t, .. }) => {
+                            for trade in &t {
+                                assert!(
+                                    trade.price.value().is_sign_positive()
+                                        && !trade.price.value().is_zero(),
+                                    "{mutant:?}: {trade:?}"
+                                );
+                            }
+                            trades += t.len();
+                        }
+                        Ok(_) => {}
+                        Err(_) => refused += 1,
+                    }
+                    read += 1;
+                }
+            }
+        }
+    }
+    // The mix reaches every outcome: trades still read, and frames refused.
+    assert!(
+        read > 40_000 && trades > 500 && refused > 10_000,
+        "{read} reads, {trades} trades, {refused} refused"
+    );
+}
