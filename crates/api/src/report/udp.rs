@@ -2,8 +2,8 @@
 //! `{"key":"...","report":"summary"|"usage", "id":"..", ...the HTTP parameters}`, one JSON
 //! datagram out with the same body as HTTP (and the `id` first). An answer too large for one
 //! datagram is refused with `too_large_for_udp`, pointing to the HTTP endpoint; it does not
-//! use up the allowance. Not JSON at all: dropped. Requests are read as the price UDP
-//! listener reads its own (`crate::udp::request`), from a socket bound the same way.
+//! use up the allowance. A datagram over [`MAX_REQUEST`] bytes, or not JSON at all, is dropped,
+//! as on the price UDP listener; the id is echoed as there (`crate::udp::request`).
 
 use std::sync::Arc;
 
@@ -32,7 +32,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let socket = Arc::new(UdpSocket::from_std(socket)?);
     let permits = Arc::new(Semaphore::new(IN_FLIGHT as usize));
-    let mut buf = vec![0u8; MAX_REQUEST];
+    // One byte more than a request may have, to tell a datagram too large from one that fits.
+    let mut buf = vec![0u8; MAX_REQUEST + 1];
     loop {
         let (len, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -44,6 +45,10 @@ pub async fn serve(
                 }
             },
         };
+        if len > MAX_REQUEST {
+            tracing::debug!(%peer, "report udp datagram too large, dropped");
+            continue;
+        }
         let Ok(value) = serde_json::from_slice::<Value>(&buf[..len]) else {
             tracing::debug!(%peer, "report udp datagram is not JSON, dropped");
             continue;

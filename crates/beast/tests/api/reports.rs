@@ -13,8 +13,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::{io::AsyncWriteExt, net::UdpSocket};
 
-use crate::helpers::{
-    TestApp, ask_udp, beast_ok, column, scalar, spawn_app, spawn_app_with, sql, usage_rows,
+use crate::{
+    helpers::{
+        TestApp, ask_udp, beast_ok, column, scalar, spawn_app, spawn_app_with, sql, usage_rows,
+    },
+    udp::{answers, mutants},
 };
 
 /// A report as text: status, headers, body.
@@ -463,6 +466,51 @@ async fn pages_follow_the_cursor_without_gaps_or_repeats_while_rows_arrive() {
     assert_eq!(
         (status, &e["error"]["field"]),
         (StatusCode::BAD_REQUEST, &json!("cursor"))
+    );
+}
+
+#[tokio::test]
+async fn mutated_report_datagrams_are_answered_if_json_and_fit_else_dropped() {
+    let app = spawn_app().await;
+    let key = app.key("partner").await;
+    let bases: Vec<Vec<u8>> = [
+        json!({"key": key, "report": "summary", "id": "r-1"}),
+        json!({"key": key, "report": "usage", "page_size": 5, "format": "json", "id": "r-2"}),
+        json!({"key": key, "report": "summary", "asset": "BTC", "from": "2026-01-01"}),
+    ]
+    .iter()
+    .map(|v| v.to_string().into_bytes())
+    .collect();
+    let datagrams = mutants(0x5eed_0006, &bases, 600);
+    // Each answerable one answered once, nothing else (`answers` asserts it), as an object.
+    let replies = answers(app.report_udp, &datagrams).await;
+    assert!(replies.len() > 100, "{} answered", replies.len());
+    for reply in &replies {
+        assert!(
+            reply["error"]["code"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+                || reply.get("error").is_none(),
+            "{reply}"
+        );
+    }
+    // A request padded past the size limit is dropped, though its first bytes are JSON.
+    let mut padded = json!({"key": key, "report": "summary"})
+        .to_string()
+        .into_bytes();
+    padded.resize(beast_api::udp::MAX_REQUEST + 1, b' ');
+    assert!(answers(app.report_udp, &[padded]).await.is_empty());
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let reply = ask_report(
+        &app,
+        &socket,
+        json!({"key": key, "report": "summary", "id": "ok"}),
+    )
+    .await;
+    assert_eq!(
+        (&reply["id"], reply.get("error")),
+        (&json!("ok"), None),
+        "{reply}"
     );
 }
 

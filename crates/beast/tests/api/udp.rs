@@ -190,7 +190,7 @@ async fn a_burst_from_many_sockets_is_answered_once_per_request_and_metered_exac
 /// Datagrams made from `bases` by one to three random edits each (bit flips, JSON fragments,
 /// cuts, repeats, padding past the size limit), plus random bytes for every tenth and an empty
 /// one; the same for a given seed.
-fn mutants(seed: u64, bases: &[Vec<u8>], n: usize) -> Vec<Vec<u8>> {
+pub fn mutants(seed: u64, bases: &[Vec<u8>], n: usize) -> Vec<Vec<u8>> {
     const FRAGMENTS: &[&[u8]] = &[
         b"\"",
         b"\\",
@@ -253,6 +253,37 @@ fn mutants(seed: u64, bases: &[Vec<u8>], n: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// Whether a listener must answer a datagram: JSON within the size limit. Anything else is
+/// dropped.
+fn answerable(datagram: &[u8]) -> bool {
+    datagram.len() <= beast_api::udp::MAX_REQUEST
+        && serde_json::from_slice::<Value>(datagram).is_ok()
+}
+
+/// Sends `datagrams` to `to`, a few at a time so no reply is lost to a full client buffer,
+/// and returns the replies; asserts that each answerable datagram got exactly one and nothing
+/// else got any.
+pub async fn answers(to: std::net::SocketAddr, datagrams: &[Vec<u8>]) -> Vec<Value> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let mut replies = Vec::new();
+    for window in datagrams.chunks(16) {
+        for d in window {
+            socket.send_to(d, to).await.unwrap();
+        }
+        for _ in window.iter().filter(|d| answerable(d)) {
+            let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+                .await
+                .expect("every JSON datagram is answered")
+                .unwrap();
+            replies.push(serde_json::from_slice(&buf[..len]).unwrap());
+        }
+    }
+    let extra = tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf)).await;
+    assert!(extra.is_err(), "nothing but one answer per JSON datagram");
+    replies
+}
+
 #[tokio::test]
 async fn mutated_and_random_datagrams_are_each_answered_or_counted_and_the_node_serves_on() {
     let mut app = spawn_app().await;
@@ -268,66 +299,39 @@ async fn mutated_and_random_datagrams_are_each_answered_or_counted_and_the_node_
     .map(|v| v.to_string().into_bytes())
     .collect();
     let datagrams = mutants(0x5eed_0004, &bases, 2000);
-    // What the node must do with each: a JSON datagram within the size limit is answered;
-    // anything else is dropped and counted as oversized or garbage.
     let oversized = datagrams
         .iter()
         .filter(|d| d.len() > beast_api::udp::MAX_REQUEST)
         .count();
-    let answered: Vec<bool> = datagrams
-        .iter()
-        .map(|d| {
-            d.len() <= beast_api::udp::MAX_REQUEST && serde_json::from_slice::<Value>(d).is_ok()
-        })
-        .collect();
-    let expected_answers = answered.iter().filter(|a| **a).count();
+    let replies = answers(app.udp, &datagrams).await;
+    let answered = replies.len();
     assert!(
-        expected_answers > 400 && oversized > 200 && expected_answers + oversized < 1500,
-        "the mix covers each path: {expected_answers} answerable, {oversized} oversized, the \
+        answered > 400 && oversized > 200 && answered + oversized < 1500,
+        "the mix covers each path: {answered} answerable, {oversized} oversized, the \
          rest garbage"
     );
-
-    // A few at a time, so no reply is lost to a full client buffer: each window waits for
-    // exactly its answerable datagrams' replies.
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut buf = vec![0u8; 65_536];
-    let mut replies = 0;
-    for (window, flags) in datagrams.chunks(16).zip(answered.chunks(16)) {
-        for d in window {
-            socket.send_to(d, app.udp).await.unwrap();
-        }
-        for _ in 0..flags.iter().filter(|a| **a).count() {
-            let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
-                .await
-                .expect("every JSON datagram is answered")
-                .unwrap();
-            let reply: Value = serde_json::from_slice(&buf[..len]).unwrap();
-            let code = reply["error"]["code"].as_str();
-            assert!(
-                code.is_some_and(|c| !c.is_empty())
-                    || reply["price"].is_string()
-                    || reply["prices"].is_object(),
-                "an answer is a price or an error with a code: {reply}"
-            );
-            replies += 1;
-        }
+    for reply in &replies {
+        let code = reply["error"]["code"].as_str();
+        assert!(
+            code.is_some_and(|c| !c.is_empty())
+                || reply["price"].is_string()
+                || reply["prices"].is_object(),
+            "an answer is a price or an error with a code: {reply}"
+        );
     }
-    let extra = tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf)).await;
-    assert!(extra.is_err(), "nothing but one answer per JSON datagram");
-    assert_eq!(replies, expected_answers);
-
     let health = app.get("/health", None).await.body;
     let udp = &health["udp"];
     assert_eq!(udp["received"], datagrams.len(), "{health}");
-    assert_eq!(udp["sent"], expected_answers, "{health}");
+    assert_eq!(udp["sent"], answered, "{health}");
     assert_eq!(udp["dropped_oversized"], oversized, "{health}");
     assert_eq!(
         udp["dropped_garbage"],
-        datagrams.len() - oversized - expected_answers,
+        datagrams.len() - oversized - answered,
         "{health}"
     );
     // And the node still serves a good request.
     let good = json!({"key": key, "asset": "BTC", "id": "after"}).to_string();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let reply = ask(&app, &socket, good.as_bytes()).await.unwrap();
     assert_eq!(
         (&reply["id"], reply["price"].is_string()),
