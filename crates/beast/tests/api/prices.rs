@@ -254,3 +254,108 @@ async fn public_endpoints_list_exchanges_assets_and_health() {
         assert_eq!(h.body["feeds"]["total"], 6);
     }
 }
+
+/// Query strings from a seeded mix of real parameters, odd values, stray separators and
+/// broken percent-escapes; the same for a given seed.
+fn odd_queries(seed: u64, n: usize) -> Vec<String> {
+    use rand::{Rng, SeedableRng};
+    const PIECES: &[&str] = &[
+        "asset=BTC",
+        "asset=btc",
+        "asset=",
+        "asset=NOSUCHCOIN",
+        "assets=BTC,ETH",
+        "assets=",
+        "assets=,,,",
+        "source=kraken-ws",
+        "source=",
+        "format=csv",
+        "format=xml",
+        "page_size=all",
+        "page_size=-1",
+        "page_size=99999999999999999999",
+        "from=2026-01-01",
+        "to=yesterday",
+        "cursor=abc",
+        "report=summary",
+        "status=abc",
+        "protocol=udp",
+    ];
+    const ODD: &[&str] = &[
+        "%00",
+        "%FF",
+        "%zz",
+        "%",
+        "&&",
+        "=",
+        "==",
+        "%2C",
+        "+",
+        ";",
+        "%E2%82%AC",
+        "[]",
+        "%0D%0A",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let mut q: Vec<String> = (0..rng.random_range(1..=4))
+                .map(|_| PIECES[rng.random_range(0..PIECES.len())].to_owned())
+                .collect();
+            for _ in 0..rng.random_range(0..=2) {
+                let piece = rng.random_range(0..q.len());
+                let at = rng.random_range(0..=q[piece].len());
+                let odd = if rng.random_bool(0.1) {
+                    "A".repeat(rng.random_range(100..4000))
+                } else {
+                    ODD[rng.random_range(0..ODD.len())].to_owned()
+                };
+                q[piece].insert_str(at, &odd);
+            }
+            q.join("&")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn odd_queries_get_an_answer_or_an_error_with_a_code_and_never_a_server_error() {
+    let app = spawn_app().await;
+    let key = app.key("partner").await;
+    let paths = [
+        (app.price, "/price"),
+        (app.price, "/prices"),
+        (app.price, "/assets"),
+        (app.report, "/reports/summary"),
+        (app.report, "/reports/usage"),
+    ];
+    let (mut ok, mut refused) = (0, 0);
+    for (i, query) in odd_queries(0x5eed_0007, 1000).iter().enumerate() {
+        let (addr, path) = paths[i % paths.len()];
+        let path_and_query = format!("{path}?{query}");
+        let (status, _, body) = app.get_text(addr, &path_and_query, Some(&key)).await;
+        assert!(
+            !status.is_server_error(),
+            "{path_and_query}: {status} {body}"
+        );
+        if status.is_success() {
+            ok += 1;
+        } else {
+            let error: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("{path_and_query}: {status}, not JSON ({e}): {body}"));
+            assert!(
+                error["error"]["code"]
+                    .as_str()
+                    .is_some_and(|c| !c.is_empty()),
+                "{path_and_query}: {status} {body}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(
+        ok > 100 && refused > 100,
+        "{ok} answered, {refused} refused"
+    );
+    // Nothing was counted as a server error either.
+    let stats = app.admin("/admin/stress-stats", None).await.body;
+    assert_eq!(stats["counters"]["errors_5xx"], 0, "{stats}");
+}
