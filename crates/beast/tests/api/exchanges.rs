@@ -380,3 +380,110 @@ async fn subscriptions_are_sharded_over_connections_when_an_exchange_caps_them()
     );
     assert_eq!(feed["unknown_symbols"], 0);
 }
+
+/// `definition` with one or two random edits: a field dropped, or a value anywhere in it
+/// swapped for an odd one (wrong type, empty, huge, broken template or path).
+fn odd_definition(rng: &mut rand::rngs::StdRng, definition: &Value) -> Value {
+    use rand::Rng;
+    const ODD: &[&str] = &[
+        "null",
+        "true",
+        "0",
+        "-1",
+        "1e999",
+        "\"\"",
+        "\" \"",
+        "[]",
+        "{}",
+        "[1]",
+        "\"$\"",
+        "\"$.[\"",
+        "\"{$.x\"",
+        "\"ws://\"",
+        "\"http://[::1\"",
+        "\"\\u0000\"",
+        "\"€\"",
+        "\"unix_weeks\"",
+        "99999999999999999999",
+        "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+    ];
+    fn leaves(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    leaves(child, format!("{at}/{k}"), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    leaves(child, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+        if !at.is_empty() {
+            out.push(at);
+        }
+    }
+    let mut d = definition.clone();
+    for _ in 0..rng.random_range(1..=2) {
+        let mut paths = Vec::new();
+        leaves(&d, String::new(), &mut paths);
+        let path = &paths[rng.random_range(0..paths.len())];
+        if rng.random_bool(0.2) {
+            let (parent, field) = path.rsplit_once('/').unwrap();
+            if let Some(Value::Object(map)) = d.pointer_mut(parent) {
+                map.remove(field);
+            }
+        } else if let Some(slot) = d.pointer_mut(path) {
+            *slot = serde_json::from_str(ODD[rng.random_range(0..ODD.len())]).unwrap();
+        }
+    }
+    d
+}
+
+#[tokio::test]
+async fn odd_definitions_are_saved_or_refused_with_a_code_and_the_node_runs_on() {
+    use rand::SeedableRng;
+    let app = spawn_app().await;
+    let key = app.key("partner").await;
+    app.wait_priced_by("ETH", "okx", &key).await;
+    let okx = app.stored_definition("okx").await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_0008);
+    let (mut saved, mut refused) = (0, 0);
+    for _ in 0..200 {
+        let d = odd_definition(&mut rng, &okx);
+        let r = app
+            .admin("/admin/exchange-feeds/save", Some(d.clone()))
+            .await;
+        assert!(!r.status.is_server_error(), "{d}: {} {}", r.status, r.body);
+        if r.status.is_success() {
+            saved += 1;
+        } else {
+            assert!(
+                r.body["error"]["code"]
+                    .as_str()
+                    .is_some_and(|c| !c.is_empty()),
+                "{d}: {} {}",
+                r.status,
+                r.body
+            );
+            refused += 1;
+        }
+    }
+    assert!(
+        saved > 10 && refused > 100,
+        "{saved} saved, {refused} refused"
+    );
+    // The real definition back: okx prices again, and the node never stopped answering.
+    let r = app
+        .admin("/admin/exchange-feeds/save", Some(okx.clone()))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(app.stored_definition("okx").await, okx);
+    app.wait_priced_by("ETH", "okx", &key).await;
+    assert_eq!(
+        app.get("/price?asset=BTC", Some(&key)).await.status,
+        StatusCode::OK
+    );
+}
