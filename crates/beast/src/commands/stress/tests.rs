@@ -2,7 +2,7 @@
 //! server saw, request for request.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     net::SocketAddr,
     sync::{
         Arc, Mutex,
@@ -135,11 +135,33 @@ enum UdpMode {
     Silent,
 }
 
+/// Well-formed requests a UDP test server got, per client socket.
+#[derive(Default)]
+struct Peers(Mutex<HashMap<SocketAddr, u64>>);
+
+impl Peers {
+    fn counts(&self) -> Vec<u64> {
+        let mut counts: Vec<u64> = self
+            .0
+            .lock()
+            .expect("test lock")
+            .values()
+            .copied()
+            .collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        counts
+    }
+
+    fn total(&self) -> u64 {
+        self.counts().iter().sum()
+    }
+}
+
 /// A UDP price server per the protocol contract; counts the well-formed requests it got.
-async fn udp_server(mode: UdpMode) -> (SocketAddr, Arc<AtomicU64>) {
+async fn udp_server(mode: UdpMode) -> (SocketAddr, Arc<Peers>) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
     let addr = socket.local_addr().expect("bound address");
-    let seen = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Peers::default());
     let counter = seen.clone();
     tokio::spawn(async move {
         let mut buf = vec![0; 65_536];
@@ -154,7 +176,12 @@ async fn udp_server(mode: UdpMode) -> (SocketAddr, Arc<AtomicU64>) {
             if request["key"] != KEY {
                 continue;
             }
-            counter.fetch_add(1, Ordering::SeqCst);
+            *counter
+                .0
+                .lock()
+                .expect("test lock")
+                .entry(from)
+                .or_default() += 1;
             let replies = match mode {
                 UdpMode::Answer => vec![
                     r#"{"id":"stale-0","error":{"code":"not_yours","message":"m"}}"#.to_owned(),
@@ -237,7 +264,7 @@ async fn udp_replies_are_matched_by_id_and_none_are_lost() {
     let tally = total(&outcomes);
     assert!(tally.successes > 0);
     assert!(tally.errors.is_empty(), "{:?}", tally.errors);
-    assert_eq!(tally.successes, seen.load(Ordering::SeqCst));
+    assert_eq!(tally.successes, seen.total());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +275,7 @@ async fn udp_error_replies_are_counted_by_their_code() {
     assert!(tally.requests > 0);
     assert_eq!(tally.successes, 0);
     assert_eq!(tally.errors.get("stale_price"), Some(&tally.requests));
-    assert_eq!(tally.requests, seen.load(Ordering::SeqCst));
+    assert_eq!(tally.requests, seen.total());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,7 +286,17 @@ async fn udp_requests_with_no_reply_are_timeouts() {
     assert!(tally.requests >= 2, "{tally:?}");
     assert_eq!(tally.successes, 0);
     assert_eq!(tally.errors.get("timeout"), Some(&tally.requests));
-    assert_eq!(tally.requests, seen.load(Ordering::SeqCst));
+    assert_eq!(tally.requests, seen.total());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_level_is_split_over_sockets_of_udp_depth_requests_each() {
+    let (addr, seen) = udp_server(UdpMode::Silent).await;
+    // 8 in flight at depth 3: sockets of 3, 3 and 2. Unanswered, every request stays in
+    // flight past the level's end, so each socket sends exactly its share once.
+    let tally = total(&outcomes_of(&format!("udp://{addr}"), &[8], 0.2, 600).await);
+    assert_eq!(seen.counts(), [3, 3, 2]);
+    assert_eq!(tally.errors.get("timeout"), Some(&8), "{tally:?}");
 }
 
 #[tokio::test]
