@@ -115,7 +115,7 @@ async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result
     bar.inc(batch.len() as u64);
     bar.finish_and_clear();
     say!("{}", listing.trim_end())?;
-    eprintln!(
+    note!(
         "wrote {} usage rows over {} days for {} keys (key {heavy} has {})",
         args.rows,
         args.days.max(1),

@@ -11,6 +11,15 @@ macro_rules! say {
     }};
 }
 
+/// `eprintln!` that never panics: a note on standard error is best effort, and its reader may
+/// have gone (`beast report ... 2>&1 | head -1`).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod exchanges;
 mod generate;
 mod keys;

@@ -23,7 +23,7 @@ pub async fn run(config: &ConfigArgs, command: ReportCommand) -> anyhow::Result<
         Some(url) => remote(url, report, &args).await,
         None => {
             if args.api_key.is_some() {
-                eprintln!(
+                note!(
                     "note: without --url the store is read directly, as the admin; the key is not used"
                 );
             }
@@ -77,7 +77,7 @@ async fn remote(url: &str, report: Report, args: &ReportArgs) -> anyhow::Result<
 /// The next page's cursor, after the page, on stderr (stdout holds only the report).
 fn print_next(cursor: Option<String>) {
     if let Some(cursor) = cursor {
-        eprintln!("next cursor: {cursor}");
+        note!("next cursor: {cursor}");
     }
 }
 

@@ -527,6 +527,29 @@ async fn a_reader_that_leaves_early_ends_a_command_quietly_but_never_cuts_its_wo
     );
 }
 
+#[tokio::test]
+async fn with_standard_error_gone_commands_still_work_and_a_failure_still_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(writer)
+            .status()
+            .unwrap()
+    };
+    // generate-usage tells standard error what it wrote, to nobody.
+    let status = run(&["generate-usage", "--rows", "120", "--keys", "1"]);
+    assert!(status.success(), "{status}");
+    assert_eq!(usage_rows(dir.path(), "").await, 120);
+    // A failure is exit code 1, not a panic's 101.
+    assert_eq!(run(&["keys", "revoke", "999"]).code(), Some(1));
+}
+
 /// A `beast simulate` child, killed when dropped, so a failed assertion leaves none behind.
 struct Sim(Child);
 

@@ -44,7 +44,7 @@ pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
-                eprintln!("accept: {e}");
+                note!("accept: {e}");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }

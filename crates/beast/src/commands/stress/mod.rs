@@ -99,7 +99,7 @@ async fn watch_ctrl_c(stop: Stop) {
         return;
     }
     stop.soft.cancel();
-    eprintln!("stopping: finishing requests in flight (Ctrl-C again to abandon them)");
+    note!("stopping: finishing requests in flight (Ctrl-C again to abandon them)");
     if tokio::signal::ctrl_c().await.is_ok() {
         stop.hard.cancel();
     }
@@ -145,7 +145,7 @@ fn warn_if_too_few_descriptors(plan: &Plan) {
     let top = plan.levels.iter().copied().max().unwrap_or(0);
     let needed = plan.workers(top) as u64 + SPARE_FDS;
     if needed > limit {
-        eprintln!(
+        note!(
             "warning: {needed} file descriptors needed at the top level, the limit is {limit} \
              (raise it with `ulimit -n`); workers without one count `connect`/`socket` errors"
         );
