@@ -29,11 +29,11 @@ impl Report {
         }
     }
 
-    /// `usage` or `summary`.
+    /// `usage` or `summary`, in any case, as formats and protocols are read.
     pub fn parse(name: &str) -> Option<Self> {
         [Report::Usage, Report::Summary]
             .into_iter()
-            .find(|r| r.as_str() == name)
+            .find(|r| r.as_str().eq_ignore_ascii_case(name.trim()))
     }
 }
 pub use summary::{Summary, SummaryError, summarize};

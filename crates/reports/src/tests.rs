@@ -232,3 +232,13 @@ async fn an_export_counts_only_the_rows_it_handed_over() {
     );
     store.close().await;
 }
+
+#[test]
+fn report_names_are_read_in_any_case_like_formats() {
+    assert_eq!(
+        crate::Report::parse(" Summary"),
+        Some(crate::Report::Summary)
+    );
+    assert_eq!(crate::Report::parse("USAGE"), Some(crate::Report::Usage));
+    assert_eq!(crate::Report::parse("rows"), None);
+}
