@@ -6,6 +6,7 @@
 mod assets;
 mod exchanges;
 mod health;
+mod metrics;
 pub(crate) mod price;
 pub(crate) mod prices;
 
@@ -94,10 +95,11 @@ impl tower_service::Service<Request> for Endpoint {
     }
 }
 
-/// A health listener's routes (`/health` only).
+/// A health listener's routes: `/health`, and `/metrics` for Prometheus.
 pub fn health_router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .with_state(state)
 }

@@ -272,3 +272,71 @@ async fn a_price_request_over_the_in_flight_limit_is_refused_overloaded_and_coun
     )
     .await;
 }
+
+/// `/metrics` on the health listener, read into name → value (the node label checked).
+async fn prometheus(app: &TestApp) -> (String, std::collections::BTreeMap<String, u64>) {
+    let (status, headers, text) = app.get_text(app.health, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let values = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let name = series
+                .strip_suffix("{node=\"test-node\"}")
+                .unwrap_or_else(|| panic!("every series carries the node label: {line}"));
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect();
+    (text, values)
+}
+
+#[tokio::test]
+async fn metrics_export_the_counters_since_start_and_a_stress_reset_leaves_them() {
+    let app = spawn_app().await;
+    let key = app.key("partner").await;
+    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    for _ in 0..4 {
+        app.get("/price?asset=BTC", Some(&key)).await;
+    }
+    app.get("/price?asset=BTC", Some("tb_wrong")).await;
+    let before = reset_when_written(&app).await;
+    let (text, values) = prometheus(&app).await;
+    let counters = before["counters"].as_object().unwrap();
+    assert_eq!(values.len(), 24, "{text}");
+    for (name, value) in counters {
+        let gauge = ["batch_rows_queued", "in_flight", "max_in_flight"]
+            .into_iter()
+            .chain(POOL)
+            .any(|g| g == name);
+        let series = if gauge {
+            format!("beast_{name}")
+        } else {
+            format!("beast_{name}_total")
+        };
+        let kind = if gauge { "gauge" } else { "counter" };
+        assert!(
+            text.contains(&format!("# TYPE {series} {kind}\n")),
+            "{series}: {text}"
+        );
+        assert!(
+            text.contains(&format!("# HELP {series} ")),
+            "{series}: {text}"
+        );
+        // The counters are since start, as the stress view read them just before its reset.
+        if !gauge {
+            assert_eq!(values[&series], value.as_u64().unwrap(), "{series}");
+        }
+    }
+    assert!(values["beast_tcp_requests_total"] >= 5, "{text}");
+    assert_eq!(values["beast_auth_failures_total"], 1, "{text}");
+    // The reset moved the admin view's baseline only: Prometheus never sees a counter fall.
+    assert_eq!(stress_stats(&app).await["counters"]["auth_failures"], 0);
+    let (_, after) = prometheus(&app).await;
+    assert_eq!(after["beast_auth_failures_total"], 1);
+    assert!(after["beast_tcp_requests_total"] >= values["beast_tcp_requests_total"]);
+}

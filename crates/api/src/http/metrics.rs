@@ -1,0 +1,159 @@
+//! `GET /metrics` (on the health listeners, public like `/health`): the node's 24 runtime
+//! counters of `/admin/stress-stats` in Prometheus text format, labelled with the node. Here
+//! they count since start and are never reset (`/admin/stress-reset` only moves the admin
+//! view's baseline), so Prometheus sees true counters. Each scrape renders one snapshot through
+//! a recorder of its own: nothing is kept between scrapes, and the request path is untouched.
+
+use axum::{
+    extract::State,
+    http::header::CONTENT_TYPE,
+    response::{IntoResponse, Response},
+};
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use serde_json::Value;
+
+use crate::AppState;
+
+/// Every counter, with its help text; the gauges are marked. Names are the fields of
+/// [`Counters`](crate::counters::Counters), prefixed `beast_` (and suffixed `_total` for the
+/// counters).
+const HELP: [(&str, bool, &str); 24] = [
+    ("tcp_requests", false, "HTTP price requests received"),
+    (
+        "udp_requests",
+        false,
+        "UDP price requests received (datagrams not dropped)",
+    ),
+    (
+        "report_requests",
+        false,
+        "Report requests received, HTTP and UDP",
+    ),
+    (
+        "memory_hits",
+        false,
+        "Prices answered from the in-memory book",
+    ),
+    (
+        "shared_cache_hits",
+        false,
+        "Prices answered from the shared cache",
+    ),
+    (
+        "rest_hits",
+        false,
+        "Prices fetched on demand from an exchange's REST API",
+    ),
+    ("cache_misses", false, "Price lookups with no fresh price"),
+    ("udp_packets_received", false, "UDP datagrams received"),
+    ("udp_packets_sent", false, "UDP datagrams sent"),
+    (
+        "udp_packets_dropped",
+        false,
+        "UDP datagrams dropped: oversized or not JSON",
+    ),
+    (
+        "bg_work_submitted",
+        false,
+        "Usage events queued for the batch writer",
+    ),
+    ("bg_work_dropped", false, "Usage events lost (must stay 0)"),
+    (
+        "bg_work_completed",
+        false,
+        "Usage events written to the store",
+    ),
+    (
+        "batch_rows_queued",
+        true,
+        "Usage events waiting for the batch writer",
+    ),
+    ("db_open_conns", true, "Open store connections"),
+    ("db_in_use_conns", true, "Store connections in use"),
+    (
+        "rate_limited",
+        false,
+        "Requests refused by their key's rate limit",
+    ),
+    (
+        "quota_exceeded",
+        false,
+        "Requests refused by their key's monthly quota",
+    ),
+    (
+        "auth_failures",
+        false,
+        "Requests refused for a missing, unknown or revoked key",
+    ),
+    ("in_flight", true, "Price requests being answered"),
+    (
+        "max_in_flight",
+        true,
+        "Most price requests in flight at once since the last stress reset",
+    ),
+    (
+        "governor_rejections",
+        false,
+        "Price requests refused because too many were in flight",
+    ),
+    (
+        "errors_4xx",
+        false,
+        "Price requests answered with a 4xx status",
+    ),
+    (
+        "errors_5xx",
+        false,
+        "Price requests answered with a 5xx status",
+    ),
+];
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let counters = state.counters.snapshot(&state.usage, &*state.store);
+    let fields = match serde_json::to_value(counters) {
+        Ok(Value::Object(fields)) => fields,
+        // A struct of integers always serializes to an object.
+        _ => Default::default(),
+    };
+    let recorder = PrometheusBuilder::new()
+        .add_global_label("node", &*state.node)
+        .build_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        for (name, gauge_like, help) in HELP {
+            let value = fields.get(name).and_then(Value::as_u64).unwrap_or(0);
+            if gauge_like {
+                let name = format!("beast_{name}");
+                describe_gauge!(name.clone(), help);
+                gauge!(name).set(value as f64);
+            } else {
+                let name = format!("beast_{name}_total");
+                describe_counter!(name.clone(), help);
+                counter!(name).absolute(value);
+            }
+        }
+    });
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        recorder.handle().render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::Counters;
+
+    #[test]
+    fn every_counter_has_help_and_nothing_else_does() {
+        let Ok(Value::Object(fields)) = serde_json::to_value(Counters::default()) else {
+            panic!("counters serialize to an object");
+        };
+        let mut named: Vec<&str> = HELP.iter().map(|(name, ..)| *name).collect();
+        let mut fields: Vec<&str> = fields.keys().map(String::as_str).collect();
+        named.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(named, fields);
+    }
+}
