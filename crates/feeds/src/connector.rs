@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Frame, RawTrade,
+    extract::ExtractError,
     feed::{Feed, PriceUpdate},
 };
 
@@ -195,7 +196,14 @@ impl Connection {
     /// Handles one text frame; returns a reply to send, if any.
     fn handle_text(&mut self, text: &str) -> Option<Message> {
         match self.feed.def.read_frame(text) {
-            Ok(Frame::Trades { trades, replayed }) => {
+            Ok(Frame::Trades {
+                trades,
+                replayed,
+                refused,
+            }) => {
+                for e in refused {
+                    self.skipped(&e, "trade skipped");
+                }
                 let received = now_ms();
                 for trade in trades {
                     self.deliver(trade, replayed, received);
@@ -205,11 +213,16 @@ impl Connection {
             Ok(Frame::Heartbeat(reply)) => Some(Message::Text(reply.into())),
             Ok(Frame::Text | Frame::Other) => None,
             Err(e) => {
-                self.feed.stats.parse_error();
-                tracing::debug!(exchange = %self.feed.def.def.name, error = %e, "frame skipped");
+                self.skipped(&e, "frame skipped");
                 None
             }
         }
+    }
+
+    /// Counts and logs what could not be read: a frame, or one trade in it.
+    fn skipped(&self, e: &ExtractError, what: &'static str) {
+        self.feed.stats.parse_error();
+        tracing::debug!(exchange = %self.feed.def.def.name, error = %e, "{what}");
     }
 
     fn deliver(&mut self, mut trade: RawTrade, replayed: bool, received: i64) {

@@ -28,9 +28,11 @@ pub struct RawTrade {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// Trade frame; `replayed` when it matches `snapshot_match` (history, never fresh).
+    /// `refused`: its trade items that could not be read, each with why; the others are kept.
     Trades {
         trades: Vec<RawTrade>,
         replayed: bool,
+        refused: Vec<ExtractError>,
     },
     /// A server heartbeat; send this reply.
     Heartbeat(String),
@@ -102,22 +104,33 @@ impl CompiledDefinition {
         if !matches(&self.match_rules, &frame) {
             return Ok(Frame::Other);
         }
-        let mut trades = Vec::new();
+        let (mut trades, mut refused) = (Vec::new(), Vec::new());
         for node in self.items.query(&frame) {
-            match node {
-                Value::Array(items) => {
-                    for item in items {
-                        self.push_trade(&frame, item, &mut trades)?;
-                    }
+            let items = match node {
+                Value::Array(items) => items.as_slice(),
+                item => std::slice::from_ref(item),
+            };
+            for item in items {
+                match self.read_trade(&frame, item) {
+                    Ok(Some(trade)) => trades.push(trade),
+                    Ok(None) => {}
+                    Err(e) => refused.push(e),
                 }
-                item => self.push_trade(&frame, item, &mut trades)?,
             }
         }
+        // A bad trade item costs only itself; a frame with nothing but bad ones is an error.
         if trades.is_empty() {
-            return Ok(Frame::Other);
+            return match refused.into_iter().next() {
+                Some(e) => Err(e),
+                None => Ok(Frame::Other),
+            };
         }
         let replayed = !self.snapshot_rules.is_empty() && matches(&self.snapshot_rules, &frame);
-        Ok(Frame::Trades { trades, replayed })
+        Ok(Frame::Trades {
+            trades,
+            replayed,
+            refused,
+        })
     }
 
     fn heartbeat_reply_for(&self, frame: &Value) -> String {
@@ -134,20 +147,15 @@ impl CompiledDefinition {
             .collect()
     }
 
-    /// Adds the trade in `item`; an item without a price is not a trade and is skipped.
-    fn push_trade(
-        &self,
-        frame: &Value,
-        item: &Value,
-        out: &mut Vec<RawTrade>,
-    ) -> Result<(), ExtractError> {
+    /// The trade in `item`; `None` for an item without a price, which is not a trade.
+    fn read_trade(&self, frame: &Value, item: &Value) -> Result<Option<RawTrade>, ExtractError> {
         let get = |p: &ItemPath| {
             p.path
                 .query(if p.from_frame { frame } else { item })
                 .first()
         };
         let Some(price_value) = get(&self.price) else {
-            return Ok(());
+            return Ok(None);
         };
         let bad = |field: &'static str, problem: &str| ExtractError::BadField {
             field,
@@ -191,14 +199,13 @@ impl CompiledDefinition {
             .and_then(get)
             .and_then(scalar_text)
             .map(Cow::into_owned);
-        out.push(RawTrade {
+        Ok(Some(RawTrade {
             symbol,
             price,
             size,
             time_ms,
             trade_id,
-        });
-        Ok(())
+        }))
     }
 }
 

@@ -218,3 +218,33 @@ fn mutated_frames_never_panic_a_reader_and_any_trade_read_has_a_positive_price()
         "{read} reads, {trades} trades, {refused} refused"
     );
 }
+
+#[test]
+fn a_bad_trade_costs_only_itself_not_the_rest_of_its_frame() {
+    let kraken = seeded("kraken");
+    let good = serde_json::json!({"symbol": "BTC/USD", "side": "buy", "price": 68500.0,
+        "qty": 0.01, "ord_type": "limit", "trade_id": 1, "timestamp": "2024-05-27T12:43:11.798009Z"});
+    let mut bad = good.clone();
+    bad["price"] = serde_json::json!("-5");
+    bad["trade_id"] = serde_json::json!(2);
+    let frame = |data: Vec<&Value>| {
+        serde_json::json!({"channel": "trade", "type": "update", "data": data}).to_string()
+    };
+    match kraken.read_frame(&frame(vec![&bad, &good])).unwrap() {
+        Frame::Trades {
+            trades, refused, ..
+        } => {
+            assert_eq!(trades.len(), 1);
+            assert_eq!(trades[0].trade_id.as_deref(), Some("1"));
+            assert_eq!(refused.len(), 1);
+            assert!(
+                refused[0].to_string().contains("price_path"),
+                "{}",
+                refused[0]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing but bad ones: the frame is an error, as before.
+    assert!(kraken.read_frame(&frame(vec![&bad])).is_err());
+}

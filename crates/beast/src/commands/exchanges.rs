@@ -172,7 +172,8 @@ fn from_json<T: DeserializeOwned>(value: serde_json::Value, path: &Path) -> anyh
 
 /// One line per trade in each frame: `symbol<TAB>price<TAB>size<TAB>timestamp_ms`, with the
 /// price and size exactly as the frame wrote them (empty when the definition has no size or
-/// time path). Frames that are not trades print nothing; malformed ones are reported on `errors`.
+/// time path). Frames that are not trades print nothing; malformed ones, and trades that cannot
+/// be read (the rest of their frame is printed), are reported on `errors`.
 fn parse_frames(
     def: &CompiledDefinition,
     input: impl BufRead,
@@ -185,7 +186,12 @@ fn parse_frames(
             continue;
         }
         match def.read_frame(&line) {
-            Ok(Frame::Trades { trades, .. }) => {
+            Ok(Frame::Trades {
+                trades, refused, ..
+            }) => {
+                for e in refused {
+                    writeln!(errors, "line {}: {e}", number + 1)?;
+                }
                 for t in trades {
                     writeln!(
                         output,
@@ -244,15 +250,24 @@ mod tests {
             "\n",
             "{\"arg\":{\"chan\n",
             "pong\n",
+            r#"{"arg":{"channel":"trades","instId":"ETH-USDT"},"data":[{"instId":"ETH-USDT","tradeId":"3","px":"oops","sz":"1","ts":"1630048897899"},{"instId":"ETH-USDT","tradeId":"4","px":"3000.5","sz":"2","ts":"1630048897900"}]}"#,
+            "\n",
         );
         let (mut out, mut err) = (Vec::new(), Vec::new());
         parse_frames(&compiled, input.as_bytes(), &mut out, &mut err).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "BTC-USDT\t42219.9\t0.12060306\t1630048897897\nBTC-USDT\t42220\t1\t1630048897898\n"
+            "BTC-USDT\t42219.9\t0.12060306\t1630048897897\nBTC-USDT\t42220\t1\t1630048897898\n\
+             ETH-USDT\t3000.5\t2\t1630048897900\n"
         );
+        // The bad trade is reported and its neighbour in the same frame still printed.
         let err = String::from_utf8(err).unwrap();
-        assert!(err.starts_with("line 3: malformed JSON"), "{err}");
-        assert_eq!(err.lines().count(), 1);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{err}");
+        assert!(lines[0].starts_with("line 3: malformed JSON"), "{err}");
+        assert!(
+            lines[1].starts_with("line 5: trade field `price_path`"),
+            "{err}"
+        );
     }
 }
