@@ -28,7 +28,8 @@ pub struct RawTrade {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// Trade frame; `replayed` when it matches `snapshot_match` (history, never fresh).
-    /// `refused`: its trade items that could not be read, each with why; the others are kept.
+    /// `refused`: its trade items that could not be read, each with why; the others are kept
+    /// (a frame may have only refused ones).
     Trades {
         trades: Vec<RawTrade>,
         replayed: bool,
@@ -42,7 +43,7 @@ pub enum Frame {
     Other,
 }
 
-/// A frame that could not be read.
+/// A frame that is not JSON, or a trade item in one that could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExtractError {
     #[error("malformed JSON ({reason}) in frame {frame}")]
@@ -88,7 +89,8 @@ pub(crate) fn positive_price(v: &Value) -> Option<Price> {
 }
 
 impl CompiledDefinition {
-    /// Reads one text frame.
+    /// Reads one text frame: an error only if it is not JSON; a trade in it that cannot be
+    /// read is listed in [`Frame::Trades`]'s `refused`.
     pub fn read_frame(&self, text: &str) -> Result<Frame, ExtractError> {
         let trimmed = text.trim_start();
         if !trimmed.starts_with('{') && !trimmed.starts_with('[') {
@@ -118,12 +120,9 @@ impl CompiledDefinition {
                 }
             }
         }
-        // A bad trade item costs only itself; a frame with nothing but bad ones is an error.
-        if trades.is_empty() {
-            return match refused.into_iter().next() {
-                Some(e) => Err(e),
-                None => Ok(Frame::Other),
-            };
+        // A bad trade item costs only itself, and each one is reported.
+        if trades.is_empty() && refused.is_empty() {
+            return Ok(Frame::Other);
         }
         let replayed = !self.snapshot_rules.is_empty() && matches(&self.snapshot_rules, &frame);
         Ok(Frame::Trades {
