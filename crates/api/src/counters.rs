@@ -317,10 +317,7 @@ impl RuntimeCounters {
         let pool = store.pool_stats();
         Counters {
             tcp_requests: self.tcp_requests.load(Relaxed),
-            // Three loads, not one snapshot: a drop counted between them must not underflow.
-            udp_requests: udp
-                .received
-                .saturating_sub(udp.dropped_oversized + udp.dropped_garbage),
+            udp_requests: udp.requests,
             report_requests: self.report_requests.load(Relaxed),
             memory_hits: self.memory_hits.load(Relaxed),
             // No shared cache yet: nothing can hit it.

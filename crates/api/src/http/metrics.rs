@@ -1,8 +1,10 @@
-//! `GET /metrics` (on the health listeners, public like `/health`): the node's 24 runtime
-//! counters of `/admin/stress-stats` in Prometheus text format, labelled with the node. Here
-//! they count since start and are never reset (`/admin/stress-reset` only moves the admin
-//! view's baseline), so Prometheus sees true counters. Each scrape renders one snapshot through
-//! a recorder of its own: nothing is kept between scrapes, and the request path is untouched.
+//! `GET /metrics` (on the health listeners only, public like `/health`): the node's 24 runtime
+//! figures of `/admin/stress-stats` in Prometheus text format, labelled with the node. The
+//! counters count since start (`/admin/stress-reset` only moves the admin view's baseline), so
+//! Prometheus never sees one fall; the gauges are as the admin view shows them. Every health
+//! listener of a node serves the same node-wide figures: scrape one per node. Each scrape
+//! renders one snapshot through a recorder of its own: nothing is kept between scrapes, and
+//! the request path is untouched.
 
 use axum::{
     extract::State,
@@ -15,9 +17,9 @@ use serde_json::Value;
 
 use crate::AppState;
 
-/// Every counter, with its help text; the gauges are marked. Names are the fields of
-/// [`Counters`](crate::counters::Counters), prefixed `beast_` (and suffixed `_total` for the
-/// counters).
+/// Every figure, with its help text; the gauges are marked. Names are the fields of
+/// [`Counters`](crate::counters::Counters), prefixed `beast_` (the exporter suffixes the
+/// counters `_total`).
 const HELP: [(&str, bool, &str); 24] = [
     ("tcp_requests", false, "HTTP price requests received"),
     (
@@ -117,17 +119,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         _ => Default::default(),
     };
     let recorder = PrometheusBuilder::new()
+        .with_recommended_naming(true)
         .add_global_label("node", &*state.node)
         .build_recorder();
     metrics::with_local_recorder(&recorder, || {
         for (name, gauge_like, help) in HELP {
             let value = fields.get(name).and_then(Value::as_u64).unwrap_or(0);
+            let name = format!("beast_{name}");
             if gauge_like {
-                let name = format!("beast_{name}");
                 describe_gauge!(name.clone(), help);
                 gauge!(name).set(value as f64);
             } else {
-                let name = format!("beast_{name}_total");
                 describe_counter!(name.clone(), help);
                 counter!(name).absolute(value);
             }

@@ -5,7 +5,7 @@
 
 mod assets;
 mod exchanges;
-mod health;
+pub(crate) mod health;
 mod metrics;
 pub(crate) mod price;
 pub(crate) mod prices;
@@ -95,7 +95,8 @@ impl tower_service::Service<Request> for Endpoint {
     }
 }
 
-/// A health listener's routes: `/health`, and `/metrics` for Prometheus.
+/// A health listener's routes: `/health`, and `/metrics` for Prometheus (only here, not on the
+/// public price and report listeners).
 pub fn health_router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
@@ -134,7 +135,7 @@ async fn governed(counters: &RuntimeCounters, answer: impl Future<Output = Respo
     response
 }
 
-async fn not_found() -> Response {
+pub(crate) async fn not_found() -> Response {
     error_response(&ApiError::NotFound("no such endpoint".into()))
 }
 

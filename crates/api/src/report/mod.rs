@@ -38,8 +38,9 @@ pub fn report_router(state: AppState) -> Router {
     Router::new()
         .route("/reports/usage", get(usage::usage))
         .route("/reports/summary", get(summary::summary))
-        .with_state(state.clone())
-        .merge(crate::http::health_router(state))
+        .route("/health", get(crate::http::health::health))
+        .fallback(crate::http::not_found)
+        .with_state(state)
 }
 
 /// A report body with its content type, and the next page's cursor if there is one.

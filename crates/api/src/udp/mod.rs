@@ -56,11 +56,14 @@ pub struct UdpOptions {
     pub send_buffer_bytes: usize,
 }
 
-/// Packet counters of a UDP listener. Every worker bumps `received` and `sent` for every
-/// datagram, so each has a cache line of its own.
+/// Packet counters of a UDP listener. Every worker bumps `received`, `requests` and `sent`
+/// for every batch, so each has a cache line of its own.
 #[derive(Debug, Default)]
 pub struct UdpStats {
     pub received: CachePadded<AtomicU64>,
+    /// Datagrams read as requests (JSON within the size limit): each is answered. Counted
+    /// directly, not as received minus dropped, so it never runs ahead of the drops.
+    pub requests: CachePadded<AtomicU64>,
     pub sent: CachePadded<AtomicU64>,
     pub dropped_oversized: AtomicU64,
     pub dropped_garbage: AtomicU64,
@@ -70,6 +73,7 @@ pub struct UdpStats {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct UdpStatsSnapshot {
     pub received: u64,
+    pub requests: u64,
     pub sent: u64,
     pub dropped_oversized: u64,
     pub dropped_garbage: u64,
@@ -80,6 +84,7 @@ impl UdpStats {
     pub fn snapshot(&self) -> UdpStatsSnapshot {
         UdpStatsSnapshot {
             received: self.received.load(Relaxed),
+            requests: self.requests.load(Relaxed),
             sent: self.sent.load(Relaxed),
             dropped_oversized: self.dropped_oversized.load(Relaxed),
             dropped_garbage: self.dropped_garbage.load(Relaxed),
@@ -146,6 +151,7 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
             }
         };
         stats.received.fetch_add(got as u64, Relaxed);
+        let mut requests = 0;
         for i in 0..got {
             let (datagram, peer) = inbox.datagram(i);
             let Some(peer) = peer else {
@@ -161,10 +167,12 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
                     stats.dropped_garbage.fetch_add(1, Relaxed);
                 }
                 Parsed::Invalid { id, error } => {
+                    requests += 1;
                     counters.answered(error.status());
                     outbox.push((with_id(id.as_deref(), Err(&error)), peer));
                 }
                 Parsed::Request(request) => {
+                    requests += 1;
                     let mut reply = Box::pin(answer(state.clone(), request.into_owned()));
                     // Memory answers complete at once and go out with the batch. One that
                     // must wait (an on-demand REST fetch, a full usage channel) finishes in its
@@ -181,6 +189,7 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
                 }
             }
         }
+        stats.requests.fetch_add(requests, Relaxed);
         flush(&socket, stats, &mut outbox).await;
         // Under a constant stream of datagrams, still let this thread's other tasks run.
         tokio::task::consume_budget().await;
@@ -285,6 +294,7 @@ pub(crate) fn with_id(id: Option<&str>, body: Result<Vec<u8>, &ApiError>) -> Vec
     let rest = body.get(1..).unwrap_or_default();
     let mut reply = Vec::with_capacity(body.len() + id.len() + 16);
     reply.extend_from_slice(b"{\"id\":");
+    // Writing a string into a Vec cannot fail; were it to, the reply would still be JSON.
     if serde_json::to_writer(&mut reply, id).is_err() {
         reply.extend_from_slice(b"\"\"");
     }

@@ -339,4 +339,10 @@ async fn metrics_export_the_counters_since_start_and_a_stress_reset_leaves_them(
     let (_, after) = prometheus(&app).await;
     assert_eq!(after["beast_auth_failures_total"], 1);
     assert!(after["beast_tcp_requests_total"] >= values["beast_tcp_requests_total"]);
+    // Only on the health listener: the public price and report listeners do not show it.
+    for addr in [app.price, app.report] {
+        let (status, _, body) = app.get_text(addr, "/metrics", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{addr}: {body}");
+        assert!(body.contains("not_found"), "{body}");
+    }
 }

@@ -322,6 +322,7 @@ async fn mutated_and_random_datagrams_are_each_answered_or_counted_and_the_node_
     let health = app.get("/health", None).await.body;
     let udp = &health["udp"];
     assert_eq!(udp["received"], datagrams.len(), "{health}");
+    assert_eq!(udp["requests"], answered, "{health}");
     assert_eq!(udp["sent"], answered, "{health}");
     assert_eq!(udp["dropped_oversized"], oversized, "{health}");
     assert_eq!(
