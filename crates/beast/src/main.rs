@@ -1,7 +1,7 @@
 //! The `beast` binary: parse the command line, run the command, print the whole cause chain
 //! of a fatal error.
 
-use std::{io::Write as _, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::Parser;
 
@@ -12,8 +12,7 @@ fn main() -> ExitCode {
         // The reader of our output went away (`| head`): it has what it wanted.
         Err(e) if e.is::<beast::commands::StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
-            // Best effort: with standard error gone there is nobody to tell.
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            beast::note!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

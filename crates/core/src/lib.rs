@@ -12,7 +12,7 @@ pub use definition::{AssetMapping, ExchangeDefinition, Tier, TimeFormat};
 pub use error::ApiError;
 pub use price::{Price, Tick, TickSink};
 pub use ticks::Ticks;
-pub use usage::{CacheTier, Protocol, UsageEvent};
+pub use usage::{CacheTier, Protocol, UsageEvent, by_name};
 
 /// Longest asset (or quote currency) name.
 pub const MAX_ASSET_LEN: usize = 20;

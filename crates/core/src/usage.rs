@@ -2,6 +2,15 @@
 
 use std::sync::Arc;
 
+/// The one of `all` whose name is `text`, in any case and trimmed: how every fixed name in a
+/// request is read (protocols, report names and formats).
+pub fn by_name<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str, text: &str) -> Option<T> {
+    let text = text.trim();
+    all.iter()
+        .copied()
+        .find(|v| name(*v).eq_ignore_ascii_case(text))
+}
+
 /// Protocol a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -23,9 +32,7 @@ impl Protocol {
 
     /// The protocol named `text` (`http`, `udp`, `ws`, any case).
     pub fn parse(text: &str) -> Option<Protocol> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str().eq_ignore_ascii_case(text.trim()))
+        by_name(&Self::ALL, Self::as_str, text)
     }
 }
 

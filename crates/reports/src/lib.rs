@@ -31,9 +31,7 @@ impl Report {
 
     /// `usage` or `summary`, in any case, as formats and protocols are read.
     pub fn parse(name: &str) -> Option<Self> {
-        [Report::Usage, Report::Summary]
-            .into_iter()
-            .find(|r| r.as_str().eq_ignore_ascii_case(name.trim()))
+        beast_core::by_name(&[Report::Usage, Report::Summary], Self::as_str, name)
     }
 }
 pub use summary::{Summary, SummaryError, summarize};

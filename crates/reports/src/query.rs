@@ -81,9 +81,11 @@ impl Format {
 
     /// The format named `text` (any case).
     pub fn parse(text: &str) -> Option<Self> {
-        [Format::Json, Format::Csv, Format::Tsv, Format::Text]
-            .into_iter()
-            .find(|f| f.as_str().eq_ignore_ascii_case(text.trim()))
+        beast_core::by_name(
+            &[Format::Json, Format::Csv, Format::Tsv, Format::Text],
+            Self::as_str,
+            text,
+        )
     }
 }
 

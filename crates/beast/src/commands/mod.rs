@@ -13,6 +13,7 @@ macro_rules! say {
 
 /// `eprintln!` that never panics: a note on standard error is best effort, and its reader may
 /// have gone (`beast report ... 2>&1 | head -1`).
+#[macro_export]
 macro_rules! note {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
