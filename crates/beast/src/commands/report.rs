@@ -96,7 +96,9 @@ async fn local(store: &dyn Store, report: Report, args: &ReportArgs) -> anyhow::
         }
         None => {
             let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-            let print = async {
+            // Owns the receiver: when printing stops (stdout closed), dropping it ends the
+            // export at its next send instead of leaving it waiting for room forever.
+            let print = async move {
                 while let Some(chunk) = rx.recv().await {
                     let chunk: bytes::Bytes = chunk?;
                     stdout(&chunk).await?;

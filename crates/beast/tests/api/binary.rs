@@ -525,6 +525,35 @@ async fn a_reader_that_leaves_early_ends_a_command_quietly_but_never_cuts_its_wo
             && stderr.contains("beast keys revoke 3"),
         "{stderr}"
     );
+
+    // An export whose reader left ends too, however many chunks it still had to send.
+    let out = with_stdout_gone(
+        dir.path(),
+        &["generate-usage", "--rows", "20000", "--keys", "1"],
+    );
+    assert!(out.status.success());
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut export = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["report", "usage", "--page-size", "all"])
+        .stdout(writer)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = export.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = export.kill();
+            panic!("the export still waits for a reader that is gone");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
 }
 
 #[tokio::test]
