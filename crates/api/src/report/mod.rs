@@ -158,7 +158,8 @@ impl AppState {
                     "UDP answers are JSON; ask over HTTP for csv, tsv or text",
                 ));
             }
-            if request.page_size == PageSize::All {
+            // Only a usage export streams; a summary has no pages.
+            if ticket.report == Report::Usage && request.page_size == PageSize::All {
                 return Err(streams_over_http_only());
             }
         }

@@ -633,6 +633,16 @@ async fn udp_reports_answer_like_http_and_refuse_what_does_not_fit() {
     )
     .await;
     assert_eq!(statuses, vec![200, 200, 413, 400, 400, 400]);
+
+    // A summary has no pages: page_size=all is ignored, as over HTTP, not refused.
+    let reply = ask_report(
+        &app,
+        &socket,
+        json!({"key": key, "report": "summary", "page_size": "all", "id": "s"}),
+    )
+    .await;
+    assert_eq!(reply["id"], "s", "{reply}");
+    assert!(reply["total"]["requests"].is_number(), "{reply}");
 }
 
 async fn beast(app: &TestApp, args: &[&str]) -> (String, String) {
