@@ -131,12 +131,7 @@ fn parse(def: ExchangeDefinition) -> anyhow::Result<()> {
     let compiled = CompiledDefinition::compile(def)?;
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
-    parse_frames(&compiled, stdin, stdout, &mut std::io::stderr().lock()).map_err(|e| {
-        match e.downcast::<std::io::Error>() {
-            Ok(io) => super::StdoutClosed::or_other(io),
-            Err(other) => other,
-        }
-    })
+    parse_frames(&compiled, stdin, stdout, &mut std::io::stderr().lock())
 }
 
 async fn stored_definition(store: &dyn Store, name: &str) -> anyhow::Result<ExchangeDefinition> {
@@ -173,7 +168,9 @@ fn from_json<T: DeserializeOwned>(value: serde_json::Value, path: &Path) -> anyh
 /// One line per trade in each frame: `symbol<TAB>price<TAB>size<TAB>timestamp_ms`, with the
 /// price and size exactly as the frame wrote them (empty when the definition has no size or
 /// time path). Frames that are not trades print nothing; malformed ones, and trades that cannot
-/// be read (the rest of their frame is printed), are reported on `errors`.
+/// be read (the rest of their frame is printed), are reported on `errors`, best effort: only a
+/// failed write of the trades ends the command ([`StdoutClosed`](super::StdoutClosed) if
+/// their reader has gone).
 fn parse_frames(
     def: &CompiledDefinition,
     input: impl BufRead,
@@ -185,12 +182,15 @@ fn parse_frames(
         if line.trim().is_empty() {
             continue;
         }
+        let mut report = |e: &dyn std::fmt::Display| {
+            let _ = writeln!(errors, "line {}: {e}", number + 1);
+        };
         match def.read_frame(&line) {
             Ok(Frame::Trades {
                 trades, refused, ..
             }) => {
-                for e in refused {
-                    writeln!(errors, "line {}: {e}", number + 1)?;
+                for e in &refused {
+                    report(e);
                 }
                 for t in trades {
                     writeln!(
@@ -200,15 +200,15 @@ fn parse_frames(
                         t.price,
                         t.size.map(|s| s.to_string()).unwrap_or_default(),
                         t.time_ms.map(|ms| ms.to_string()).unwrap_or_default()
-                    )?;
+                    )
+                    .map_err(super::StdoutClosed::or_other)?;
                 }
             }
             Ok(_) => {}
-            Err(e) => writeln!(errors, "line {}: {e}", number + 1)?,
+            Err(e) => report(&e),
         }
     }
-    output.flush()?;
-    Ok(())
+    output.flush().map_err(super::StdoutClosed::or_other)
 }
 
 async fn status(config: &ConfigArgs, url: &str) -> anyhow::Result<()> {
@@ -269,5 +269,40 @@ mod tests {
             lines[1].starts_with("line 5: trade field `price_path`"),
             "{err}"
         );
+    }
+
+    /// A pipe whose reader has gone.
+    struct Gone;
+
+    impl Write for Gone {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    #[test]
+    fn only_a_gone_trade_reader_ends_parse_and_then_as_stdout_closed() {
+        let defs = beast_store::seeded_exchanges().unwrap();
+        let okx = defs.into_iter().find(|d| d.name == "okx").unwrap();
+        let compiled = CompiledDefinition::compile(okx).unwrap();
+        let input = concat!(
+            "{\"arg\":{\"chan\n",
+            r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"1","px":"42219.9","sz":"1","ts":"1630048897897"}]}"#,
+            "\n",
+        );
+        // Errors nobody reads: the trades are still printed.
+        let mut out = Vec::new();
+        parse_frames(&compiled, input.as_bytes(), &mut out, &mut Gone).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "BTC-USDT\t42219.9\t1\t1630048897897\n"
+        );
+        // Trades nobody reads: the command ends as StdoutClosed, which main ends quietly.
+        let e = parse_frames(&compiled, input.as_bytes(), Gone, &mut Vec::new()).unwrap_err();
+        assert!(e.is::<crate::commands::StdoutClosed>(), "{e}");
     }
 }
