@@ -144,10 +144,11 @@ impl Settings {
             .map(str::trim)
             .filter(|r| !r.is_empty())
         {
-            let Some(role) = [Role::Price, Role::Report, Role::Webhook]
-                .into_iter()
-                .find(|r| r.as_str() == name)
-            else {
+            let Some(role) = beast_core::by_name(
+                &[Role::Price, Role::Report, Role::Webhook],
+                Role::as_str,
+                name,
+            ) else {
                 bail!("unknown role {name:?} (roles: price, report, webhook)");
             };
             if !roles.contains(&role) {
@@ -321,7 +322,7 @@ mod tests {
     #[test]
     fn roles_are_parsed_and_checked() {
         let s = Settings {
-            roles: "price, webhook,price".into(),
+            roles: "price, Webhook,PRICE".into(),
             ..Default::default()
         };
         assert_eq!(s.roles().unwrap(), vec![Role::Price, Role::Webhook]);

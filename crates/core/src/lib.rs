@@ -21,8 +21,13 @@ pub const MAX_ASSET_LEN: usize = 20;
 pub fn not_an_asset(raw: &str) -> String {
     format!(
         "{:?} is not 1 to {MAX_ASSET_LEN} letters or digits",
-        raw.chars().take(40).collect::<String>()
+        refused_text(raw)
     )
+}
+
+/// What an error message repeats of a value it refuses: its first 40 characters.
+pub fn refused_text(raw: &str) -> String {
+    raw.chars().take(40).collect()
 }
 
 /// A normalized asset name (` btc ` → `BTC`), or `None` if it is not 1 to

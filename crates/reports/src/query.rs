@@ -80,7 +80,7 @@ impl Format {
     }
 
     /// The format named `text` (any case).
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         beast_core::by_name(
             &[Format::Json, Format::Csv, Format::Tsv, Format::Text],
             Self::as_str,
@@ -105,10 +105,6 @@ pub struct ReportRequest {
     pub format: Format,
     pub page_size: PageSize,
     pub cursor: Option<Cursor>,
-}
-
-fn short(text: &str) -> String {
-    text.chars().take(40).collect()
 }
 
 /// `<ts_ms>.<id>`: where a page ended.
@@ -159,7 +155,7 @@ impl ReportParams {
             let why = |s: &Scalar| {
                 format!(
                     "expected RFC 3339 (2026-11-21T10:00:00Z) or unix milliseconds, 1970 to 9999, got {:?}",
-                    short(&s.text())
+                    beast_core::refused_text(&s.text())
                 )
             };
             field(name, v.as_ref(), read, why).map(|t| t.unwrap_or(default))
@@ -179,7 +175,12 @@ impl ReportParams {
             "protocol",
             self.protocol.as_deref(),
             |p| Protocol::parse(p).map(|p| p.as_str().to_owned()),
-            |p| format!("expected http, udp or ws, got {:?}", short(p)),
+            |p| {
+                format!(
+                    "expected http, udp or ws, got {:?}",
+                    beast_core::refused_text(p)
+                )
+            },
         )?;
         let status = field(
             "status",
@@ -200,7 +201,10 @@ impl ReportParams {
             |_| "expected a key id (a number)".into(),
         )?;
         let format = field("format", self.format.as_deref(), Format::parse, |f| {
-            format!("expected json, csv, tsv or text, got {:?}", short(f))
+            format!(
+                "expected json, csv, tsv or text, got {:?}",
+                beast_core::refused_text(f)
+            )
         })?
         .unwrap_or(Format::Json);
         let page_size = field(
