@@ -1,6 +1,6 @@
-//! Shared vocabulary of Trinity Beast, with no IO: prices, ticks, exchange definitions,
-//! asset mappings, tiers, usage events and the one API error table every protocol uses, and
-//! the one periodic-duty timer ([`Ticks`]).
+//! Shared vocabulary of Trinity Beast: prices, ticks, exchange definitions, asset mappings,
+//! tiers, usage events and the one API error table every protocol uses, with no IO; and the
+//! one periodic-duty timer ([`Ticks`]), the only part that needs a runtime (tokio).
 
 pub mod definition;
 pub mod error;

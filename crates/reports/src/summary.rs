@@ -49,6 +49,18 @@ impl Counts {
         }
     }
 
+    /// One rollup row's counts.
+    pub fn of_rollup(r: &RollupRow) -> Self {
+        Self {
+            requests: r.requests,
+            errors: if r.status >= 400 { r.requests } else { 0 },
+            memory: r.memory,
+            rest: r.rest,
+            latency_sum_us: r.latency_sum_us,
+            latency_max_us: r.latency_max_us,
+        }
+    }
+
     pub fn add(&mut self, c: &Counts) {
         self.requests += c.requests;
         self.errors += c.errors;
@@ -162,16 +174,8 @@ impl Summary {
 
     fn add_rollup(&mut self, r: &RollupRow) -> Result<(), BadSketch> {
         let pairs = Sketch::parse(&r.latency_sketch)?;
-        let counts = Counts {
-            requests: r.requests,
-            errors: if r.status >= 400 { r.requests } else { 0 },
-            memory: r.memory,
-            rest: r.rest,
-            latency_sum_us: r.latency_sum_us,
-            latency_max_us: r.latency_max_us,
-        };
         let key = (r.day_ms, &*r.asset, &*r.source, &*r.protocol);
-        self.add(key, &counts, &pairs);
+        self.add(key, &Counts::of_rollup(r), &pairs);
         Ok(())
     }
 

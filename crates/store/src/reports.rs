@@ -36,7 +36,6 @@ pub struct Cursor {
     pub id: i64,
 }
 
-/// What one pruning batch deleted.
 /// Where pruning stops in each table: rows before it go (unix ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cutoffs {
@@ -45,6 +44,7 @@ pub struct Cutoffs {
     pub report_logs: i64,
 }
 
+/// What one pruning batch deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub usage_rows: u64,

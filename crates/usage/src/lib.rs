@@ -142,8 +142,9 @@ impl UsageWriter {
             // has requests waiting for room: take from it again at once, not after a step.
             let deadline = tokio::time::Instant::now() + self.options.flush_interval;
             loop {
-                let full = self.rx.len() >= self.rx.max_capacity();
-                let queued = self.rx.len().min(size - batch.len());
+                let waiting = self.rx.len();
+                let full = waiting >= self.rx.max_capacity();
+                let queued = waiting.min(size - batch.len());
                 if queued > 0 {
                     self.rx.recv_many(&mut batch, queued).await;
                 }
