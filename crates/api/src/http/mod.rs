@@ -31,7 +31,9 @@ use serde::de::DeserializeOwned;
 
 use crate::{AppState, counters::RuntimeCounters, keys::KeyEntry};
 
-/// The price listener's routes, with the admin API under `/admin`.
+/// The price listener's routes, with the admin API under `/admin`. Served through
+/// [`Endpoint::price`], which answers `GET /price` before routing: a layer added here would
+/// not see that request, so one meant for every request goes on the listener instead.
 pub fn price_router(state: AppState) -> Router {
     Router::new()
         .nest("/admin", crate::admin::router(state.clone()))

@@ -1,7 +1,7 @@
 //! `GET /price?asset=BTC[&source=okx]`: the current price of one asset, metered.
 
 use axum::{
-    extract::{RawQuery, State},
+    extract::{Request, State},
     http::{HeaderMap, StatusCode},
     response::Response,
 };
@@ -22,12 +22,9 @@ pub struct PriceQuery {
 }
 
 /// The `/price` route, for what the price listener does not answer before routing (`HEAD`).
-pub async fn price(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    answer(&state, &headers, query.as_deref()).await
+pub async fn price(State(state): State<AppState>, request: Request) -> Response {
+    let (head, _) = request.into_parts();
+    answer(&state, &head.headers, head.uri.query()).await
 }
 
 /// `GET /price`, whole: governed and counted like every price request, keyed, metered.
@@ -35,7 +32,7 @@ pub(crate) async fn answer(state: &AppState, headers: &HeaderMap, query: Option<
     keyed_price(state, headers, async |key, started| {
         let query = parse_query::<PriceQuery>(query);
         let (asset, source) = match &query {
-            Ok(q) => (Ok(q.asset.as_deref()), q.source.as_deref()),
+            Ok(q) => (required_asset(q.asset.as_deref()), q.source.as_deref()),
             Err(e) => (Err(e.clone()), None),
         };
         match metered_price(state, &key, asset, source, Protocol::Http, started).await {
@@ -46,23 +43,25 @@ pub(crate) async fn answer(state: &AppState, headers: &HeaderMap, query: Option<
     .await
 }
 
+/// The asset a price request names; none is a bad request.
+pub(crate) fn required_asset(asset: Option<&str>) -> Result<&str, ApiError> {
+    asset.ok_or_else(|| ApiError::BadRequest("asset is required".into()))
+}
+
 /// One metered price answer, whatever the protocol: admission (rate limit, quota) before
 /// anything else, so even malformed requests (`asset` is then the reason) spend the key's
 /// rate; then the lookup, the quota count and the usage row. Returns the rendered body.
 pub(crate) async fn metered_price(
     state: &AppState,
     key: &KeyEntry,
-    asset: Result<Option<&str>, ApiError>,
+    asset: Result<&str, ApiError>,
     source: Option<&str>,
     protocol: Protocol,
     started: Instant,
 ) -> Result<Vec<u8>, ApiError> {
     let now = now_ms();
-    let given = asset.as_ref().ok().copied().flatten();
-    let name = asset.and_then(|a| {
-        a.ok_or_else(|| ApiError::BadRequest("asset is required".into()))
-            .and_then(normalize_asset)
-    });
+    let given = asset.as_ref().ok().copied();
+    let name = asset.and_then(normalize_asset);
     let outcome = match (key.admit(now, 1), &name) {
         (Err(e), _) => Err(e),
         (Ok(()), Err(e)) => Err(e.clone()),

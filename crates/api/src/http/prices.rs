@@ -2,8 +2,8 @@
 //! request; each asset is metered (one usage row each) and counts toward the quota.
 
 use axum::{
-    extract::{RawQuery, State},
-    http::{HeaderMap, StatusCode},
+    extract::{Request, State},
+    http::StatusCode,
     response::Response,
 };
 use std::time::Instant;
@@ -51,13 +51,11 @@ pub(crate) fn asset_list<'a>(
     Ok(assets)
 }
 
-pub async fn prices(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    keyed_price(&state, &headers, async |key, started| {
-        let assets = requested_assets(parse_query(query.as_deref()));
+/// `GET /prices`: the request's head read in place (no copy of its headers or query).
+pub async fn prices(State(state): State<AppState>, request: Request) -> Response {
+    let (head, _) = request.into_parts();
+    keyed_price(&state, &head.headers, async |key, started| {
+        let assets = requested_assets(parse_query(head.uri.query()));
         match metered_prices(&state, &key, assets, Protocol::Http, started).await {
             Ok((status, body)) => json_response(status, body),
             Err(e) => error_response(&e),

@@ -36,7 +36,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     AppState,
     counters::RuntimeCounters,
-    http::{price::metered_price, prices},
+    http::{
+        price::{metered_price, required_asset},
+        prices,
+    },
     state::key_text,
 };
 use request::{Parsed, parse};
@@ -266,7 +269,7 @@ async fn respond(state: &AppState, request: &request::Request<'static>) -> (u16,
         None => metered_price(
             state,
             &key,
-            Ok(request.asset.as_deref()),
+            required_asset(request.asset.as_deref()),
             request.source.as_deref(),
             Protocol::Udp,
             started,
