@@ -22,7 +22,7 @@ use beast_store::Store;
 use beast_usage::UsageSink;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::udp::UdpStats;
 
@@ -66,12 +66,12 @@ struct Baseline {
 }
 
 /// The 24 figures, in the order `/admin/stress-stats` lists them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     /// HTTP price requests (`/price`, `/prices`), refused ones included.
     pub tcp_requests: u64,
-    /// UDP price requests: datagrams that were JSON, and so were answered (received less
-    /// dropped).
+    /// UDP price requests: datagrams read as requests (JSON within the size limit), each
+    /// answered; counted as they are read.
     pub udp_requests: u64,
     /// Report requests, either protocol.
     pub report_requests: u64,
@@ -120,6 +120,16 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// The figures that are levels, not counts: [`Counters::since`] keeps them as they are
+    /// (a test holds the two to each other), and `/metrics` exports them as gauges.
+    pub const GAUGES: [&str; 5] = [
+        "batch_rows_queued",
+        "db_open_conns",
+        "db_in_use_conns",
+        "in_flight",
+        "max_in_flight",
+    ];
+
     /// Counts since `base` was taken; gauges and the high-water mark stay as they are. Every
     /// field is named (no `..self`), so a counter added later must be placed here.
     fn since(self, base: &Counters) -> Counters {
@@ -403,6 +413,38 @@ mod tests {
                 c.governor_rejections.load(Relaxed)
             ),
             (1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn since_keeps_exactly_the_gauges_and_subtracts_the_rest() {
+        let all = |n: u64| -> Counters {
+            let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(Counters::default())
+            else {
+                panic!("counters serialize to an object");
+            };
+            let fields: serde_json::Map<_, _> =
+                fields.into_iter().map(|(k, _)| (k, n.into())).collect();
+            serde_json::from_value(fields.into()).unwrap()
+        };
+        let since = serde_json::to_value(all(5).since(&all(3))).unwrap();
+        let mut kept: Vec<&str> = since
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| **v == 5)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let mut gauges = Counters::GAUGES.to_vec();
+        kept.sort_unstable();
+        gauges.sort_unstable();
+        assert_eq!(kept, gauges);
+        assert!(
+            since
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|v| *v == 5 || *v == 2)
         );
     }
 

@@ -15,100 +15,62 @@ use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::Value;
 
-use crate::AppState;
+use crate::{AppState, counters::Counters};
 
-/// Every figure, with its help text; the gauges are marked. Names are the fields of
-/// [`Counters`](crate::counters::Counters), prefixed `beast_` (the exporter suffixes the
-/// counters `_total`).
-const HELP: [(&str, bool, &str); 24] = [
-    ("tcp_requests", false, "HTTP price requests received"),
+/// Every figure, with its help text. Names are the fields of [`Counters`], prefixed `beast_`
+/// (the exporter suffixes the counters `_total`); [`Counters::GAUGES`] are gauges.
+const HELP: [(&str, &str); 24] = [
+    ("tcp_requests", "HTTP price requests received"),
     (
         "udp_requests",
-        false,
         "UDP price requests received (datagrams not dropped)",
     ),
-    (
-        "report_requests",
-        false,
-        "Report requests received, HTTP and UDP",
-    ),
-    (
-        "memory_hits",
-        false,
-        "Prices answered from the in-memory book",
-    ),
-    (
-        "shared_cache_hits",
-        false,
-        "Prices answered from the shared cache",
-    ),
+    ("report_requests", "Report requests received, HTTP and UDP"),
+    ("memory_hits", "Prices answered from the in-memory book"),
+    ("shared_cache_hits", "Prices answered from the shared cache"),
     (
         "rest_hits",
-        false,
         "Prices fetched on demand from an exchange's REST API",
     ),
-    ("cache_misses", false, "Price lookups with no fresh price"),
-    ("udp_packets_received", false, "UDP datagrams received"),
-    ("udp_packets_sent", false, "UDP datagrams sent"),
+    ("cache_misses", "Price lookups with no fresh price"),
+    ("udp_packets_received", "UDP datagrams received"),
+    ("udp_packets_sent", "UDP datagrams sent"),
     (
         "udp_packets_dropped",
-        false,
         "UDP datagrams dropped: oversized or not JSON",
     ),
     (
         "bg_work_submitted",
-        false,
         "Usage events queued for the batch writer",
     ),
-    ("bg_work_dropped", false, "Usage events lost (must stay 0)"),
-    (
-        "bg_work_completed",
-        false,
-        "Usage events written to the store",
-    ),
+    ("bg_work_dropped", "Usage events lost (must stay 0)"),
+    ("bg_work_completed", "Usage events written to the store"),
     (
         "batch_rows_queued",
-        true,
         "Usage events waiting for the batch writer",
     ),
-    ("db_open_conns", true, "Open store connections"),
-    ("db_in_use_conns", true, "Store connections in use"),
-    (
-        "rate_limited",
-        false,
-        "Requests refused by their key's rate limit",
-    ),
+    ("db_open_conns", "Open store connections"),
+    ("db_in_use_conns", "Store connections in use"),
+    ("rate_limited", "Requests refused by their key's rate limit"),
     (
         "quota_exceeded",
-        false,
         "Requests refused by their key's monthly quota",
     ),
     (
         "auth_failures",
-        false,
         "Requests refused for a missing, unknown or revoked key",
     ),
-    ("in_flight", true, "Price requests being answered"),
+    ("in_flight", "Price requests being answered"),
     (
         "max_in_flight",
-        true,
         "Most price requests in flight at once since the last stress reset",
     ),
     (
         "governor_rejections",
-        false,
         "Price requests refused because too many were in flight",
     ),
-    (
-        "errors_4xx",
-        false,
-        "Price requests answered with a 4xx status",
-    ),
-    (
-        "errors_5xx",
-        false,
-        "Price requests answered with a 5xx status",
-    ),
+    ("errors_4xx", "Price requests answered with a 4xx status"),
+    ("errors_5xx", "Price requests answered with a 5xx status"),
 ];
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
@@ -123,10 +85,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .add_global_label("node", &*state.node)
         .build_recorder();
     metrics::with_local_recorder(&recorder, || {
-        for (name, gauge_like, help) in HELP {
-            let value = fields.get(name).and_then(Value::as_u64).unwrap_or(0);
-            let name = format!("beast_{name}");
-            if gauge_like {
+        for (field, help) in HELP {
+            let value = fields.get(field).and_then(Value::as_u64).unwrap_or(0);
+            let name = format!("beast_{field}");
+            if Counters::GAUGES.contains(&field) {
                 describe_gauge!(name.clone(), help);
                 gauge!(name).set(value as f64);
             } else {
@@ -145,7 +107,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::Counters;
 
     #[test]
     fn every_counter_has_help_and_nothing_else_does() {
