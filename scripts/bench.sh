@@ -13,7 +13,8 @@
 # counted.
 #
 # Environment: RUNS (default 3), DURATION seconds per measurement (default 10),
-# CONCURRENCY (default 64), THREADS for wrk (default 2), CARGO (default `cargo`),
+# CONCURRENCY (default 64), THREADS for wrk (default 2), UDP_DEPTH requests in flight per UDP
+# socket of `beast stress` (default 8: 64 in flight are 8 sockets), CARGO (default `cargo`),
 # KEEP=1 to keep the work directory. Loopback only; everything started is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 CONCURRENCY=${CONCURRENCY:-64}
+UDP_DEPTH=${UDP_DEPTH:-8}
 THREADS=${THREADS:-2}
 CARGO=${CARGO:-cargo}
 BEAST=target/release/beast
@@ -406,14 +408,14 @@ stress_cmd() {
     "$BEAST" stress --levels "$CONCURRENCY" --duration-s "$DURATION" --json "$@"
 }
 
-log "RUNS=$RUNS DURATION=${DURATION}s CONCURRENCY=$CONCURRENCY (wrk threads $THREADS)"
+log "RUNS=$RUNS DURATION=${DURATION}s CONCURRENCY=$CONCURRENCY (wrk threads $THREADS, UDP $UDP_DEPTH in flight per socket)"
 for run in $(seq "$RUNS"); do
     measure node-http-wrk wrk "$NODE_PID" "$IDLE" \
         wrk_cmd -H "Authorization: Bearer $KEY" "http://$NODE_HTTP/price?asset=BTC"
     measure node-http-stress stress "$NODE_PID" "$IDLE" \
         stress_cmd --target "http://$NODE_HTTP" --key "$KEY" --assets BTC
     measure node-udp-stress stress "$NODE_PID" "$IDLE" \
-        stress_cmd --target "udp://$NODE_UDP" --key "$KEY" --assets BTC
+        stress_cmd --target "udp://$NODE_UDP" --key "$KEY" --assets BTC --udp-depth "$UDP_DEPTH"
     measure nginx-wrk wrk "tree:$NGINX_PID" 0 wrk_cmd "http://127.0.0.1:$NGINX_PORT/price?asset=BTC"
     measure hyper-wrk wrk "$HYPER_PID" 0 wrk_cmd "http://$HYPER_ADDR/price?asset=BTC"
     measure hyper-stress stress "$HYPER_PID" 0 \

@@ -19,6 +19,10 @@ pub struct Report {
     /// The HTTP path asked for; absent for UDP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// UDP: requests each socket keeps in flight (`--udp-depth`), which sets how many sockets
+    /// a level uses; absent for HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_depth: Option<usize>,
     pub assets: Vec<String>,
     pub duration_ms: u64,
     pub timeout_ms: u64,
@@ -109,6 +113,7 @@ impl Report {
                 Target::Http(requests) => Some(requests.path().to_owned()),
                 Target::Udp(_) => None,
             },
+            udp_depth: matches!(plan.target, Target::Udp(_)).then_some(plan.udp_depth),
             assets: plan.assets.clone(),
             duration_ms: u64::try_from(plan.duration.as_millis()).unwrap_or(u64::MAX),
             timeout_ms: u64::try_from(plan.timeout.as_millis()).unwrap_or(u64::MAX),
@@ -123,7 +128,10 @@ impl Report {
 pub fn header(plan: &Plan) -> String {
     let what = match &plan.target {
         Target::Http(requests) => format!("{}{} (http)", plan.target_url, requests.path()),
-        Target::Udp(_) => format!("{} (udp)", plan.target_url),
+        Target::Udp(_) => format!(
+            "{} (udp, {} in flight per socket)",
+            plan.target_url, plan.udp_depth
+        ),
     };
     format!(
         "stress {what}, assets {}, {} levels x {:.3} s, timeout {} ms\n{:>8} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  errors",

@@ -358,6 +358,23 @@ async fn the_path_comes_from_the_flag_or_the_target() {
     assert!(error.is_some_and(|e| e.contains("disagrees")));
 }
 
+#[tokio::test]
+async fn a_udp_report_says_how_many_requests_each_socket_kept_in_flight() {
+    let plan = Plan::new(&args("udp://127.0.0.1:1", &[8], 1.0, 100))
+        .await
+        .expect("valid plan");
+    let report = super::report::Report::new(&plan, &[], false).expect("report");
+    let json = serde_json::to_value(&report).expect("serializes");
+    assert_eq!((&json["udp_depth"], json.get("path")), (&3.into(), None));
+    assert!(super::report::header(&plan).contains("(udp, 3 in flight per socket)"));
+    let plan = Plan::new(&args("http://127.0.0.1:1", &[8], 1.0, 100))
+        .await
+        .expect("valid plan");
+    let json = serde_json::to_value(super::report::Report::new(&plan, &[], false).expect("report"))
+        .expect("serializes");
+    assert_eq!(json.get("udp_depth"), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_to_a_port_nobody_listens_on_is_refused_not_timed_out() {
     let closed = UdpSocket::bind("127.0.0.1:0")
