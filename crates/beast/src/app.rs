@@ -69,7 +69,8 @@ impl Params {
             value.unwrap_or(min)
         };
         let get = |name: &str| at_least(name, 1);
-        let ms = |name: &str| get(name).min(i64::MAX as u64) as i64;
+        // Milliseconds as the feeds and rollups count them (i64), at least `min`.
+        let ms = |name: &str, min: u64| at_least(name, min).min(i64::MAX as u64) as i64;
         Self {
             usage: WriterOptions {
                 capacity: get("usage_channel_capacity") as usize,
@@ -85,11 +86,11 @@ impl Params {
             },
             rest_timeout: Duration::from_millis(get("rest_timeout_ms")),
             feeds: FeedOptions {
-                fresh_max_age_ms: ms("price_fresh_max_age_ms"),
-                pair_quiet_ms: ms("pair_quiet_ms"),
-                rest_fallback_ms: ms("rest_fallback_ms"),
+                fresh_max_age_ms: ms("price_fresh_max_age_ms", 1),
+                pair_quiet_ms: ms("pair_quiet_ms", 1),
+                rest_fallback_ms: ms("rest_fallback_ms", 1),
                 rest_concurrency: get("rest_concurrency") as usize,
-                on_demand_retry_ms: ms("on_demand_retry_ms"),
+                on_demand_retry_ms: ms("on_demand_retry_ms", 1),
             },
             governor_max_in_flight: get("governor_max_in_flight"),
             reports: ReportOptions {
@@ -97,7 +98,7 @@ impl Params {
                 udp_max_bytes: get("report_udp_max_bytes") as usize,
                 retention_days: get("usage_retention_days"),
                 // 0: a day is rolled up as soon as it ends.
-                rollup_delay_ms: at_least("rollup_delay_ms", 0).min(i64::MAX as u64) as i64,
+                rollup_delay_ms: ms("rollup_delay_ms", 0),
                 rollup_every: Duration::from_millis(get("rollup_interval_ms")),
             },
         }

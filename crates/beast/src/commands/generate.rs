@@ -4,7 +4,7 @@
 //! `--days` days, in time order, with a skewed asset mix, three nodes, mostly successes
 //! answered from memory, and log-normal-ish latencies.
 
-use std::sync::Arc;
+use std::{fmt::Write as _, sync::Arc};
 
 use beast_core::{CacheTier, DAY_MS, Protocol, UsageEvent, now_ms};
 use beast_store::{Store, keys};
@@ -45,7 +45,7 @@ async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result
     let mut listing = String::new();
     for i in 0..args.keys.max(1) {
         let (key, record) = keys::create(store, &format!("generated-{i}"), "pro").await?;
-        listing.push_str(&format!("{}\t{key}\n", record.id));
+        let _ = writeln!(listing, "{}\t{key}", record.id);
         created.push(record.id);
     }
     let Some((&heavy, others)) = created.split_first() else {

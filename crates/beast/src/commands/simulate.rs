@@ -1,6 +1,6 @@
 //! `beast simulate`: the six exchange protocols on loopback, until Ctrl-C or SIGTERM.
 
-use std::io::Write as _;
+use std::fmt::Write as _;
 
 use beast_simulator::{Simulator, SimulatorOptions};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -47,13 +47,14 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     for def in beast_store::seeded_exchanges()? {
         let mut local = def.clone();
         if sim.redirect(&mut local) {
-            listing.push_str(&format!(
-                "{:<10} ws {}  rest {}\n",
+            let _ = writeln!(
+                listing,
+                "{:<10} ws {}  rest {}",
                 def.name, local.ws_url, local.rest_url
-            ));
+            );
         }
     }
-    if let Err(e) = std::io::stdout().write_all(listing.as_bytes()) {
+    if let Err(e) = say!("{}", listing.trim_end()) {
         tracing::debug!(error = %e, "stdout closed; the simulator runs on");
     }
     super::shutdown_signal().await;
