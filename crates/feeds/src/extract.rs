@@ -51,7 +51,7 @@ pub enum ExtractError {
     #[error("trade field `{field}`: {problem} in item {item}")]
     BadField {
         field: &'static str,
-        problem: String,
+        problem: &'static str,
         item: String,
     },
 }
@@ -156,9 +156,9 @@ impl CompiledDefinition {
         let Some(price_value) = get(&self.price) else {
             return Ok(None);
         };
-        let bad = |field: &'static str, problem: &str| ExtractError::BadField {
+        let bad = |field: &'static str, problem: &'static str| ExtractError::BadField {
             field,
-            problem: problem.to_owned(),
+            problem,
             item: truncated(&item.to_string()),
         };
         let price = positive_price(price_value)
