@@ -15,7 +15,7 @@ use futures_util::{StreamExt, stream};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{beast, beast_ok, seventh_definition, usage_rows};
+use crate::helpers::{beast, beast_ok, beast_text, seventh_definition, usage_rows};
 
 const BIN: &str = env!("CARGO_BIN_EXE_beast");
 
@@ -37,16 +37,7 @@ impl Node {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("TEST_LOG").is_some() {
-                    eprintln!("{line}");
-                }
-                let _ = tx.send(line);
-            }
-        });
+        let rx = stderr_lines(&mut child);
         let mut listeners = HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while listeners.len() < expected {
@@ -290,16 +281,6 @@ async fn roles_and_addresses_come_from_file_environment_and_flags_in_that_order(
     );
 }
 
-/// Runs `beast` with `stdin` piped in; returns (stdout, stderr, success).
-async fn beast_with_stdin(data_dir: &Path, args: &[&str], stdin: &str) -> (String, String, bool) {
-    let out = beast(data_dir, args, Some(stdin)).await;
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-        out.status.success(),
-    )
-}
-
 #[tokio::test]
 async fn exchanges_parse_prints_every_recorded_trade_field_by_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -331,10 +312,10 @@ async fn exchanges_parse_prints_every_recorded_trade_field_by_field() {
                 )
             })
             .collect();
-        let (stdout, stderr, ok) = beast_with_stdin(
+        let (stdout, stderr, ok) = beast_text(
             &dir.path().join("data"),
             &["exchanges", "parse", "--exchange", name],
-            &input,
+            Some(&input),
         )
         .await;
         assert!(ok, "{name}: {stderr}");
@@ -366,10 +347,10 @@ async fn exchanges_parse_tries_an_unsaved_definition_and_the_cli_saves_it() {
         r#"{"kind":"fills","market":"FOOEUR","fills":[{"rate":"-1","qty":"3","at":"2026-11-21T10:00:00Z"}]}"#,
         "\n",
     );
-    let (stdout, stderr, ok) = beast_with_stdin(
+    let (stdout, stderr, ok) = beast_text(
         &data,
         &["exchanges", "parse", "--definition", file.to_str().unwrap()],
-        frames,
+        Some(frames),
     )
     .await;
     assert!(ok, "{stderr}");
@@ -481,33 +462,72 @@ async fn faults_are_injected_from_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("melt_down"));
 }
 
-/// Runs `beast ARGS` in `dir` with standard output a pipe whose reader is already gone.
-fn with_stdout_gone(dir: &Path, args: &[&str]) -> std::process::Output {
+/// Which output stream of a command is a pipe whose reader has already gone.
+#[derive(Clone, Copy)]
+enum Gone {
+    Stdout,
+    Stderr,
+}
+
+/// Runs `beast --data-dir DIR ARGS` with `gone` a pipe whose reader has already gone, the
+/// other stream captured; fails the test if the command is still running after 30 s (waiting
+/// for room in a pipe nobody reads).
+fn with_reader_gone(dir: &Path, args: &[&str], gone: Gone) -> std::process::Output {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap()
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir").arg(dir).args(args);
+    match gone {
+        Gone::Stdout => cmd.stdout(writer).stderr(Stdio::piped()),
+        Gone::Stderr => cmd.stdout(Stdio::piped()).stderr(writer),
+    };
+    let mut child = cmd.spawn().unwrap();
+    let mut other: Box<dyn std::io::Read + Send> = match gone {
+        Gone::Stdout => Box::new(child.stderr.take().unwrap()),
+        Gone::Stderr => Box::new(child.stdout.take().unwrap()),
+    };
+    let captured = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = other.read_to_end(&mut bytes);
+        bytes
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("beast {args:?} still runs after 30 s with its reader gone");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let captured = captured.join().unwrap();
+    let (stdout, stderr) = match gone {
+        Gone::Stdout => (Vec::new(), captured),
+        Gone::Stderr => (captured, Vec::new()),
+    };
+    std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 #[tokio::test]
 async fn a_reader_that_leaves_early_ends_a_command_quietly_but_never_cuts_its_work_short() {
     let dir = tempfile::tempdir().unwrap();
     // `beast exchanges list | head -0`: nothing is lost, so the command ends quietly.
-    let out = with_stdout_gone(dir.path(), &["exchanges", "list"]);
+    let out = with_reader_gone(dir.path(), &["exchanges", "list"], Gone::Stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "status {}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     // Generated usage is written whole before the keys are printed.
-    let out = with_stdout_gone(
+    let out = with_reader_gone(
         dir.path(),
         &["generate-usage", "--rows", "250", "--keys", "2"],
+        Gone::Stdout,
     );
     assert!(
         out.status.success(),
@@ -517,7 +537,11 @@ async fn a_reader_that_leaves_early_ends_a_command_quietly_but_never_cuts_its_wo
     assert_eq!(usage_rows(dir.path(), "").await, 250);
 
     // A key nobody saw is a failure that says how to get rid of it.
-    let out = with_stdout_gone(dir.path(), &["keys", "create", "--tier", "pro"]);
+    let out = with_reader_gone(
+        dir.path(),
+        &["keys", "create", "--tier", "pro"],
+        Gone::Stdout,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -527,56 +551,50 @@ async fn a_reader_that_leaves_early_ends_a_command_quietly_but_never_cuts_its_wo
     );
 
     // An export whose reader left ends too, however many chunks it still had to send.
-    let out = with_stdout_gone(
+    let out = with_reader_gone(
         dir.path(),
         &["generate-usage", "--rows", "20000", "--keys", "1"],
+        Gone::Stdout,
     );
     assert!(out.status.success());
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let mut export = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["report", "usage", "--page-size", "all"])
-        .stdout(writer)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = export.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = export.kill();
-            panic!("the export still waits for a reader that is gone");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status}");
+    let out = with_reader_gone(
+        dir.path(),
+        &["report", "usage", "--page-size", "all"],
+        Gone::Stdout,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
 async fn with_standard_error_gone_commands_still_work_and_a_failure_still_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
-        Command::new(BIN)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(writer)
-            .status()
-            .unwrap()
-    };
+    let run = |args: &[&str]| with_reader_gone(dir.path(), args, Gone::Stderr).status;
     // generate-usage tells standard error what it wrote, to nobody.
     let status = run(&["generate-usage", "--rows", "120", "--keys", "1"]);
     assert!(status.success(), "{status}");
     assert_eq!(usage_rows(dir.path(), "").await, 120);
     // A failure is exit code 1, not a panic's 101.
     assert_eq!(run(&["keys", "revoke", "999"]).code(), Some(1));
+}
+
+/// A child's stderr, line by line, read on a thread of its own so a test can wait for a line
+/// with a deadline (echoed when `TEST_LOG` is set).
+fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("TEST_LOG").is_some() {
+                eprintln!("{line}");
+            }
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 /// A `beast simulate` child, killed when dropped, so a failed assertion leaves none behind.
@@ -600,9 +618,13 @@ fn the_simulator_runs_on_when_its_listing_finds_no_reader() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap());
+    let lines = stderr_lines(&mut sim.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut addr = None;
-    for line in BufReader::new(sim.0.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the simulator logged that its stdout closed and it runs on");
         if let Some(at) = line.split("addr=").nth(1) {
             addr = Some(at.trim().to_owned());
         }

@@ -117,13 +117,23 @@ pub const KRAKEN_ONLY_ASSET: &str = "INSERT INTO exchange_asset_map (exchange, a
 
 /// Runs `beast` and asserts it succeeds; its stdout and stderr.
 pub async fn beast_ok(data_dir: &Path, args: &[&str]) -> (String, String) {
-    let out = beast(data_dir, args, None).await;
-    let (stdout, stderr) = (
+    let (stdout, stderr, ok) = beast_text(data_dir, args, None).await;
+    assert!(ok, "beast {args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+/// Runs `beast` (with `stdin` piped in, if any); returns (stdout, stderr, success).
+pub async fn beast_text(
+    data_dir: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (String, String, bool) {
+    let out = beast(data_dir, args, stdin).await;
+    (
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
-    );
-    assert!(out.status.success(), "beast {args:?}: {stderr}");
-    (stdout, stderr)
+        out.status.success(),
+    )
 }
 
 /// Sends one datagram to `to` and reads the JSON answer; `None` if none comes in time.
