@@ -411,6 +411,7 @@ fn odd_definition(rng: &mut rand::rngs::StdRng, definition: &Value) -> Value {
         match v {
             Value::Object(map) => {
                 for (k, child) in map {
+                    let k = k.replace('~', "~0").replace('/', "~1");
                     leaves(child, format!("{at}/{k}"), out);
                 }
             }
@@ -425,21 +426,28 @@ fn odd_definition(rng: &mut rand::rngs::StdRng, definition: &Value) -> Value {
             out.push(at);
         }
     }
-    let mut d = definition.clone();
-    for _ in 0..rng.random_range(1..=2) {
-        let mut paths = Vec::new();
-        leaves(&d, String::new(), &mut paths);
-        let path = &paths[rng.random_range(0..paths.len())];
-        if rng.random_bool(0.2) {
-            let (parent, field) = path.rsplit_once('/').unwrap();
-            if let Some(Value::Object(map)) = d.pointer_mut(parent) {
-                map.remove(field);
+    // Drawn again until it differs: an edit may drop an array element's field that is not
+    // there, or put in the value already there.
+    loop {
+        let mut d = definition.clone();
+        for _ in 0..rng.random_range(1..=2) {
+            let mut paths = Vec::new();
+            leaves(&d, String::new(), &mut paths);
+            let path = &paths[rng.random_range(0..paths.len())];
+            if rng.random_bool(0.2) {
+                let (parent, field) = path.rsplit_once('/').unwrap();
+                let field = field.replace("~1", "/").replace("~0", "~");
+                if let Some(Value::Object(map)) = d.pointer_mut(parent) {
+                    map.remove(&field);
+                }
+            } else if let Some(slot) = d.pointer_mut(path) {
+                *slot = serde_json::from_str(ODD[rng.random_range(0..ODD.len())]).unwrap();
             }
-        } else if let Some(slot) = d.pointer_mut(path) {
-            *slot = serde_json::from_str(ODD[rng.random_range(0..ODD.len())]).unwrap();
+        }
+        if d != *definition {
+            return d;
         }
     }
-    d
 }
 
 #[tokio::test]

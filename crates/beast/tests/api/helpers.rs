@@ -331,6 +331,17 @@ impl TestApp {
     }
 
     /// Polls `check` every 50 ms until it gives a value, or panics after `within`.
+    /// Waits until `query` (one `COUNT(*)` on the store) reads `n`; panics after 5 s. For
+    /// rows written a moment after the answers (usage batches, report log rows).
+    pub async fn wait_count(&self, query: &str, n: i64) {
+        self.eventually(
+            &format!("{query} = {n}"),
+            Duration::from_secs(5),
+            || async { (scalar::<i64>(self.data_dir.path(), query).await == n).then_some(()) },
+        )
+        .await;
+    }
+
     pub async fn eventually<T, F, Fut>(&self, what: &str, within: Duration, mut check: F) -> T
     where
         F: FnMut() -> Fut,

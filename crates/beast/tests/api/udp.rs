@@ -319,7 +319,13 @@ async fn mutated_and_random_datagrams_are_each_answered_or_counted_and_the_node_
             "an answer is a price or an error with a code: {reply}"
         );
     }
-    let health = app.get("/health", None).await.body;
+    // The send count lands just after the replies: wait for it, then every count is exact.
+    let health = app
+        .eventually("the last send counted", Duration::from_secs(5), || async {
+            let health = app.get("/health", None).await.body;
+            (health["udp"]["sent"] == answered).then_some(health)
+        })
+        .await;
     let udp = &health["udp"];
     assert_eq!(udp["received"], datagrams.len(), "{health}");
     assert_eq!(udp["requests"], answered, "{health}");
