@@ -238,11 +238,16 @@ async fn status(config: &ConfigArgs, url: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn parse_prints_each_trade_and_reports_bad_frames() {
+    /// OKX's seeded definition, compiled.
+    fn okx() -> CompiledDefinition {
         let defs = beast_store::seeded_exchanges().unwrap();
         let okx = defs.into_iter().find(|d| d.name == "okx").unwrap();
-        let compiled = CompiledDefinition::compile(okx).unwrap();
+        CompiledDefinition::compile(okx).unwrap()
+    }
+
+    #[test]
+    fn parse_prints_each_trade_and_reports_bad_frames() {
+        let compiled = okx();
         let input = concat!(
             r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"1","px":"42219.9","sz":"0.12060306","side":"buy","ts":"1630048897897"},{"instId":"BTC-USDT","tradeId":"2","px":"42220","sz":"1","side":"sell","ts":"1630048897898"}]}"#,
             "\n",
@@ -286,9 +291,7 @@ mod tests {
 
     #[test]
     fn only_a_gone_trade_reader_ends_parse_and_then_as_stdout_closed() {
-        let defs = beast_store::seeded_exchanges().unwrap();
-        let okx = defs.into_iter().find(|d| d.name == "okx").unwrap();
-        let compiled = CompiledDefinition::compile(okx).unwrap();
+        let compiled = okx();
         let input = concat!(
             "{\"arg\":{\"chan\n",
             r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"1","px":"42219.9","sz":"1","ts":"1630048897897"}]}"#,
