@@ -13,7 +13,7 @@
 //! the node's [`RuntimeCounters`](crate::counters::RuntimeCounters).
 
 mod mmsg;
-pub(crate) mod request;
+pub mod request;
 
 use std::{
     io,

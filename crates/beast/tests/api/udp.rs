@@ -346,3 +346,49 @@ async fn mutated_and_random_datagrams_are_each_answered_or_counted_and_the_node_
     );
     app.stop().await;
 }
+
+/// The one-pass scan reads a request exactly as serde_json does: over fuzzed requests, each
+/// one the scan takes is the request serde_json makes of it, and the scan takes most valid
+/// ones, leaving the odd ones (escapes, repeats, other types) to serde_json.
+#[test]
+fn the_request_scan_reads_what_serde_json_reads() {
+    use beast_api::udp::request::{Request, scan};
+    let key = format!("tb_{}", "a1".repeat(32));
+    let bases: Vec<Vec<u8>> = [
+        format!(r#"{{"key":"{key}","asset":"BTC","id":"s-1"}}"#),
+        format!(r#"{{"key":"{key}","assets":["BTC","ETH"],"id":"s-2"}}"#),
+        format!(r#"{{"key":"{key}","asset":"ETH","source":"kraken-ws"}}"#),
+        format!(" {{ \"id\" : \"é ✓\",\t\"key\":\"{key}\" ,\n\"assets\" : [ ] }}\r\n"),
+        format!(r#"{{"asset":"SOL","key":"{key}","assets":[ "X" , "Y" ],"source":"okx"}}"#),
+        r#"{"key":"k\"q","asset":"BTC\u0041"}"#.to_owned(),
+    ]
+    .into_iter()
+    .map(String::into_bytes)
+    .collect();
+    for base in &bases[..5] {
+        assert!(scan(base).is_some(), "{}", String::from_utf8_lossy(base));
+    }
+    assert!(scan(&bases[5]).is_none(), "escapes are left to serde_json");
+    let datagrams = mutants(0x5eed_0007, &bases, 30_000);
+    let (mut scanned, mut left) = (0, 0);
+    for d in &datagrams {
+        let general = serde_json::from_slice::<Request>(d).ok();
+        match scan(d) {
+            Some(request) => {
+                scanned += 1;
+                assert_eq!(
+                    Some(&request),
+                    general.as_ref(),
+                    "{}",
+                    String::from_utf8_lossy(d)
+                );
+            }
+            None if general.is_some() => left += 1,
+            None => {}
+        }
+    }
+    assert!(
+        scanned > 5_000 && left > 1_000,
+        "{scanned} scanned, {left} valid ones left to serde_json"
+    );
+}
