@@ -2,18 +2,20 @@
 //! `connect_delay_ms`, subscribe (everything, after every reconnect), keep alive (`ping_*`,
 //! heartbeat replies), enforce the liveness deadline, drop trades whose id was already seen
 //! (snapshots replayed on resubscribe), and reconnect with backoff when anything ends the
-//! session.
+//! session, a panic in it included.
 
 use std::{
+    any::Any,
     collections::{HashMap, VecDeque},
     hash::{DefaultHasher, Hash, Hasher},
+    panic::AssertUnwindSafe,
     sync::Arc,
     time::Duration,
 };
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use beast_core::now_ms;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::{Instant, interval_at, sleep, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
@@ -62,6 +64,8 @@ enum SessionEnd {
     Silent(Duration),
     #[error("closed by the exchange")]
     Closed,
+    #[error("panicked: {0}")]
+    Panicked(String),
     #[error(transparent)]
     WebSocket(#[from] tungstenite::Error),
 }
@@ -96,7 +100,7 @@ impl Connection {
         let mut backoff = policy.build();
         loop {
             let started = Instant::now();
-            let end = self.session(&cancel).await;
+            let end = guarded(self.session(&cancel)).await;
             self.feed.set_shard_up(self.shard, false);
             match end {
                 SessionEnd::Stopped => return,
@@ -249,9 +253,41 @@ impl Connection {
     }
 }
 
+/// Runs a session, turning a panic inside it into [`SessionEnd::Panicked`]: the connection
+/// then reconnects like after any other end, instead of ending for good with its task.
+async fn guarded(session: impl Future<Output = SessionEnd>) -> SessionEnd {
+    match AssertUnwindSafe(session).catch_unwind().await {
+        Ok(end) => end,
+        Err(panic) => SessionEnd::Panicked(panic_text(&*panic)),
+    }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_text(panic: &(dyn Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (_, Some(text)) => text.clone(),
+        _ => "(no message)".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_session_ends_like_any_other_and_says_why() {
+        let end = guarded(async { panic!("bad frame {}", 7) }).await;
+        assert_eq!(end.to_string(), "panicked: bad frame 7");
+        let end = guarded(async { panic!("boom") }).await;
+        assert_eq!(end.to_string(), "panicked: boom");
+        let end = guarded(async { std::panic::panic_any(42_u8) }).await;
+        assert_eq!(end.to_string(), "panicked: (no message)");
+        assert!(matches!(
+            guarded(async { SessionEnd::Closed }).await,
+            SessionEnd::Closed
+        ));
+    }
 
     #[test]
     fn a_trade_id_is_seen_once_and_the_memory_is_bounded() {
