@@ -254,7 +254,9 @@ impl Connection {
 }
 
 /// Runs a session, turning a panic inside it into [`SessionEnd::Panicked`]: the connection
-/// then reconnects like after any other end, instead of ending for good with its task.
+/// then reconnects like after any other end, instead of ending for good with its task. What a
+/// panic may leave half done is the connection's own state and the book's latest update, which
+/// the next update rebuilds; its locks do not poison.
 async fn guarded(session: impl Future<Output = SessionEnd>) -> SessionEnd {
     match AssertUnwindSafe(session).catch_unwind().await {
         Ok(end) => end,
@@ -264,10 +266,12 @@ async fn guarded(session: impl Future<Output = SessionEnd>) -> SessionEnd {
 
 /// What a panic said, when it said it with a string.
 fn panic_text(panic: &(dyn Any + Send)) -> String {
-    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-        (Some(text), _) => (*text).to_owned(),
-        (_, Some(text)) => text.clone(),
-        _ => "(no message)".to_owned(),
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_owned()
     }
 }
 

@@ -1,4 +1,4 @@
-//! Reading one UDP request datagram into a borrowed struct, owned only once it is handed to the
+//! Reading one UDP request datagram into a [`Request`], made owned once it is handed to the
 //! future that answers it.
 //!
 //! Two readers, one answer: [`scan`] reads the usual shape (a flat object of the known fields,
@@ -129,6 +129,7 @@ pub fn scan(datagram: &[u8]) -> Option<Request<'_>> {
             "asset" => &mut request.asset,
             "source" => &mut request.source,
             "id" => &mut request.id,
+            // A second `assets` falls through to the refusal below, as a repeat of any field.
             "assets" if request.assets.is_none() => {
                 request.assets = Some(s.strings()?);
                 if s.end_of_field()? {
@@ -225,6 +226,47 @@ impl<'a> Scanner<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Edge cases of the scan, each through serde_json too: the scan reads exactly what
+    /// serde_json reads, or leaves the datagram to it.
+    #[test]
+    fn the_scan_takes_only_what_serde_json_reads_the_same() {
+        let cases: &[(&[u8], bool)] = &[
+            (br#"{"key":"k","asset":"BTC"}"#, true),
+            (b" {\t\"key\" :\r\n\"k\" } \n", true),
+            (br#"{"key":"k","assets":[]}"#, true),
+            (br#"{"key":"k","assets":[ "A" ,"B" ]}"#, true),
+            ("{\"key\":\"k\u{7f}é\"}".as_bytes(), true),
+            (br#"{}"#, false),
+            (br#"{"key":"k",}"#, false),
+            (br#"{"key":"k","assets":["A",]}"#, false),
+            (br#"{"key":"k","assets":[,"A"]}"#, false),
+            (br#"{"key":"k","key":"k"}"#, false),
+            (br#"{"assets":["A"],"assets":["A"]}"#, false),
+            (br#"{"key":"k","asset":null}"#, false),
+            (br#"{"key":"k","other":"x"}"#, false),
+            (br#"{"key":"k\u0041"}"#, false),
+            (br#"{"k\u0065y":"k"}"#, false),
+            (b"{\"key\":\"a\tb\"}", false),
+            (b"{\"key\":\"a\x00b\"}", false),
+            (b"\xef\xbb\xbf{\"key\":\"k\"}", false),
+            (b"{\"key\":\"k\"}\x0c", false),
+            (b"{\"key\":\"\xff\"}", false),
+            (br#"{"key":"k"}x"#, false),
+            (br#"{"key":"k""#, false),
+        ];
+        for (datagram, scanned) in cases {
+            let text = String::from_utf8_lossy(datagram);
+            let general = serde_json::from_slice::<Request>(datagram).ok();
+            match scan(datagram) {
+                Some(request) => {
+                    assert!(scanned, "scanned: {text}");
+                    assert_eq!(Some(request), general, "{text}");
+                }
+                None => assert!(!scanned, "left to serde_json: {text}"),
+            }
+        }
+    }
 
     #[test]
     fn requests_are_read_or_refused_with_a_reason() {
