@@ -232,7 +232,7 @@ def udp_timeouts(rows):
                if r["name"] == "node-udp-stress")
 
 def loss(results):
-    rows = [json.loads(l) for l in open(results) if json.loads(l)["name"] == "node-udp-stress"]
+    rows = [r for r in map(json.loads, open(results)) if r["name"] == "node-udp-stress"]
     if not rows:
         return
     sent = sum(r["requests"] for r in rows)

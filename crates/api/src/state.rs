@@ -109,7 +109,7 @@ impl AppState {
                     .source_tag(wanted)
                     .filter(|tag| catalog.lists(asset, tag))
                     .ok_or_else(|| ApiError::UnknownSource {
-                        source_tag: wanted.chars().take(40).collect(),
+                        source_tag: beast_core::refused_text(wanted),
                     })?;
                 Some(tag)
             }

@@ -349,9 +349,11 @@ impl Application {
             () = drained => tracing::info!("listeners drained; stopping feeds"),
             () = overdue => tracing::warn!(
                 limit_s = DRAIN_LIMIT.as_secs(),
-                "requests still in flight (a slow export reader?); stopping without them"
+                "requests still in flight (a slow export reader?); no longer waiting for them"
             ),
         }
+        // The listeners' own tasks; a connection or an export runs in a task of its own and
+        // ends with the process.
         servers.abort_all();
         self.background.cancel();
         self.tracker.close();

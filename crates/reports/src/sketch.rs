@@ -47,7 +47,7 @@ impl Sketch {
             .map(|pair| {
                 pair.split_once(':')
                     .and_then(|(v, c)| Some((v.parse::<u64>().ok()?, c.parse::<u64>().ok()?)))
-                    .ok_or_else(|| BadSketch(pair.chars().take(40).collect()))
+                    .ok_or_else(|| BadSketch(beast_core::refused_text(pair)))
             })
             .collect()
     }

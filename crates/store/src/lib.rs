@@ -127,7 +127,6 @@ pub trait Store: Send + Sync {
     /// Writes a batch of usage events and folds the per-key monthly counters, in one
     /// transaction.
     async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()>;
-    async fn usage_count(&self) -> Result<i64>;
 
     /// Usage rows matching `filter`, newest first (by time, then id), strictly after
     /// `after`, at most `limit` of them; streamed, so an export never sits in memory.

@@ -70,6 +70,14 @@ fn migrator() -> Migrator {
 }
 
 impl SqliteStore {
+    /// Every row of `usage_logs`, counted: it reads the whole table, so it is for tests and
+    /// small stores, never for a running node (shutdown logs what the writer wrote instead).
+    pub async fn usage_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM usage_logs")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Opens (creating if needed) `<data_dir>/beast.sqlite3`, migrates and seeds it.
     pub async fn open(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
@@ -680,12 +688,6 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    async fn usage_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM usage_logs")
-            .fetch_one(&self.pool)
-            .await?)
     }
 
     fn usage_rows<'a>(

@@ -2,8 +2,9 @@
 
 /// `println!` that returns an error instead of panicking: a command's output may go to a
 /// pipe whose reader has gone (`beast keys list | head -1`). That error is [`StdoutClosed`],
-/// which `main` ends quietly, as other command-line tools do; commands print after their
-/// work, so leaving early never cuts it short.
+/// which `main` ends quietly, as other command-line tools do. Most commands print after their
+/// work, so leaving early never cuts it short; `beast stress` prints each level as it ends, so
+/// a reader that leaves stops the run there.
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
