@@ -32,7 +32,8 @@ impl Template {
         }
     }
 
-    pub fn render(&self, now_ms: i64) -> Vec<u8> {
+    #[cfg(test)]
+    pub(crate) fn render(&self, now_ms: i64) -> Vec<u8> {
         let mut out = Vec::new();
         self.render_into(now_ms, &mut out);
         out

@@ -35,7 +35,17 @@ pub(crate) async fn answer(state: &AppState, headers: &HeaderMap, query: Option<
             Ok(q) => (required_asset(q.asset.as_deref()), q.source.as_deref()),
             Err(e) => (Err(e.clone()), None),
         };
-        match metered_price(state, &key, asset, source, Protocol::Http, started).await {
+        match metered_price(
+            state,
+            &key,
+            asset,
+            source,
+            Protocol::Http,
+            started,
+            Vec::new(),
+        )
+        .await
+        {
             Ok(body) => json_response(StatusCode::OK, body),
             Err(e) => error_response(&e),
         }
@@ -50,7 +60,8 @@ pub(crate) fn required_asset(asset: Option<&str>) -> Result<&str, ApiError> {
 
 /// One metered price answer, whatever the protocol: admission (rate limit, quota) before
 /// anything else, so even malformed requests (`asset` is then the reason) spend the key's
-/// rate; then the lookup, the quota count and the usage row. Returns the rendered body.
+/// rate; then the lookup, the quota count and the usage row. Returns `out` with the body
+/// rendered after what it held.
 pub(crate) async fn metered_price(
     state: &AppState,
     key: &KeyEntry,
@@ -58,6 +69,7 @@ pub(crate) async fn metered_price(
     source: Option<&str>,
     protocol: Protocol,
     started: Instant,
+    mut out: Vec<u8>,
 ) -> Result<Vec<u8>, ApiError> {
     let now = now_ms();
     let given = asset.as_ref().ok().copied();
@@ -77,5 +89,8 @@ pub(crate) async fn metered_price(
     state
         .meter(key, recorded, outcome.as_ref(), protocol, started)
         .await;
-    outcome.map(|(answer, _)| answer.template.render(now))
+    outcome.map(|(answer, _)| {
+        answer.template.render_into(now, &mut out);
+        out
+    })
 }

@@ -56,7 +56,7 @@ pub async fn prices(State(state): State<AppState>, request: Request) -> Response
     let (head, _) = request.into_parts();
     keyed_price(&state, &head.headers, async |key, started| {
         let assets = requested_assets(parse_query(head.uri.query()));
-        match metered_prices(&state, &key, assets, Protocol::Http, started).await {
+        match metered_prices(&state, &key, assets, Protocol::Http, started, Vec::new()).await {
             Ok((status, body)) => json_response(status, body),
             Err(e) => error_response(&e),
         }
@@ -65,14 +65,15 @@ pub async fn prices(State(state): State<AppState>, request: Request) -> Response
 }
 
 /// Several assets in one metered request, whatever the protocol: one rate-limit token, one
-/// usage row per asset. Returns the status and the body `{"prices":{..},"errors":{..}}`, or
-/// the error that refused the whole request.
+/// usage row per asset. Returns the status and `body` with `{"prices":{..},"errors":{..}}`
+/// written after what it held, or the error that refused the whole request.
 pub(crate) async fn metered_prices(
     state: &AppState,
     key: &KeyEntry,
     assets: Result<Vec<String>, ApiError>,
     protocol: Protocol,
     started: Instant,
+    mut body: Vec<u8>,
 ) -> Result<(StatusCode, Vec<u8>), ApiError> {
     let now = now_ms();
     // One rate token for the request, quota room for every asset asked for (all or none).
@@ -87,7 +88,7 @@ pub(crate) async fn metered_prices(
     // Concurrently: assets fetched on demand do not wait for each other.
     let answers = join_all(assets.iter().map(|a| state.price_answer(a, None, now))).await;
     let results: Vec<_> = assets.iter().zip(answers).collect();
-    let mut body = b"{\"prices\":{".to_vec();
+    body.extend_from_slice(b"{\"prices\":{");
     let mut first = true;
     for (asset, answer) in results
         .iter()

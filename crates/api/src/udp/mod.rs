@@ -154,21 +154,20 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
             }
         };
         stats.received.fetch_add(got as u64, Relaxed);
-        let mut requests = 0;
+        // Counted here and added once per batch: the counters are shared by every worker.
+        let (mut requests, mut garbage, mut oversized) = (0, 0, 0);
         for i in 0..got {
             let (datagram, peer) = inbox.datagram(i);
             let Some(peer) = peer else {
-                stats.dropped_garbage.fetch_add(1, Relaxed);
+                garbage += 1;
                 continue;
             };
             if datagram.len() > MAX_REQUEST {
-                stats.dropped_oversized.fetch_add(1, Relaxed);
+                oversized += 1;
                 continue;
             }
             match parse(datagram) {
-                Parsed::Garbage => {
-                    stats.dropped_garbage.fetch_add(1, Relaxed);
-                }
+                Parsed::Garbage => garbage += 1,
                 Parsed::Invalid { id, error } => {
                     requests += 1;
                     counters.answered(error.status());
@@ -192,7 +191,15 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
                 }
             }
         }
-        stats.requests.fetch_add(requests, Relaxed);
+        for (counter, n) in [
+            (&*stats.requests, requests),
+            (&stats.dropped_garbage, garbage),
+            (&stats.dropped_oversized, oversized),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
         flush(&socket, stats, &mut outbox).await;
         // Under a constant stream of datagrams, still let this thread's other tasks run.
         tokio::task::consume_budget().await;
@@ -259,12 +266,15 @@ async fn respond(state: &AppState, request: &request::Request<'static>) -> (u16,
         Ok(key) => key,
         Err(e) => return (e.status(), with_id(id, Err(&e))),
     };
-    let body = match &request.assets {
+    // The price is rendered straight after the id, into the datagram's one buffer.
+    let reply = begun(id);
+    let at = reply.len();
+    let answered = match &request.assets {
         Some(names) => {
             let assets = prices::asset_list(names.iter().map(|n| n.as_ref()), MAX_BATCH);
-            prices::metered_prices(state, &key, assets, Protocol::Udp, started)
+            prices::metered_prices(state, &key, assets, Protocol::Udp, started, reply)
                 .await
-                .map(|(status, body)| (status.as_u16(), body))
+                .map(|(status, reply)| (status.as_u16(), reply))
         }
         None => metered_price(
             state,
@@ -273,38 +283,59 @@ async fn respond(state: &AppState, request: &request::Request<'static>) -> (u16,
             request.source.as_deref(),
             Protocol::Udp,
             started,
+            reply,
         )
         .await
-        .map(|body| (200, body)),
+        .map(|reply| (200, reply)),
     };
-    match body {
-        Ok((status, body)) => (status, with_id(id, Ok(body))),
+    match answered {
+        Ok((status, reply)) => (status, joined(reply, at)),
         Err(e) => (e.status(), with_id(id, Err(&e))),
     }
 }
 
-/// A reply body with the request id first: `{"id":"x",...}`, built in one buffer. A body
-/// without an id is returned as it is, not copied.
+/// A reply with the request id first: `{"id":"x",...}`, built in one buffer. A body without
+/// an id is returned as it is, not copied.
 pub(crate) fn with_id(id: Option<&str>, body: Result<Vec<u8>, &ApiError>) -> Vec<u8> {
-    let body = match body {
-        Ok(body) => body,
-        Err(e) => e.to_json().to_string().into_bytes(),
-    };
+    let mut reply = begun(id);
+    let at = reply.len();
+    match body {
+        Ok(body) if at == 0 => return body,
+        Ok(body) => reply.extend_from_slice(&body),
+        // Writing JSON into a Vec cannot fail.
+        Err(e) => {
+            let _ = serde_json::to_writer(&mut reply, &e.to_json());
+        }
+    }
+    joined(reply, at)
+}
+
+/// The start of a reply to a request with an id, `{"id":"x"`, for the body's JSON object to
+/// be written after it and [`joined`]; empty without an id.
+fn begun(id: Option<&str>) -> Vec<u8> {
     let Some(id) = id else {
-        return body;
+        return Vec::new();
     };
-    // After the body's opening brace: its fields, or just the closing brace.
-    let rest = body.get(1..).unwrap_or_default();
-    let mut reply = Vec::with_capacity(body.len() + id.len() + 16);
+    // Room for one price answer with six sources (about 850 bytes).
+    let mut reply = Vec::with_capacity(1024);
     reply.extend_from_slice(b"{\"id\":");
-    // Writing a string into a Vec cannot fail; were it to, the reply would still be JSON.
-    if serde_json::to_writer(&mut reply, id).is_err() {
-        reply.extend_from_slice(b"\"\"");
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut reply, id);
+    reply
+}
+
+/// A [`begun`] reply whose body object starts at `at`, made one object: the body's opening
+/// brace becomes the comma after the id (or, for an empty body, its closing brace).
+fn joined(mut reply: Vec<u8>, at: usize) -> Vec<u8> {
+    if at == 0 {
+        return reply;
     }
-    if rest != b"}" {
-        reply.push(b',');
+    if reply.get(at..) == Some(b"{}") {
+        reply.truncate(at);
+        reply.push(b'}');
+    } else if let Some(brace) = reply.get_mut(at) {
+        *brace = b',';
     }
-    reply.extend_from_slice(rest);
     reply
 }
 
