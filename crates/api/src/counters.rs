@@ -22,7 +22,7 @@ use beast_store::Store;
 use beast_usage::UsageSink;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::udp::UdpStats;
 
@@ -66,7 +66,8 @@ struct Baseline {
 }
 
 /// The 24 figures, in the order `/admin/stress-stats` lists them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize))]
 pub struct Counters {
     /// HTTP price requests (`/price`, `/prices`), refused ones included.
     pub tcp_requests: u64,
@@ -119,16 +120,180 @@ pub struct Counters {
     pub errors_5xx: u64,
 }
 
+/// Whether a figure counts events since start (and only rises) or is a level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Count,
+    Gauge,
+}
+
+/// One figure as `/metrics` exports it: the field's name, its kind, its value and its help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Figure {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub value: u64,
+    pub help: &'static str,
+}
+
 impl Counters {
-    /// The figures that are levels, not counts: [`Counters::since`] keeps them as they are
-    /// (a test holds the two to each other), and `/metrics` exports them as gauges.
-    pub const GAUGES: [&str; 5] = [
-        "batch_rows_queued",
-        "db_open_conns",
-        "db_in_use_conns",
-        "in_flight",
-        "max_in_flight",
-    ];
+    /// Every figure, in field order. Tests hold it to the fields (each once, with its own
+    /// value) and [`Counters::since`] to its kinds.
+    pub fn figures(&self) -> [Figure; 24] {
+        use Kind::{Count, Gauge};
+        let f = |name, kind, value, help| Figure {
+            name,
+            kind,
+            value,
+            help,
+        };
+        [
+            f(
+                "tcp_requests",
+                Count,
+                self.tcp_requests,
+                "HTTP price requests received",
+            ),
+            f(
+                "udp_requests",
+                Count,
+                self.udp_requests,
+                "UDP price requests received (datagrams read as requests)",
+            ),
+            f(
+                "report_requests",
+                Count,
+                self.report_requests,
+                "Report requests received, HTTP and UDP",
+            ),
+            f(
+                "memory_hits",
+                Count,
+                self.memory_hits,
+                "Prices answered from the in-process book",
+            ),
+            f(
+                "shared_cache_hits",
+                Count,
+                self.shared_cache_hits,
+                "Prices answered from the shared cache",
+            ),
+            f(
+                "rest_hits",
+                Count,
+                self.rest_hits,
+                "Prices fetched on demand from an exchange's REST API",
+            ),
+            f(
+                "cache_misses",
+                Count,
+                self.cache_misses,
+                "Price lookups with no fresh price",
+            ),
+            f(
+                "udp_packets_received",
+                Count,
+                self.udp_packets_received,
+                "UDP datagrams received",
+            ),
+            f(
+                "udp_packets_sent",
+                Count,
+                self.udp_packets_sent,
+                "UDP datagrams sent",
+            ),
+            f(
+                "udp_packets_dropped",
+                Count,
+                self.udp_packets_dropped,
+                "UDP datagrams dropped: oversized or not JSON",
+            ),
+            f(
+                "bg_work_submitted",
+                Count,
+                self.bg_work_submitted,
+                "Usage events queued for the batch writer",
+            ),
+            f(
+                "bg_work_dropped",
+                Count,
+                self.bg_work_dropped,
+                "Usage events lost (must stay 0)",
+            ),
+            f(
+                "bg_work_completed",
+                Count,
+                self.bg_work_completed,
+                "Usage events written to the store",
+            ),
+            f(
+                "batch_rows_queued",
+                Gauge,
+                self.batch_rows_queued,
+                "Usage events waiting for the batch writer",
+            ),
+            f(
+                "db_open_conns",
+                Gauge,
+                self.db_open_conns,
+                "Open store connections",
+            ),
+            f(
+                "db_in_use_conns",
+                Gauge,
+                self.db_in_use_conns,
+                "Store connections in use",
+            ),
+            f(
+                "rate_limited",
+                Count,
+                self.rate_limited,
+                "Requests refused by their key's rate limit",
+            ),
+            f(
+                "quota_exceeded",
+                Count,
+                self.quota_exceeded,
+                "Requests refused by their key's monthly quota",
+            ),
+            f(
+                "auth_failures",
+                Count,
+                self.auth_failures,
+                "Requests refused for a missing, unknown or revoked key",
+            ),
+            f(
+                "in_flight",
+                Gauge,
+                self.in_flight,
+                "Price requests being answered",
+            ),
+            f(
+                "max_in_flight",
+                Gauge,
+                self.max_in_flight,
+                "Most price requests in flight at once since the last stress reset",
+            ),
+            f(
+                "governor_rejections",
+                Count,
+                self.governor_rejections,
+                "Price requests refused because too many were in flight",
+            ),
+            f(
+                "errors_4xx",
+                Count,
+                self.errors_4xx,
+                "Price requests answered with a 4xx status",
+            ),
+            f(
+                "errors_5xx",
+                Count,
+                self.errors_5xx,
+                "Price requests answered with a 5xx status",
+            ),
+        ]
+    }
 
     /// Counts since `base` was taken; gauges and the high-water mark stay as they are. Every
     /// field is named (no `..self`), so a counter added later must be placed here.
@@ -390,10 +555,34 @@ fn since_baseline(now: Counters, baseline: &Baseline) -> SinceReset {
 mod tests {
     use super::*;
 
+    /// A `Counters` whose fields are `value(i)` for the i-th field.
+    fn numbered(value: impl Fn(u64) -> u64) -> Counters {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(Counters::default())
+        else {
+            panic!("counters serialize to an object");
+        };
+        let fields: serde_json::Map<_, _> = fields
+            .into_iter()
+            .zip(0..)
+            .map(|((k, _), i)| (k, value(i).into()))
+            .collect();
+        serde_json::from_value(fields.into()).unwrap()
+    }
+
     #[test]
-    fn there_are_24_counters() {
-        let json = serde_json::to_value(Counters::default()).unwrap();
-        assert_eq!(json.as_object().unwrap().len(), 24, "{json}");
+    fn the_figures_are_the_24_fields_each_once_with_its_own_value() {
+        let counters = numbered(|i| 100 + i);
+        let fields = serde_json::to_value(counters).unwrap();
+        let fields = fields.as_object().unwrap();
+        let figures = counters.figures();
+        let mut names: Vec<&str> = figures.iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!((names.len(), fields.len()), (24, 24));
+        for figure in figures {
+            assert_eq!(fields[figure.name], figure.value, "{}", figure.name);
+            assert!(!figure.help.is_empty(), "{}", figure.name);
+        }
     }
 
     #[test]
@@ -418,64 +607,16 @@ mod tests {
 
     #[test]
     fn since_keeps_exactly_the_gauges_and_subtracts_the_rest() {
-        let all = |n: u64| -> Counters {
-            let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(Counters::default())
-            else {
-                panic!("counters serialize to an object");
+        let since = numbered(|_| 5).since(&numbered(|_| 3));
+        for figure in since.figures() {
+            let expected = match figure.kind {
+                Kind::Gauge => 5,
+                Kind::Count => 2,
             };
-            let fields: serde_json::Map<_, _> =
-                fields.into_iter().map(|(k, _)| (k, n.into())).collect();
-            serde_json::from_value(fields.into()).unwrap()
-        };
-        let since = serde_json::to_value(all(5).since(&all(3))).unwrap();
-        let mut kept: Vec<&str> = since
-            .as_object()
-            .unwrap()
-            .iter()
-            .filter(|(_, v)| **v == 5)
-            .map(|(k, _)| k.as_str())
-            .collect();
-        let mut gauges = Counters::GAUGES.to_vec();
-        kept.sort_unstable();
-        gauges.sort_unstable();
-        assert_eq!(kept, gauges);
-        assert!(
-            since
-                .as_object()
-                .unwrap()
-                .values()
-                .all(|v| *v == 5 || *v == 2)
-        );
-    }
-
-    #[test]
-    fn counts_since_a_baseline_leave_gauges_alone() {
-        let base = Counters {
-            tcp_requests: 5,
-            errors_4xx: 2,
-            in_flight: 9,
-            db_open_conns: 3,
-            ..Counters::default()
-        };
-        let now = Counters {
-            tcp_requests: 12,
-            errors_4xx: 2,
-            in_flight: 4,
-            db_open_conns: 2,
-            batch_rows_queued: 7,
-            ..Counters::default()
-        };
-        let since = now.since(&base);
-        assert_eq!(
-            (
-                since.tcp_requests,
-                since.errors_4xx,
-                since.in_flight,
-                since.db_open_conns,
-                since.batch_rows_queued
-            ),
-            (7, 0, 4, 2, 7)
-        );
+            assert_eq!(figure.value, expected, "{}", figure.name);
+        }
+        // A count that fell (a baseline from before a restart) reads 0, not a wrap.
+        assert_eq!(numbered(|_| 3).since(&numbered(|_| 5)).tcp_requests, 0);
     }
 
     #[test]
