@@ -74,7 +74,7 @@ pub(crate) struct Ticket {
     key_id: Option<i64>,
     report: Report,
     protocol: Protocol,
-    format: String,
+    format: Format,
     query: String,
     started: Instant,
     /// The month a report was taken from the key's allowance in, to give it back if the
@@ -91,7 +91,7 @@ impl Ticket {
             },
             report,
             protocol,
-            format: "json".into(),
+            format: Format::Json,
             query: query.chars().take(MAX_LOGGED_QUERY).collect(),
             started: Instant::now(),
             taken: None,
@@ -150,7 +150,7 @@ impl AppState {
             return Err(ApiError::ReportsNotIncluded);
         }
         let mut request = params.check(self.reports.page_size_max)?;
-        ticket.format = request.format.as_str().to_owned();
+        ticket.format = request.format;
         if ticket.protocol == Protocol::Udp {
             if request.format != Format::Json {
                 return Err(ApiError::invalid_field(
@@ -249,7 +249,7 @@ impl AppState {
             ts_ms: now_ms(),
             key_id: ticket.key_id,
             report: ticket.report.as_str().to_owned(),
-            format: ticket.format,
+            format: ticket.format.as_str().to_owned(),
             protocol: ticket.protocol.as_str().to_owned(),
             node: self.node.to_string(),
             status,

@@ -1,6 +1,7 @@
 //! Batched datagram I/O: up to [`BATCH`] datagrams received with one `recvmmsg(2)` and up to
 //! [`BATCH`] replies sent with one `sendmmsg(2)`, each reply to its own peer (which is why
-//! this is not `quinn-udp`: it batches sends to one destination only, see `DEPENDENCIES.md`).
+//! this is not `quinn-udp`: it batches sends to one destination only; see `DEPENDENCIES.md`
+//! in `../shared/`, beside the project).
 //!
 //! The only unsafe code in the project lives here: the two libc calls and the socket address
 //! the kernel writes. Every pointer handed to the kernel points into buffers that live in the
