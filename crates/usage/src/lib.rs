@@ -15,7 +15,10 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use beast_core::UsageEvent;
 use beast_store::Store;
 use serde::Serialize;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::{
+    Notify,
+    mpsc::{self, error::TrySendError},
+};
 use tokio_util::sync::CancellationToken;
 
 /// Attempts to write one batch before its events are counted as dropped.
@@ -62,6 +65,8 @@ impl UsageStats {
 pub struct UsageSink {
     tx: mpsc::Sender<UsageEvent>,
     stats: Arc<UsageStats>,
+    /// Told when a request finds the channel full, so the writer takes from it at once.
+    full: Arc<Notify>,
 }
 
 impl UsageSink {
@@ -72,6 +77,7 @@ impl UsageSink {
             Ok(()) => {}
             Err(TrySendError::Full(event)) => {
                 self.stats.backpressured.fetch_add(1, Relaxed);
+                self.full.notify_one();
                 if self.tx.send(event).await.is_err() {
                     self.stats.dropped.fetch_add(1, Relaxed);
                     return;
@@ -107,18 +113,26 @@ pub struct WriterOptions {
 pub struct UsageWriter {
     rx: mpsc::Receiver<UsageEvent>,
     stats: Arc<UsageStats>,
+    full: Arc<Notify>,
     options: WriterOptions,
 }
 
 pub fn pipeline(options: WriterOptions) -> (UsageSink, UsageWriter) {
     let (tx, rx) = mpsc::channel(options.capacity.max(1));
     let stats = Arc::new(UsageStats::default());
+    let full = Arc::new(Notify::new());
     (
         UsageSink {
             tx,
             stats: stats.clone(),
+            full: full.clone(),
         },
-        UsageWriter { rx, stats, options },
+        UsageWriter {
+            rx,
+            stats,
+            full,
+            options,
+        },
     )
 }
 
@@ -138,13 +152,11 @@ impl UsageWriter {
                 break;
             }
             // Let the batch fill in steps rather than waking for every event: under load the
-            // writer then runs a few times per batch, not once per request. A full channel
-            // has requests waiting for room: take from it again at once, not after a step.
+            // writer then runs a few times per batch, not once per request. A request that
+            // finds the channel full cuts the step short: it is waiting for room.
             let deadline = tokio::time::Instant::now() + self.options.flush_interval;
             loop {
-                let waiting = self.rx.len();
-                let full = waiting >= self.rx.max_capacity();
-                let queued = waiting.min(size - batch.len());
+                let queued = self.rx.len().min(size - batch.len());
                 if queued > 0 {
                     self.rx.recv_many(&mut batch, queued).await;
                 }
@@ -152,10 +164,9 @@ impl UsageWriter {
                 if batch.len() >= size || now >= deadline || self.rx.is_closed() {
                     break;
                 }
-                if full {
-                    tokio::task::yield_now().await;
-                } else {
-                    tokio::time::sleep_until(deadline.min(now + FILL_STEP)).await;
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline.min(now + FILL_STEP)) => {}
+                    () = self.full.notified() => {}
                 }
             }
             self.write(&*store, &mut batch).await;

@@ -19,7 +19,7 @@ fn event(key_id: i64, status: u16) -> UsageEvent {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_written_even_when_the_channel_is_tiny() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
