@@ -242,3 +242,79 @@ fn report_names_are_read_in_any_case_like_formats() {
     assert_eq!(crate::Report::parse("USAGE"), Some(crate::Report::Usage));
     assert_eq!(crate::Report::parse("rows"), None);
 }
+
+/// Usage rows are read from SQLite as arrays in `UsageRow`'s field order: each column lands in
+/// its own field (five neighbours are plain strings, which a swap would not stop).
+#[tokio::test]
+async fn every_column_of_a_usage_row_is_read_into_its_own_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let written = UsageEvent {
+        ts_ms: 1_700_000_000_123,
+        key_id: 42,
+        asset: Arc::from("ETH"),
+        source: Arc::from("kraken-ws"),
+        protocol: Protocol::Udp,
+        node: Arc::from("node-7"),
+        status: 429,
+        latency_us: 987,
+        cache_tier: CacheTier::Rest,
+    };
+    store.insert_usage(&[written]).await.unwrap();
+    let read: Vec<UsageRow> = store
+        .usage_rows(&UsageFilter::default().between(0, i64::MAX), None, None)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        read,
+        [UsageRow {
+            id: 1,
+            ts_ms: 1_700_000_000_123,
+            key_id: 42,
+            asset: "ETH".into(),
+            source: "kraken-ws".into(),
+            protocol: "udp".into(),
+            node: "node-7".into(),
+            status: 429,
+            latency_us: 987,
+            cache_tier: "rest".into(),
+        }]
+    );
+}
+
+/// Rollups are stored under the day they are for: a row of another day is refused, and
+/// nothing of the batch is written.
+#[tokio::test]
+async fn rollups_of_another_day_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let day = day_start_ms(now_ms()) - 2 * DAY_MS;
+    let row = |day_ms| beast_store::RollupRow {
+        day_ms,
+        key_id: 1,
+        asset: "BTC".into(),
+        source: "coinbase-ws".into(),
+        protocol: "http".into(),
+        node: "n1".into(),
+        status: 200,
+        requests: 3,
+        memory: 3,
+        rest: 0,
+        latency_sum_us: 30,
+        latency_max_us: 10,
+        latency_sketch: String::new(),
+    };
+    let refused = store
+        .replace_rollups(day, &[row(day), row(day + DAY_MS)])
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("rollup of day")),
+        "{refused:?}"
+    );
+    assert_eq!(store.rolled_until().await.unwrap(), None);
+    assert!(store.replace_rollups(day, &[row(day)]).await.unwrap());
+    assert_eq!(store.rolled_until().await.unwrap(), Some(day + DAY_MS));
+}

@@ -700,8 +700,10 @@ impl Store for SqliteStore {
         // SQLite. sqlx hands every row of a result set from its worker thread to the caller on
         // its own, which cost an export of a million rows several seconds of thread wake-ups;
         // a batch crosses once. Each batch is a query of its own, starting after the last row
-        // read: no connection is held while a slow client reads, and rows written meanwhile
-        // sort before the cursor, so none is skipped or repeated.
+        // read, so no connection is held while a slow client reads and no row is read twice.
+        // Rows written meanwhile are read if they sort after the cursor: newer ones (the
+        // usual) are not, a late one with an older time (a retried batch) is. Rows pruned
+        // meanwhile are not read.
         let start = Batches {
             after,
             left: limit.unwrap_or(u64::MAX),
@@ -771,6 +773,12 @@ impl Store for SqliteStore {
     }
 
     async fn replace_rollups(&self, day_ms: i64, rows: &[RollupRow]) -> Result<bool> {
+        if let Some(other) = rows.iter().find(|r| r.day_ms != day_ms) {
+            return Err(StoreError::Invalid(format!(
+                "a rollup of day {} among those of day {day_ms}",
+                other.day_ms
+            )));
+        }
         // IMMEDIATE: the mark read here cannot move before this transaction commits.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mark: Option<i64> = sqlx::query_scalar(ROLLED_UNTIL)
