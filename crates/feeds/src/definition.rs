@@ -301,9 +301,10 @@ fn fill_time(text: &str, now_ms: i64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// The seeded definition of exchange `name`.
     pub(crate) fn seeded(name: &str) -> ExchangeDefinition {
         let all: Vec<ExchangeDefinition> =
             serde_json::from_str(include_str!("../../store/seed/exchanges.json")).unwrap();

@@ -161,9 +161,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_over_the_size_limit_is_refused_with_or_without_a_length() {
-        let all: Vec<beast_core::ExchangeDefinition> =
-            serde_json::from_str(include_str!("../../store/seed/exchanges.json")).unwrap();
-        let mut okx = all.into_iter().find(|d| d.name == "okx").unwrap();
+        let mut okx = crate::definition::tests::seeded("okx");
         let client = RestClient::new(Duration::from_secs(5)).unwrap();
         let small = br#"{"data":[{"last":"64000.5","ts":"1700000000123"}]}"#.to_vec();
         okx.rest_url = serve_once(small, true).await;

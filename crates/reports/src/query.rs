@@ -122,16 +122,15 @@ fn parse_cursor(text: &str) -> Option<Cursor> {
 
 /// A name-like parameter (node, source): trimmed, non-empty, at most 64 characters, no
 /// control characters.
-fn name(field: &str, value: &Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(v) = value else { return Ok(None) };
-    let v = v.trim();
-    if v.is_empty() || v.chars().count() > MAX_NAME_LEN || v.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(
-            field,
-            format!("expected 1 to {MAX_NAME_LEN} printable characters"),
-        ));
-    }
-    Ok(Some(v.to_owned()))
+fn name(field_name: &str, value: &Option<String>) -> Result<Option<String>, ApiError> {
+    let read = |v: &str| {
+        let v = v.trim();
+        let printable =
+            !v.is_empty() && v.chars().count() <= MAX_NAME_LEN && !v.chars().any(char::is_control);
+        printable.then(|| v.to_owned())
+    };
+    let why = |_: &str| format!("expected 1 to {MAX_NAME_LEN} printable characters");
+    field(field_name, value.as_deref(), read, why)
 }
 
 /// An optional parameter read by `read`: `None` when absent, `invalid_field` with `why` when
