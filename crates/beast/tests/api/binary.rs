@@ -15,7 +15,7 @@ use futures_util::{StreamExt, stream};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{beast, beast_ok, beast_text, seventh_definition, usage_rows};
+use crate::helpers::{beast_ok, beast_text, seventh_definition, usage_rows};
 
 const BIN: &str = env!("CARGO_BIN_EXE_beast");
 
@@ -161,7 +161,7 @@ async fn the_binary_serves_keyed_prices_and_flushes_every_request_on_sigterm() {
         1000
     );
 
-    let listed = String::from_utf8(beast(&data, &["keys", "list"], None).await.stdout).unwrap();
+    let (listed, _) = beast_ok(&data, &["keys", "list"]).await;
     // id, prefix, tier, name, month, requests, status: 1001 requests on the e2e key.
     let row: Vec<&str> = listed
         .lines()
@@ -184,13 +184,10 @@ async fn the_binary_serves_keyed_prices_and_flushes_every_request_on_sigterm() {
             .any(|l| l.split_whitespace().next() == Some(id.as_str()) && l.ends_with("revoked")),
         "{listed}"
     );
-    let again = beast(&data, &["keys", "revoke", &id], None).await;
-    assert!(
-        !again.status.success() && String::from_utf8_lossy(&again.stderr).contains("no active key")
-    );
-    let bad_tier = beast(&data, &["keys", "create", "--tier", "gold"], None).await;
-    assert!(!bad_tier.status.success());
-    assert!(String::from_utf8_lossy(&bad_tier.stderr).contains("unknown tier \"gold\""));
+    let (_, stderr, ok) = beast_text(&data, &["keys", "revoke", &id], None).await;
+    assert!(!ok && stderr.contains("no active key"), "{stderr}");
+    let (_, stderr, ok) = beast_text(&data, &["keys", "create", "--tier", "gold"], None).await;
+    assert!(!ok && stderr.contains("unknown tier \"gold\""), "{stderr}");
 }
 
 #[tokio::test]
@@ -372,9 +369,8 @@ async fn exchanges_parse_tries_an_unsaved_definition_and_the_cli_saves_it() {
     let mut bad = definition.clone();
     bad["time_format"] = "unix_weeks".into();
     std::fs::write(&file, bad.to_string()).unwrap();
-    let out = beast(&data, &save, None).await;
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("time_format"));
+    let (_, stderr, ok) = beast_text(&data, &save, None).await;
+    assert!(!ok && stderr.contains("time_format"), "{stderr}");
     let rows = dir.path().join("rows.json");
     std::fs::write(
         &rows,
@@ -559,7 +555,12 @@ async fn a_reader_that_leaves_early_ends_a_command_quietly_but_never_cuts_its_wo
         &["generate-usage", "--rows", "20000", "--keys", "1"],
         Gone::Stdout,
     );
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(usage_rows(dir.path(), "").await, 20_250, "rows to export");
     let out = with_reader_gone(
         dir.path(),
         &["report", "usage", "--page-size", "all"],

@@ -489,7 +489,18 @@ async fn odd_definitions_are_saved_or_refused_with_a_code_and_the_node_runs_on()
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(app.stored_definition("okx").await, okx);
-    app.wait_priced_by("ETH", "okx", &key).await;
+    // A trade okx sent after the restore: a price cached from before would not do.
+    let restored_ms = beast_core::now_ms();
+    let path = "/price?asset=ETH&source=okx";
+    app.eventually("a fresh okx trade", Duration::from_secs(15), || async {
+        let r = app.get(path, Some(&key)).await;
+        let okx_time = r.body["sources"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["source"] == "okx-ws"))
+            .and_then(|s| s["time_ms"].as_i64());
+        (r.status == StatusCode::OK && okx_time.is_some_and(|t| t > restored_ms)).then_some(())
+    })
+    .await;
     assert_eq!(
         app.get("/price?asset=BTC", Some(&key)).await.status,
         StatusCode::OK

@@ -330,7 +330,6 @@ impl TestApp {
             .cloned()
     }
 
-    /// Polls `check` every 50 ms until it gives a value, or panics after `within`.
     /// Waits until `query` (one `COUNT(*)` on the store) reads `n`; panics after 5 s. For
     /// rows written a moment after the answers (usage batches, report log rows).
     pub async fn wait_count(&self, query: &str, n: i64) {
@@ -342,6 +341,7 @@ impl TestApp {
         .await;
     }
 
+    /// Polls `check` every 50 ms until it gives a value, or panics after `within`.
     pub async fn eventually<T, F, Fut>(&self, what: &str, within: Duration, mut check: F) -> T
     where
         F: FnMut() -> Fut,
