@@ -65,14 +65,27 @@ impl Node {
                 .unwrap()
                 .success()
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
+        exit_within(
+            &mut self.child,
+            Duration::from_secs(20),
+            "node did not exit after SIGTERM",
+        )
+    }
+}
+
+/// The exit status of `child` once it exits; killed, then a panic saying `why`, after
+/// `within`.
+fn exit_within(child: &mut Child, within: Duration, why: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
         }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{why}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -490,17 +503,11 @@ fn with_reader_gone(dir: &Path, args: &[&str], gone: Gone) -> std::process::Outp
         let _ = other.read_to_end(&mut bytes);
         bytes
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("beast {args:?} still runs after 30 s with its reader gone");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(30),
+        &format!("beast {args:?} still runs after 30 s with its reader gone"),
+    );
     let captured = captured.join().unwrap();
     let (stdout, stderr) = match gone {
         Gone::Stdout => (Vec::new(), captured),

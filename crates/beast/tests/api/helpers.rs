@@ -360,17 +360,19 @@ impl TestApp {
     /// Waits until `asset` pinned to `source` answers 200, or panics after 15 s.
     pub async fn wait_priced_by(&self, asset: &str, source: &str, key: &str) {
         let path = format!("/price?asset={asset}&source={source}");
-        self.eventually(&path, Duration::from_secs(15), || async {
-            (self.get(&path, Some(key)).await.status == StatusCode::OK).then_some(())
-        })
-        .await;
+        self.wait_ok(&path, key, Duration::from_secs(15)).await;
     }
 
     /// Waits until `asset` answers 200, and returns that answer; panics after `within`.
     pub async fn wait_fresh(&self, asset: &str, key: &str, within: Duration) -> Reply {
-        let path = format!("/price?asset={asset}");
-        self.eventually(&path, within, || async {
-            let r = self.get(&path, Some(key)).await;
+        self.wait_ok(&format!("/price?asset={asset}"), key, within)
+            .await
+    }
+
+    /// Waits until `path` answers `key` 200, and returns that answer; panics after `within`.
+    async fn wait_ok(&self, path: &str, key: &str, within: Duration) -> Reply {
+        self.eventually(path, within, || async {
+            let r = self.get(path, Some(key)).await;
             (r.status == StatusCode::OK).then_some(r)
         })
         .await
