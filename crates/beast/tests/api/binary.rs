@@ -73,6 +73,21 @@ impl Node {
     }
 }
 
+/// `beast generate-usage --rows ROWS --keys KEYS` with its stdout reader gone: it succeeds.
+async fn generate_with_reader_gone(dir: &std::path::Path, rows: u32, keys: u32) {
+    let (rows, keys) = (rows.to_string(), keys.to_string());
+    let out = with_reader_gone(
+        dir,
+        &["generate-usage", "--rows", &rows, "--keys", &keys],
+        Gone::Stdout,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The exit status of `child` once it exits; killed, then a panic saying `why`, after
 /// `within`.
 fn exit_within(child: &mut Child, within: Duration, why: &str) -> std::process::ExitStatus {
@@ -530,16 +545,7 @@ async fn a_reader_that_leaves_early_ends_a_command_quietly_but_never_cuts_its_wo
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     // Generated usage is written whole before the keys are printed.
-    let out = with_reader_gone(
-        dir.path(),
-        &["generate-usage", "--rows", "250", "--keys", "2"],
-        Gone::Stdout,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    generate_with_reader_gone(dir.path(), 250, 2).await;
     assert_eq!(usage_rows(dir.path(), "").await, 250);
 
     // A key nobody saw is a failure that says how to get rid of it.
@@ -557,16 +563,7 @@ async fn a_reader_that_leaves_early_ends_a_command_quietly_but_never_cuts_its_wo
     );
 
     // An export whose reader left ends too, however many chunks it still had to send.
-    let out = with_reader_gone(
-        dir.path(),
-        &["generate-usage", "--rows", "20000", "--keys", "1"],
-        Gone::Stdout,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    generate_with_reader_gone(dir.path(), 20_000, 1).await;
     assert_eq!(usage_rows(dir.path(), "").await, 20_250, "rows to export");
     let out = with_reader_gone(
         dir.path(),
