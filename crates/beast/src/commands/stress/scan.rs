@@ -3,6 +3,8 @@
 //! answers are compact JSON with escaped strings, so a key pattern `"name":` cannot occur
 //! inside a string value.
 
+use memchr::memmem;
+
 /// The most distinct error kinds a run keeps apart; more go under [`OTHER_KIND`].
 pub const MAX_KINDS: usize = 32;
 /// Where error kinds beyond [`MAX_KINDS`] are counted.
@@ -11,7 +13,7 @@ pub const OTHER_KIND: &str = "other";
 /// The string value of `"key": "..."`; `None` if absent or not a plain string.
 pub fn string_field<'a>(json: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let mut from = 0;
-    while let Some(at) = find(&json[from..], key) {
+    while let Some(at) = memmem::find(&json[from..], key) {
         let after = from + at + key.len();
         if let Some(rest) = after_colon(&json[after..]) {
             let rest = rest.strip_prefix(b"\"")?;
@@ -28,7 +30,7 @@ pub fn string_field<'a>(json: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 /// grow the error table.
 pub fn error_code(json: &[u8]) -> Option<String> {
     let mut from = 0;
-    while let Some(at) = find(&json[from..], b"\"error\"") {
+    while let Some(at) = memmem::find(&json[from..], b"\"error\"") {
         let after = from + at + b"\"error\"".len();
         if let Some(rest) = after_colon(&json[after..])
             && rest.first() == Some(&b'{')
@@ -56,9 +58,6 @@ fn after_colon(rest: &[u8]) -> Option<&[u8]> {
     Some(rest.trim_ascii_start())
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
 
 #[cfg(test)]
 mod tests {
