@@ -39,6 +39,32 @@ pub struct Settings {
     /// File holding the admin key, used when `BEAST_ADMIN_KEY` is not set; created with a
     /// random key (mode 0600) if missing. Default: `<data_dir>/admin.key`.
     pub admin_key_file: Option<PathBuf>,
+    /// The admin key from `BEAST_ADMIN_KEY`: taken from the environment only, never from the
+    /// file or a flag, and never printed.
+    #[serde(skip)]
+    pub admin_key_env: Option<Secret>,
+}
+
+/// A secret setting: used and compared, never printed (`Debug` shows no part of it).
+#[derive(Clone, PartialEq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Trimmed; `None` if blank.
+    pub fn new(value: &str) -> Option<Secret> {
+        let value = value.trim();
+        (!value.is_empty()).then(|| Secret(value.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 impl Default for Settings {
@@ -59,6 +85,7 @@ impl Default for Settings {
             log_format: "text".into(),
             simulator_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_key_file: None,
+            admin_key_env: None,
         }
     }
 }
@@ -116,10 +143,8 @@ impl Settings {
     /// The admin key from `BEAST_ADMIN_KEY` or the key file, if either has one; never creates
     /// one (for clients of a node, such as `beast exchanges status`).
     pub fn existing_admin_key(&self) -> anyhow::Result<Option<String>> {
-        if let Ok(key) = std::env::var("BEAST_ADMIN_KEY")
-            && !key.trim().is_empty()
-        {
-            return Ok(Some(key.trim().to_owned()));
+        if let Some(key) = &self.admin_key_env {
+            return Ok(Some(key.expose().to_owned()));
         }
         let path = self.admin_key_path();
         match std::fs::read_to_string(&path) {
@@ -274,8 +299,12 @@ impl ConfigArgs {
         if let (Some(base), Some(top)) = (merged.as_object_mut(), layer.as_object()) {
             base.extend(top.clone());
         }
-        serde_json::from_value(merged)
-            .with_context(|| format!("invalid settings (file {})", self.config.display()))
+        let mut settings: Settings = serde_json::from_value(merged)
+            .with_context(|| format!("invalid settings (file {})", self.config.display()))?;
+        settings.admin_key_env = std::env::var("BEAST_ADMIN_KEY")
+            .ok()
+            .and_then(|key| Secret::new(&key));
+        Ok(settings)
     }
 }
 
@@ -310,6 +339,26 @@ mod tests {
         assert_eq!(s.node_id, "from-flag");
         assert!(s.simulate);
         assert_eq!(s.report_http, Settings::default().report_http);
+    }
+
+    #[test]
+    fn the_admin_key_from_the_environment_wins_over_the_file_and_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings {
+            data_dir: dir.path().to_owned(),
+            ..Default::default()
+        };
+        std::fs::write(settings.admin_key_path(), "from-file\n").unwrap();
+        assert_eq!(settings.admin_key().unwrap(), "from-file");
+        settings.admin_key_env = Secret::new("  from-env-7f3a  ");
+        assert_eq!(settings.admin_key().unwrap(), "from-env-7f3a");
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("7f3a"), "{printed}");
+        assert!(
+            printed.contains("admin_key_env: Some(Secret(..))"),
+            "{printed}"
+        );
+        assert_eq!(Secret::new(" \t"), None);
     }
 
     #[test]

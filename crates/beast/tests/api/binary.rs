@@ -15,9 +15,7 @@ use futures_util::{StreamExt, stream};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{beast_ok, beast_text, seventh_definition, usage_rows};
-
-const BIN: &str = env!("CARGO_BIN_EXE_beast");
+use crate::helpers::{beast_ok, beast_text, bin, seventh_definition, usage_rows};
 
 struct Node {
     child: Child,
@@ -27,7 +25,7 @@ struct Node {
 impl Node {
     /// Starts `beast serve` and waits until it has logged `expected` listeners.
     fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)], expected: usize) -> Node {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = bin();
         cmd.current_dir(cwd)
             .args(args)
             .args(["--log-format", "json"])
@@ -306,6 +304,54 @@ async fn roles_and_addresses_come_from_file_environment_and_flags_in_that_order(
     );
 }
 
+/// `BEAST_ADMIN_KEY`, when set, is the admin key (trimmed): the key file's is not taken.
+#[tokio::test]
+async fn the_admin_key_comes_from_the_environment_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("admin.key"), "file-admin-key\n").unwrap();
+    let local = "127.0.0.1:0";
+    let node = Node::start(
+        dir.path(),
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "serve",
+            "--simulate",
+            "--roles",
+            "price",
+            "--price-http",
+            local,
+            "--price-health",
+            local,
+            "--price-udp",
+            local,
+        ],
+        &[("BEAST_ADMIN_KEY", " env-admin-key ")],
+        4, // three listeners and the simulator
+    );
+    let client = reqwest::Client::new();
+    let stats = |key: &'static str| {
+        client
+            .get(format!(
+                "http://{}/admin/stress-stats",
+                node.listeners["price-http"]
+            ))
+            .bearer_auth(key)
+            .send()
+    };
+    assert_eq!(
+        stats("env-admin-key").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        stats("file-admin-key").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert!(node.terminate().success());
+}
+
 #[tokio::test]
 async fn exchanges_parse_prints_every_recorded_trade_field_by_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -434,7 +480,7 @@ async fn exchanges_parse_tries_an_unsaved_definition_and_the_cli_saves_it() {
 
 #[tokio::test]
 async fn faults_are_injected_from_the_command_line() {
-    let mut sim = Sim(Command::new(BIN)
+    let mut sim = Sim(bin()
         .args(["simulate", "--bind", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -454,7 +500,7 @@ async fn faults_are_injected_from_the_command_line() {
         StatusCode::OK
     );
     let fault = |kind: &str| {
-        Command::new(BIN)
+        bin()
             .args([
                 "simulate",
                 "fault",
@@ -502,7 +548,7 @@ enum Gone {
 fn with_reader_gone(dir: &Path, args: &[&str], gone: Gone) -> std::process::Output {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let mut cmd = Command::new(BIN);
+    let mut cmd = bin();
     cmd.arg("--data-dir").arg(dir).args(args);
     match gone {
         Gone::Stdout => cmd.stdout(writer).stderr(Stdio::piped()),
@@ -619,7 +665,7 @@ impl Drop for Sim {
 fn the_simulator_runs_on_when_its_listing_finds_no_reader() {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let mut sim = Sim(Command::new(BIN)
+    let mut sim = Sim(bin()
         .args(["simulate", "--bind", "127.0.0.1:0"])
         .env("RUST_LOG", "debug")
         .stdout(writer)

@@ -82,17 +82,29 @@ pub async fn usage_rows(data_dir: &Path, filter: &str) -> i64 {
     .await
 }
 
-/// Runs the `beast` binary on a data dir (with `stdin` piped in if given), without the
-/// caller's `BEAST_*` keys or `SERVER_TYPE` leaking in.
+/// The `beast` binary as a command that sees none of the caller's settings: every `BEAST_*`
+/// variable, `SERVER_TYPE` and `RUST_LOG` (a `warn` level would hide the `listening` lines the
+/// tests read) are removed, so a developer's shell cannot change what a test runs.
+pub fn bin() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_beast"));
+    for (name, _) in std::env::vars_os() {
+        if name == "SERVER_TYPE"
+            || name == "RUST_LOG"
+            || name.to_str().is_some_and(|n| n.starts_with("BEAST_"))
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// Runs the `beast` binary ([`bin`]) on a data dir, with `stdin` piped in if given.
 pub async fn beast(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_beast"))
+    let mut child = tokio::process::Command::from(bin())
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
-        .env_remove("BEAST_API_KEY")
-        .env_remove("BEAST_ADMIN_KEY")
-        .env_remove("SERVER_TYPE")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

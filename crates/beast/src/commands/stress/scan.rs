@@ -58,7 +58,6 @@ fn after_colon(rest: &[u8]) -> Option<&[u8]> {
     Some(rest.trim_ascii_start())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
