@@ -38,7 +38,7 @@ pub use summary::{Summary, SummaryError, summarize};
 
 /// A summary or one page of usage rows, as the API and `beast report` answer them (the body,
 /// the groups or rows in it, where the next page starts); `None` for a usage export
-/// (`page_size=all`), which streams instead ([`usage::export`]).
+/// ([`ReportRequest::exports`]), which streams instead ([`usage::export`]).
 pub async fn answer(
     store: &dyn beast_store::Store,
     report: Report,

@@ -107,6 +107,14 @@ pub struct ReportRequest {
     pub cursor: Option<Cursor>,
 }
 
+impl ReportRequest {
+    /// Whether this asks for every usage row (`page_size=all`): an export, streamed over HTTP
+    /// rather than answered in one body.
+    pub fn exports(&self, report: crate::Report) -> bool {
+        report == crate::Report::Usage && self.page_size == PageSize::All
+    }
+}
+
 /// `<ts_ms>.<id>`: where a page ended.
 pub fn format_cursor(c: Cursor) -> String {
     format!("{}.{}", c.ts_ms, c.id)
@@ -290,10 +298,12 @@ mod tests {
         assert_eq!((r.filter.from_ms, r.filter.to_ms), (0, i64::MAX));
         assert_eq!(r.format, Format::Json);
         assert_eq!(r.page_size, PageSize::Rows(DEFAULT_PAGE_SIZE));
-        assert_eq!(
-            params("page_size=all").check(10).unwrap().page_size,
-            PageSize::All
-        );
+        let all = params("page_size=all").check(10).unwrap();
+        assert_eq!(all.page_size, PageSize::All);
+        // Only a usage report of every row is an export; a summary has no pages.
+        assert!(all.exports(crate::Report::Usage));
+        assert!(!all.exports(crate::Report::Summary));
+        assert!(!r.exports(crate::Report::Usage));
     }
 
     #[test]

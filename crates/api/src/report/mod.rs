@@ -22,7 +22,7 @@ use beast_core::{
     ApiError, Protocol, latency_us, month_of, next_month_start_ms, now_ms, retry_after_s,
 };
 use beast_reports::{
-    Format, PageSize, Report, ReportParams, ReportRequest, query::format_cursor, usage::Page,
+    Format, Report, ReportParams, ReportRequest, query::format_cursor, usage::Page,
 };
 use beast_store::{Allowance, Cursor, ReportLogEntry};
 
@@ -159,7 +159,7 @@ impl AppState {
                 ));
             }
             // Only a usage export streams; a summary has no pages.
-            if ticket.report == Report::Usage && request.page_size == PageSize::All {
+            if request.exports(ticket.report) {
                 return Err(streams_over_http_only());
             }
         }

@@ -11,7 +11,7 @@ use axum::{
     response::Response,
 };
 use beast_reports::{
-    PageSize, Report,
+    Report,
     usage::{self, ExportEnd},
 };
 use bytes::Bytes;
@@ -32,7 +32,7 @@ pub async fn usage(
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
-    if request.page_size != PageSize::All {
+    if !request.exports(Report::Usage) {
         return state.answer_http(Report::Usage, request, ticket).await;
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
