@@ -36,6 +36,8 @@ pub struct RuntimeCounters {
     cache_misses: AtomicU64,
     /// Packet counters of the UDP price listener (also shown by `/health`).
     pub udp: UdpStats,
+    /// Packet counters of the UDP report listener: shown by `/health`, not among the 24.
+    pub report_udp: UdpStats,
     rate_limited: AtomicU64,
     quota_exceeded: AtomicU64,
     auth_failures: AtomicU64,
@@ -412,6 +414,7 @@ impl RuntimeCounters {
             rest_hits: AtomicU64::default(),
             cache_misses: AtomicU64::default(),
             udp: UdpStats::default(),
+            report_udp: UdpStats::default(),
             rate_limited: AtomicU64::default(),
             quota_exceeded: AtomicU64::default(),
             auth_failures: AtomicU64::default(),

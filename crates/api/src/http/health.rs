@@ -17,5 +17,6 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         "keys": state.keys.len(),
         "usage": state.usage.stats().snapshot(),
         "udp": state.counters.udp.snapshot(),
+        "report_udp": state.counters.report_udp.snapshot(),
     }))
 }

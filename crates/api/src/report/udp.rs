@@ -3,9 +3,11 @@
 //! datagram out with the same body as HTTP (and the `id` first). An answer too large for one
 //! datagram is refused with `too_large_for_udp`, pointing to the HTTP endpoint; it does not
 //! use up the allowance. A datagram over [`MAX_REQUEST`] bytes, or not JSON at all, is dropped,
-//! as on the price UDP listener; the id is echoed as there (`crate::udp::request`).
+//! as on the price UDP listener; the id is echoed as there (`crate::udp::request`). Datagrams
+//! received, read as requests, dropped (by reason) and replies sent are counted as there, in
+//! `report_udp` of `/health`.
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::Ordering::Relaxed};
 
 use beast_core::{ApiError, Protocol};
 use beast_reports::{Report, ReportParams, usage::Page};
@@ -17,7 +19,7 @@ use super::{Caller, Ticket};
 use crate::{
     AppState,
     state::key_text,
-    udp::{MAX_REQUEST, request::echo_id, with_id},
+    udp::{self, MAX_REQUEST, request::echo_id, with_id},
 };
 
 /// Reports computed at once; further datagrams wait in the socket buffer.
@@ -45,23 +47,26 @@ pub async fn serve(
                 }
             },
         };
+        let stats = &state.counters.report_udp;
+        stats.received.fetch_add(1, Relaxed);
         if len > MAX_REQUEST {
+            stats.dropped_oversized.fetch_add(1, Relaxed);
             tracing::debug!(%peer, "report udp datagram too large, dropped");
             continue;
         }
         let Ok(value) = serde_json::from_slice::<Value>(&buf[..len]) else {
+            stats.dropped_garbage.fetch_add(1, Relaxed);
             tracing::debug!(%peer, "report udp datagram is not JSON, dropped");
             continue;
         };
+        stats.requests.fetch_add(1, Relaxed);
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
         let (state, socket) = (state.clone(), socket.clone());
         tokio::spawn(async move {
             let reply = answer(&state, value).await;
-            if let Err(e) = socket.send_to(&reply, peer).await {
-                tracing::debug!(error = %e, %peer, "report udp send failed");
-            }
+            udp::send(&socket, &state.counters.report_udp, reply, peer).await;
             drop(permit);
         });
     }

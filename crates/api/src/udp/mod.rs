@@ -236,7 +236,8 @@ async fn flush(socket: &UdpSocket, stats: &UdpStats, outbox: &mut Vec<(Vec<u8>, 
     outbox.clear();
 }
 
-async fn send(socket: &UdpSocket, stats: &UdpStats, reply: Vec<u8>, peer: SocketAddr) {
+/// Sends one reply on its own, counting it as sent or as a send error.
+pub(crate) async fn send(socket: &UdpSocket, stats: &UdpStats, reply: Vec<u8>, peer: SocketAddr) {
     match socket.send_to(&reply, peer).await {
         Ok(_) => stats.sent.fetch_add(1, Relaxed),
         Err(e) => {

@@ -515,6 +515,37 @@ async fn mutated_report_datagrams_are_answered_if_json_and_fit_else_dropped() {
         (&json!("ok"), None),
         "{reply}"
     );
+    // Every datagram counted once, under what became of it.
+    let oversized = datagrams
+        .iter()
+        .filter(|d| d.len() > beast_api::udp::MAX_REQUEST)
+        .count();
+    let garbage = datagrams
+        .iter()
+        .filter(|d| {
+            d.len() <= beast_api::udp::MAX_REQUEST && serde_json::from_slice::<Value>(d).is_err()
+        })
+        .count();
+    assert!(garbage > 100, "{garbage} not JSON");
+    let answered = replies.len() + 1;
+    // A reply is counted as sent once the send returns, which may be just after it arrived.
+    let counted = app
+        .eventually("the last reply counted", Duration::from_secs(5), || async {
+            let counted = app.get("/health", None).await.body["report_udp"].clone();
+            (counted["sent"] == json!(answered)).then_some(counted)
+        })
+        .await;
+    assert_eq!(
+        counted,
+        json!({
+            "received": datagrams.len() + 2,
+            "requests": answered,
+            "sent": answered,
+            "dropped_oversized": oversized + 1,
+            "dropped_garbage": garbage,
+            "send_errors": 0,
+        })
+    );
 }
 
 async fn ask_report(app: &TestApp, socket: &UdpSocket, request: Value) -> Value {
