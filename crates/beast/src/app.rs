@@ -7,8 +7,6 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
 use anyhow::Context;
-use axum::ServiceExt;
-use axum::serve::ListenerExt;
 use beast_api::{
     AdminKey, AppState, Catalog, KeyRing, RuntimeCounters, Shared, http, udp::UdpOptions,
 };
@@ -36,6 +34,7 @@ pub(crate) struct Params {
     exchanges_reload: Duration,
     udp: UdpOptions,
     rest_timeout: Duration,
+    http: http::HttpLimits,
     feeds: FeedOptions,
     /// Most price requests in flight at once.
     governor_max_in_flight: u64,
@@ -85,6 +84,9 @@ impl Params {
                 send_buffer_bytes: get("udp_send_buffer_bytes") as usize,
             },
             rest_timeout: Duration::from_millis(get("rest_timeout_ms")),
+            http: http::HttpLimits {
+                header_timeout: Duration::from_millis(get("http_header_timeout_ms")),
+            },
             feeds: FeedOptions {
                 fresh_max_age_ms: ms("price_fresh_max_age_ms", 1),
                 pair_quiet_ms: ms("pair_quiet_ms", 1),
@@ -107,6 +109,8 @@ impl Params {
 
 pub struct Application {
     servers: Vec<(TcpListener, http::Endpoint)>,
+    /// The HTTP listeners' time limits.
+    http: http::HttpLimits,
     /// The UDP price listener's sockets and the state they answer with.
     udp: Option<(Vec<std::net::UdpSocket>, AppState)>,
     /// The UDP report listener's socket.
@@ -287,6 +291,7 @@ impl Application {
         }
         Ok(Self {
             servers,
+            http: params.http,
             udp,
             report_udp,
             addresses,
@@ -308,17 +313,10 @@ impl Application {
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
         let mut servers = tokio::task::JoinSet::new();
         for (listener, endpoint) in self.servers {
-            let stop = stop.clone();
+            let serving = http::serve(listener, endpoint, self.http, stop.clone());
             servers.spawn(async move {
-                // Answers are small and written whole: send them at once (no Nagle delay).
-                let listener = listener.tap_io(|tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "TCP_NODELAY not set");
-                    }
-                });
-                axum::serve(listener, endpoint.into_make_service())
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
+                serving.await;
+                Ok(())
             });
         }
         if let Some((sockets, state)) = self.udp {

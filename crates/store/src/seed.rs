@@ -112,6 +112,11 @@ pub fn parameter_defaults() -> &'static [(&'static str, &'static str, &'static s
             "Longest wait for an exchange REST ticker answer",
         ),
         (
+            "http_header_timeout_ms",
+            "30000",
+            "A connection must send a whole request header within this long of opening or of its last answer, or it is closed (so idle keep-alive connections close after it too)",
+        ),
+        (
             "rest_concurrency",
             "4",
             "REST ticker calls in flight per exchange (refresh and fallback)",

@@ -1,7 +1,8 @@
 //! The HTTP API, one file per endpoint. Keyed endpoints: `/price`, `/prices`. Public:
 //! `/exchanges`, `/assets`, `/health`. Every error is JSON from the one error table. Keyed
 //! price requests pass the in-flight governor first and are counted ([`keyed_price`]); the price
-//! listener answers `GET /price` before routing ([`Endpoint`]).
+//! listener answers `GET /price` before routing ([`Endpoint`]). Every listener is served by
+//! [`serve`]: HTTP/1.1 with keep-alive and a time limit on each request's header.
 
 mod assets;
 mod exchanges;
@@ -12,22 +13,29 @@ pub(crate) mod prices;
 
 use std::{
     convert::Infallible,
+    io,
     sync::Arc,
-    task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::{
     Router,
     body::Body,
-    extract::Request,
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::Response,
     routing::get,
 };
 use beast_core::ApiError;
 use futures_util::future::BoxFuture;
+use hyper::{body::Incoming, server::conn::http1};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
 use serde::de::DeserializeOwned;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
 
 use crate::{AppState, counters::RuntimeCounters, keys::KeyEntry};
 
@@ -74,16 +82,12 @@ impl From<Router> for Endpoint {
     }
 }
 
-impl tower_service::Service<Request> for Endpoint {
+impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
     type Response = Response;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         match &self.price {
             Some(state) if request.method() == Method::GET && request.uri().path() == "/price" => {
                 let state = state.clone();
@@ -92,7 +96,75 @@ impl tower_service::Service<Request> for Endpoint {
                     Ok(price::answer(&state, &parts.headers, parts.uri.query()).await)
                 })
             }
-            _ => Box::pin(self.router.call(request)),
+            // A router is shared behind an `Arc`: the clone is what calling it needs.
+            _ => Box::pin(self.router.clone().call(request)),
+        }
+    }
+}
+
+/// Time limits of an HTTP listener.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// A connection must send a whole request header within this long of opening, or of its
+    /// last answer, or it is closed: a client cannot hold a connection with a header sent
+    /// byte by byte, and an idle keep-alive connection is closed after this long.
+    pub header_timeout: Duration,
+}
+
+/// Pause after a failed accept (out of file descriptors, say), so it is not spun on.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves `endpoint` on `listener` until `stop` fires: HTTP/1.1 with keep-alive, TCP_NODELAY,
+/// and the header time limit of `limits`. Then it stops accepting, lets every connection
+/// finish the request it is answering, closes idle ones, and returns once all are closed.
+pub async fn serve(
+    listener: TcpListener,
+    endpoint: Endpoint,
+    limits: HttpLimits,
+    stop: CancellationToken,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => break,
+            stream = accept(&listener) => stream,
+        };
+        let connection =
+            graceful.watch(http.serve_connection(TokioIo::new(stream), endpoint.clone()));
+        tokio::spawn(async move {
+            // A client hanging up, or closed for its time limit, is a normal end.
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "connection ended");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
+
+/// The next connection on `listener`, with TCP_NODELAY (answers are small and written whole:
+/// no Nagle delay). A connection that failed before it was taken is skipped; any other accept
+/// error (out of file descriptors, say) is logged and retried after a pause.
+pub async fn accept(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+                return stream;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                ) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod binary;
+mod connections;
 mod exchanges;
 mod faults;
 mod helpers;

@@ -2,7 +2,7 @@
 //! bytes for every request, no auth, no lookup), so `scripts/bench.sh` can say how far a
 //! node is from it. Prints `listening on ADDR` once bound; runs until SIGTERM or Ctrl-C.
 
-use std::{convert::Infallible, io::Write, time::Duration};
+use std::{convert::Infallible, io::Write};
 
 use anyhow::Context;
 use http_body_util::Full;
@@ -17,9 +17,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::cli::BenchBaselineArgs;
-
-/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
     let body = Bytes::from(
@@ -37,19 +34,11 @@ pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
     let stop = crate::commands::shutdown_signal();
     tokio::pin!(stop);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        // The node's own accept: TCP_NODELAY, and accept errors skipped or waited out.
+        let stream = tokio::select! {
+            stream = beast_api::http::accept(&listener) => stream,
             _ = &mut stop => return Ok(()),
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                note!("accept: {e}");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
         let body = body.clone();
         tokio::spawn(async move {
             let service = service_fn(move |_request| {
