@@ -11,7 +11,7 @@ use beast_api::{
     AdminKey, AppState, Catalog, KeyRing, RuntimeCounters, Shared, http, udp::UdpOptions,
 };
 use beast_book::Book;
-use beast_core::ExchangeDefinition;
+use beast_core::{DAY_MS, ExchangeDefinition};
 use beast_feeds::{FeedManager, FeedOptions, Redirect, RestClient};
 use beast_reports::ReportOptions;
 use beast_simulator::{Simulator, SimulatorOptions};
@@ -85,7 +85,10 @@ impl Params {
             },
             rest_timeout: Duration::from_millis(get("rest_timeout_ms")),
             http: http::HttpLimits {
-                header_timeout: Duration::from_millis(get("http_header_timeout_ms")),
+                // At most a day: hyper adds it to the clock, which a huge value overflows.
+                header_timeout: Duration::from_millis(
+                    get("http_header_timeout_ms").min(DAY_MS as u64),
+                ),
             },
             feeds: FeedOptions {
                 fresh_max_age_ms: ms("price_fresh_max_age_ms", 1),

@@ -111,12 +111,14 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
 }
 
-/// Pause after a failed accept (out of file descriptors, say), so it is not spun on.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Pause after a failed accept (out of file descriptors, say), so it is neither spun on nor
+/// logged more than once a second.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Serves `endpoint` on `listener` until `stop` fires: HTTP/1.1 with keep-alive, TCP_NODELAY,
-/// and the header time limit of `limits`. Then it stops accepting, lets every connection
-/// finish the request it is answering, closes idle ones, and returns once all are closed.
+/// and the header time limit of `limits`. Then it closes the listener (new connections are
+/// refused at once), lets every connection finish the request it is answering, closes idle
+/// ones, and returns once all are closed.
 pub async fn serve(
     listener: TcpListener,
     endpoint: Endpoint,
@@ -141,6 +143,7 @@ pub async fn serve(
             }
         });
     }
+    drop(listener);
     graceful.shutdown().await;
 }
 

@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 use crate::cli::BenchBaselineArgs;
 
 pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
+    // Accept errors are logged (on stderr) by the node's `accept`.
+    crate::telemetry::init("text")?;
     let body = Bytes::from(
         std::fs::read(&args.body_file)
             .with_context(|| format!("reading {}", args.body_file.display()))?,
