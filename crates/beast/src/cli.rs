@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ConfigArgs, ServeArgs};
+use crate::config::{ConfigArgs, Secret, ServeArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -181,24 +181,6 @@ pub struct BenchBaselineArgs {
     /// The bytes every answer carries (as `application/json`).
     #[arg(long)]
     pub body_file: std::path::PathBuf,
-}
-
-/// A secret taken from the command line or the environment; `Debug` never shows it.
-#[derive(Clone)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -45,7 +45,8 @@ pub struct Settings {
     pub admin_key_env: Option<Secret>,
 }
 
-/// A secret setting: used and compared, never printed (`Debug` shows no part of it).
+/// A secret (a key) from the command line, the environment or a file: trimmed, used and
+/// compared, never printed (`Debug` shows no part of it).
 #[derive(Clone, PartialEq)]
 pub struct Secret(String);
 
@@ -64,6 +65,15 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(..)")
+    }
+}
+
+/// For flags: trimmed, and possibly empty, so the command that needs it says so in its words.
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.trim().to_owned()))
     }
 }
 
@@ -342,7 +352,7 @@ mod tests {
     }
 
     #[test]
-    fn the_admin_key_from_the_environment_wins_over_the_file_and_is_never_printed() {
+    fn admin_key_env_wins_over_the_key_file_and_is_never_printed() {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings {
             data_dir: dir.path().to_owned(),

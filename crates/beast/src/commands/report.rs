@@ -53,7 +53,7 @@ async fn remote(url: &str, report: Report, args: &ReportArgs) -> anyhow::Result<
     );
     let mut response = reqwest::Client::new()
         .get(&endpoint)
-        .bearer_auth(&key.0)
+        .bearer_auth(key.expose())
         .send()
         .await
         .with_context(|| format!("asking {endpoint}"))?;

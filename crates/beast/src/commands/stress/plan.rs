@@ -69,7 +69,7 @@ impl Plan {
 
     /// Validates the arguments and resolves the target's host.
     pub async fn new(args: &StressArgs) -> anyhow::Result<Plan> {
-        let key = args.key.0.trim();
+        let key = args.key.expose();
         if key.is_empty() {
             bail!("--key is empty: pass an API key (`beast keys create --tier ...` makes one)");
         }

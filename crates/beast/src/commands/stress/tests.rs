@@ -23,14 +23,14 @@ use super::{
     engine::{self, LevelOutcome, Live, Stop, Tally},
     plan::Plan,
 };
-use crate::cli::{Secret, StressArgs};
+use crate::{cli::StressArgs, config::Secret};
 
 const KEY: &str = "tb_test_key";
 
 fn args(target: &str, levels: &[usize], duration_s: f64, timeout_ms: u64) -> StressArgs {
     StressArgs {
         target: target.to_owned(),
-        key: Secret(KEY.to_owned()),
+        key: KEY.parse::<Secret>().unwrap(),
         assets: vec!["BTC".to_owned(), "ETH".to_owned()],
         levels: levels.to_vec(),
         duration_s,
@@ -328,7 +328,7 @@ async fn bad_command_lines_are_clear_errors() {
         ),
         (
             StressArgs {
-                key: Secret("  ".to_owned()),
+                key: "  ".parse::<Secret>().unwrap(),
                 ..args("http://127.0.0.1:1", &[1], 1.0, 100)
             },
             "--key is empty",
