@@ -11,7 +11,7 @@ use beast_api::{
     AdminKey, AppState, Catalog, KeyRing, RuntimeCounters, Shared, http, udp::UdpOptions,
 };
 use beast_book::Book;
-use beast_core::{DAY_MS, ExchangeDefinition};
+use beast_core::ExchangeDefinition;
 use beast_feeds::{FeedManager, FeedOptions, Redirect, RestClient};
 use beast_reports::ReportOptions;
 use beast_simulator::{Simulator, SimulatorOptions};
@@ -34,7 +34,7 @@ pub(crate) struct Params {
     exchanges_reload: Duration,
     udp: UdpOptions,
     rest_timeout: Duration,
-    http: http::HttpLimits,
+    pub(crate) http: http::HttpLimits,
     feeds: FeedOptions,
     /// Most price requests in flight at once.
     governor_max_in_flight: u64,
@@ -84,12 +84,7 @@ impl Params {
                 send_buffer_bytes: get("udp_send_buffer_bytes") as usize,
             },
             rest_timeout: Duration::from_millis(get("rest_timeout_ms")),
-            http: http::HttpLimits {
-                // At most a day: hyper adds it to the clock, which a huge value overflows.
-                header_timeout: Duration::from_millis(
-                    get("http_header_timeout_ms").min(DAY_MS as u64),
-                ),
-            },
+            http: http::HttpLimits::new(Duration::from_millis(get("http_header_timeout_ms"))),
             feeds: FeedOptions {
                 fresh_max_age_ms: ms("price_fresh_max_age_ms", 1),
                 pair_quiet_ms: ms("pair_quiet_ms", 1),

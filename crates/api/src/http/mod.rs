@@ -105,26 +105,47 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
 /// Time limits of an HTTP listener.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
-    /// A connection must send a whole request header within this long of opening, or of its
-    /// last answer, or it is closed: a client cannot hold a connection with a header sent
-    /// byte by byte, and an idle keep-alive connection is closed after this long.
-    pub header_timeout: Duration,
+    header_timeout: Duration,
+}
+
+impl HttpLimits {
+    /// The longest header time limit: hyper adds it to the clock, which a huge value overflows.
+    const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+    /// A connection must send a whole request header within `header_timeout` (at most a day)
+    /// of opening, or of its last answer, or it is closed: a client cannot hold a connection
+    /// with a header sent byte by byte, and an idle keep-alive connection is closed after it.
+    pub fn new(header_timeout: Duration) -> Self {
+        Self {
+            header_timeout: header_timeout.min(Self::MAX_HEADER_TIMEOUT),
+        }
+    }
 }
 
 /// Pause after a failed accept (out of file descriptors, say), so it is neither spun on nor
 /// logged more than once a second.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
-/// Serves `endpoint` on `listener` until `stop` fires: HTTP/1.1 with keep-alive, TCP_NODELAY,
-/// and the header time limit of `limits`. Then it closes the listener (new connections are
-/// refused at once), lets every connection finish the request it is answering, closes idle
-/// ones, and returns once all are closed.
-pub async fn serve(
+/// Serves `service` ([`Endpoint`] on a node) on `listener` until `stop` fires: HTTP/1.1 with
+/// keep-alive, TCP_NODELAY, and the header time limit of `limits`. Then it closes the listener
+/// (new connections are refused at once), lets every connection finish the request it is
+/// answering, closes idle ones, and returns once all are closed.
+pub async fn serve<S, B>(
     listener: TcpListener,
-    endpoint: Endpoint,
+    service: S,
     limits: HttpLimits,
     stop: CancellationToken,
-) {
+) where
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
@@ -135,7 +156,7 @@ pub async fn serve(
             stream = accept(&listener) => stream,
         };
         let connection =
-            graceful.watch(http.serve_connection(TokioIo::new(stream), endpoint.clone()));
+            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
         tokio::spawn(async move {
             // A client hanging up, or closed for its time limit, is a normal end.
             if let Err(e) = connection.await {
@@ -150,7 +171,7 @@ pub async fn serve(
 /// The next connection on `listener`, with TCP_NODELAY (answers are small and written whole:
 /// no Nagle delay). A connection that failed before it was taken is skipped; any other accept
 /// error (out of file descriptors, say) is logged and retried after a pause.
-pub async fn accept(listener: &TcpListener) -> TcpStream {
+async fn accept(listener: &TcpListener) -> TcpStream {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {

@@ -1,6 +1,6 @@
-//! `beast bench-baseline`: the least an HTTP/1.1 server can do (hyper, keep-alive, the same
-//! bytes for every request, no auth, no lookup), so `scripts/bench.sh` can say how far a
-//! node is from it. Prints `listening on ADDR` once bound; runs until SIGTERM or Ctrl-C.
+//! `beast bench-baseline`: the least an HTTP/1.1 server can do (the node's hyper serving loop,
+//! keep-alive, the same bytes for every request, no auth, no lookup), so `scripts/bench.sh`
+//! can say how far a node is from it. Prints `listening on ADDR` once bound; runs until SIGTERM or Ctrl-C.
 
 use std::{convert::Infallible, io::Write};
 
@@ -10,16 +10,15 @@ use hyper::{
     Response,
     body::Bytes,
     header::{CONTENT_TYPE, HeaderValue},
-    server::conn::http1,
     service::service_fn,
 };
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use crate::cli::BenchBaselineArgs;
+use crate::{app::Params, cli::BenchBaselineArgs};
 
 pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
-    // Accept errors are logged (on stderr) by the node's `accept`.
+    // Accept errors are logged (on stderr) by the node's serving loop.
     crate::telemetry::init("text")?;
     let body = Bytes::from(
         std::fs::read(&args.body_file)
@@ -33,27 +32,21 @@ pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
     writeln!(stdout, "listening on {addr}")?;
     stdout.flush()?;
 
-    let stop = crate::commands::shutdown_signal();
-    tokio::pin!(stop);
-    loop {
-        // The node's own accept: TCP_NODELAY, and accept errors skipped or waited out.
-        let stream = tokio::select! {
-            stream = beast_api::http::accept(&listener) => stream,
-            _ = &mut stop => return Ok(()),
-        };
-        let body = body.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |_request| {
-                let mut response = Response::new(Full::new(body.clone()));
-                response
-                    .headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                async move { Ok::<_, Infallible>(response) }
-            });
-            // A client hanging up is the normal end of a connection.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let stop = CancellationToken::new();
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        crate::commands::shutdown_signal().await;
+        stopping.cancel();
+    });
+    let service = service_fn(move |_request| {
+        let mut response = Response::new(Full::new(body.clone()));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        async move { Ok::<_, Infallible>(response) }
+    });
+    // The node's serving loop and time limits (their defaults), so only the work per request
+    // differs between the two.
+    beast_api::http::serve(listener, service, Params::from_rows(&[]).http, stop).await;
+    Ok(())
 }
