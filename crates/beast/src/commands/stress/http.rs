@@ -215,7 +215,8 @@ async fn exchange(
         return Ok(Answer::Success);
     }
     let bytes = body.collect().await?.to_bytes();
-    Ok(Answer::Error(
-        scan::error_code(&bytes).unwrap_or_else(|| format!("http_{}", status.as_u16())),
-    ))
+    Ok(Answer::Error(scan::error_code(&bytes).map_or_else(
+        || format!("http_{}", status.as_u16()),
+        str::to_owned,
+    )))
 }

@@ -3,18 +3,31 @@
 //! answers are compact JSON with escaped strings, so a key pattern `"name":` cannot occur
 //! inside a string value.
 
-use memchr::memmem;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
+// Built once: a search set up on every call costs more than it finds in a short reply.
+static ID: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"id\""));
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+static CODE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"code\""));
 
 /// The most distinct error kinds a run keeps apart; more go under [`OTHER_KIND`].
 pub const MAX_KINDS: usize = 32;
 /// Where error kinds beyond [`MAX_KINDS`] are counted.
 pub const OTHER_KIND: &str = "other";
 
-/// The string value of `"key": "..."`; `None` if absent or not a plain string.
-pub fn string_field<'a>(json: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+/// The string value of `"id": "..."`; `None` if absent or not a plain string.
+pub fn id(json: &[u8]) -> Option<&[u8]> {
+    string_field(json, &ID)
+}
+
+/// The string value of `"key": "..."` (`key` finds `"key"`); `None` if absent or not a plain
+/// string.
+fn string_field<'a>(json: &'a [u8], key: &Finder<'_>) -> Option<&'a [u8]> {
     let mut from = 0;
-    while let Some(at) = memmem::find(&json[from..], key) {
-        let after = from + at + key.len();
+    while let Some(at) = key.find(&json[from..]) {
+        let after = from + at + key.needle().len();
         if let Some(rest) = after_colon(&json[after..]) {
             let rest = rest.strip_prefix(b"\"")?;
             let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
@@ -28,24 +41,26 @@ pub fn string_field<'a>(json: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 /// The `code` of an `"error":{"code":"..."}` object, if the body carries one. A code that is
 /// not a short snake_case word comes back as `bad_error_code`, so a strange server cannot
 /// grow the error table.
-pub fn error_code(json: &[u8]) -> Option<String> {
+pub fn error_code(json: &[u8]) -> Option<&str> {
     let mut from = 0;
-    while let Some(at) = memmem::find(&json[from..], b"\"error\"") {
-        let after = from + at + b"\"error\"".len();
+    while let Some(at) = ERROR.find(&json[from..]) {
+        let after = from + at + ERROR.needle().len();
         if let Some(rest) = after_colon(&json[after..])
             && rest.first() == Some(&b'{')
         {
-            let code = string_field(rest, b"\"code\"").unwrap_or(b"");
+            let code = string_field(rest, &CODE).unwrap_or(b"");
             let plain = !code.is_empty()
                 && code.len() <= 64
                 && code
                     .iter()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
-            return Some(if plain {
-                String::from_utf8_lossy(code).into_owned()
-            } else {
-                "bad_error_code".to_owned()
-            });
+            // A plain code is ASCII, so always UTF-8.
+            return Some(
+                std::str::from_utf8(code)
+                    .ok()
+                    .filter(|_| plain)
+                    .unwrap_or("bad_error_code"),
+            );
         }
         from = after;
     }
@@ -72,7 +87,7 @@ mod tests {
         ];
         for case in cases {
             assert_eq!(
-                string_field(case, b"\"id\""),
+                id(case),
                 Some(&b"7-3"[..]),
                 "{}",
                 String::from_utf8_lossy(case)
@@ -82,23 +97,23 @@ mod tests {
 
     #[test]
     fn an_id_that_is_not_a_string_or_a_key_is_not_taken() {
-        assert_eq!(string_field(br#"{"id":7}"#, b"\"id\""), None);
-        assert_eq!(string_field(br#"{"source":"id","x":1}"#, b"\"id\""), None);
-        assert_eq!(string_field(br#"{"asset":"BTC"}"#, b"\"id\""), None);
+        assert_eq!(id(br#"{"id":7}"#), None);
+        assert_eq!(id(br#"{"source":"id","x":1}"#), None);
+        assert_eq!(id(br#"{"asset":"BTC"}"#), None);
     }
 
     #[test]
     fn error_codes_are_read_and_success_bodies_have_none() {
         assert_eq!(
-            error_code(br#"{"id":"1","error":{"code":"stale_price","message":"old"}}"#).as_deref(),
+            error_code(br#"{"id":"1","error":{"code":"stale_price","message":"old"}}"#),
             Some("stale_price")
         );
         assert_eq!(
-            error_code(br#"{"error": {"message":"m", "code": "rate_limited"}}"#).as_deref(),
+            error_code(br#"{"error": {"message":"m", "code": "rate_limited"}}"#),
             Some("rate_limited")
         );
         assert_eq!(
-            error_code(br#"{"error":{"code":"<script>"}}"#).as_deref(),
+            error_code(br#"{"error":{"code":"<script>"}}"#),
             Some("bad_error_code")
         );
         assert_eq!(error_code(br#"{"asset":"BTC","price":"1","id":"1"}"#), None);

@@ -62,10 +62,10 @@ impl std::fmt::Debug for Requests {
     }
 }
 
-/// What came back for a request in flight.
-enum Reply {
+/// What came back for a request in flight: its error code is read in place.
+enum Reply<'a> {
     Success,
-    Error(String),
+    Error(&'a str),
 }
 
 /// A request in flight: its number and when it went.
@@ -186,27 +186,16 @@ fn drain(
     worker: &mut Worker,
 ) -> io::Result<()> {
     loop {
-        let received = RECV_BUF.with_borrow_mut(|buf| {
-            socket
-                .try_recv(buf)
-                .map(|n| classify(&buf[..n], worker_tag))
+        // The reply is settled while its bytes are borrowed, so its error code is not copied.
+        let received: io::Result<()> = RECV_BUF.with_borrow_mut(|buf| {
+            let n = socket.try_recv(buf)?;
+            if let Some((slot, seq, reply)) = classify(&buf[..n], worker_tag) {
+                settle(slots, worker, slot, seq, reply);
+            }
+            Ok(())
         });
         match received {
-            Ok(Some((slot, seq, reply))) => {
-                let Some(state) = slots.get_mut(slot) else {
-                    continue;
-                };
-                // A late reply to a request that already timed out is skipped.
-                let Some(flight) = state.filter(|f| f.seq == seq) else {
-                    continue;
-                };
-                *state = None;
-                match reply {
-                    Reply::Success => worker.recorder.success(flight.sent.elapsed()),
-                    Reply::Error(kind) => worker.recorder.error(&kind),
-                }
-            }
-            Ok(None) => {}
+            Ok(()) => {}
             // Woken for an error, not a datagram: report it. Asking through `try_io` clears
             // the error readiness when there is none, so the next wait really waits.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -223,6 +212,28 @@ fn drain(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Ends the request in flight in `slot` with its reply, unless it is no longer that request
+/// (a late reply to one that already timed out is skipped).
+fn settle(
+    slots: &mut [Option<InFlight>],
+    worker: &mut Worker,
+    slot: usize,
+    seq: u64,
+    reply: Reply,
+) {
+    let Some(state) = slots.get_mut(slot) else {
+        return;
+    };
+    let Some(flight) = state.filter(|f| f.seq == seq) else {
+        return;
+    };
+    *state = None;
+    match reply {
+        Reply::Success => worker.recorder.success(flight.sent.elapsed()),
+        Reply::Error(kind) => worker.recorder.error(kind),
     }
 }
 
@@ -264,8 +275,8 @@ async fn open(target: SocketAddr) -> io::Result<UdpSocket> {
 
 /// The slot and number of the request a reply answers, with the answer; `None` if the
 /// datagram answers another worker or no request of ours.
-fn classify(datagram: &[u8], worker_tag: &str) -> Option<(usize, u64, Reply)> {
-    let id = std::str::from_utf8(scan::string_field(datagram, b"\"id\"")?).ok()?;
+fn classify<'a>(datagram: &'a [u8], worker_tag: &str) -> Option<(usize, u64, Reply<'a>)> {
+    let id = std::str::from_utf8(scan::id(datagram)?).ok()?;
     let mut parts = id.split('-');
     if parts.next()? != worker_tag {
         return None;
