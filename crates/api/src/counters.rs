@@ -610,11 +610,18 @@ mod tests {
 
     #[test]
     fn since_keeps_exactly_the_gauges_and_subtracts_the_rest() {
-        let since = numbered(|_| 5).since(&numbered(|_| 3));
-        for figure in since.figures() {
+        // Every field has its own values, so one read from a neighbour's field shows.
+        let (now, then) = (numbered(|i| 10 + 3 * i), numbered(|i| i));
+        let since = now.since(&then);
+        for ((figure, now), then) in since
+            .figures()
+            .into_iter()
+            .zip(now.figures())
+            .zip(then.figures())
+        {
             let expected = match figure.kind {
-                Kind::Gauge => 5,
-                Kind::Count => 2,
+                Kind::Gauge => now.value,
+                Kind::Count => now.value - then.value,
             };
             assert_eq!(figure.value, expected, "{}", figure.name);
         }
