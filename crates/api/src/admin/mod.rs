@@ -81,7 +81,7 @@ fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, 
 /// A 200 JSON answer, or the error's answer.
 fn answer<T: Serialize>(result: Result<T, ApiError>) -> Response {
     match result.and_then(|v| {
-        serde_json::to_vec(&v).map_err(|e| ApiError::Internal(format!("serializing: {e}")))
+        serde_json::to_vec(&v).map_err(|e| crate::internal("serializing the answer", &e))
     }) {
         Ok(bytes) => json_response(StatusCode::OK, bytes),
         Err(e) => error_response(&e),
