@@ -100,7 +100,10 @@ impl Connection {
         let mut backoff = policy.build();
         loop {
             let started = Instant::now();
-            let end = guarded(self.session(&cancel)).await;
+            // A panic ends only this session: the connection reconnects as after any other end.
+            let end = caught(self.session(&cancel))
+                .await
+                .unwrap_or_else(SessionEnd::Panicked);
             self.feed.set_shard_up(self.shard, false);
             match end {
                 SessionEnd::Stopped => return,
@@ -253,15 +256,15 @@ impl Connection {
     }
 }
 
-/// Runs a session, turning a panic inside it into [`SessionEnd::Panicked`]: the connection
-/// then reconnects like after any other end, instead of ending for good with its task. What a
-/// panic may leave half done is the connection's own state and the book's latest update, which
-/// the next update rebuilds; its locks do not poison.
-async fn guarded(session: impl Future<Output = SessionEnd>) -> SessionEnd {
-    match AssertUnwindSafe(session).catch_unwind().await {
-        Ok(end) => end,
-        Err(panic) => SessionEnd::Panicked(panic_text(&*panic)),
-    }
+/// Runs `work` (a connection's session, a round of REST refreshes), turning a panic inside it
+/// into `Err` with what the panic said, so the task that runs it goes on instead of ending for
+/// good. What a panic may leave half done is that work's own state and the book's latest
+/// update, which the next update rebuilds; the locks do not poison.
+pub(crate) async fn caught<T>(work: impl Future<Output = T>) -> Result<T, String> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|panic| panic_text(&*panic))
 }
 
 /// What a panic said, when it said it with a string.
@@ -280,16 +283,24 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_panicking_session_ends_like_any_other_and_says_why() {
-        let end = guarded(async { panic!("bad frame {}", 7) }).await;
-        assert_eq!(end.to_string(), "panicked: bad frame 7");
-        let end = guarded(async { panic!("boom") }).await;
-        assert_eq!(end.to_string(), "panicked: boom");
-        let end = guarded(async { std::panic::panic_any(42_u8) }).await;
-        assert_eq!(end.to_string(), "panicked: (no message)");
+    async fn a_panic_is_caught_with_what_it_said() {
+        let said =
+            |end: Result<SessionEnd, String>| end.unwrap_or_else(SessionEnd::Panicked).to_string();
+        assert_eq!(
+            said(caught(async { panic!("bad frame {}", 7) }).await),
+            "panicked: bad frame 7"
+        );
+        assert_eq!(
+            said(caught(async { panic!("boom") }).await),
+            "panicked: boom"
+        );
+        assert_eq!(
+            said(caught(async { std::panic::panic_any(42_u8) }).await),
+            "panicked: (no message)"
+        );
         assert!(matches!(
-            guarded(async { SessionEnd::Closed }).await,
-            SessionEnd::Closed
+            caught(async { SessionEnd::Closed }).await,
+            Ok(SessionEnd::Closed)
         ));
     }
 

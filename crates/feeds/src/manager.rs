@@ -23,7 +23,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     CompiledDefinition, DefinitionError,
-    connector::Connection,
+    connector::{Connection, caught},
     feed::{Feed, FeedStats, FeedStatus},
     rest::{RestClient, RestError},
 };
@@ -372,7 +372,12 @@ async fn refresh(
         );
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = fetches => {}
+            done = caught(fetches) => {
+                // A panic costs only this round: the next one runs as usual.
+                if let Err(panic) = done {
+                    tracing::warn!(exchange = %feed.def.def.name, %panic, "REST refresh round panicked");
+                }
+            }
         }
     }
 }
