@@ -23,10 +23,7 @@ fn event(key_id: i64, status: u16) -> UsageEvent {
 async fn every_event_is_written_even_when_the_channel_is_tiny() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-    let key = store
-        .create_api_key(&keys::hash_key_hex("k"), "k", "", "pro")
-        .await
-        .unwrap();
+    let (_, key) = keys::create(&*store, "", "pro").await.unwrap();
     let (sink, writer) = pipeline(WriterOptions {
         capacity: 8,
         batch_size: 50,
