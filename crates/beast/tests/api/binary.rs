@@ -50,6 +50,14 @@ impl Node {
                 listeners.insert(v["listener"].as_str().unwrap().to_owned(), addr);
             }
         }
+        // A listener left on its default (all interfaces, a fixed port) could share the port
+        // with a node the developer runs.
+        assert!(
+            listeners
+                .values()
+                .all(|addr: &SocketAddr| addr.ip().is_loopback()),
+            "every listener on loopback: {listeners:?}"
+        );
         Node { child, listeners }
     }
 
@@ -154,9 +162,11 @@ async fn the_binary_serves_keyed_prices_and_flushes_every_request_on_sigterm() {
             local,
             "--price-udp",
             local,
+            "--report-udp",
+            local,
         ],
         &[],
-        6, // five listeners and the simulator
+        7, // six listeners and the simulator
     );
     let price = node.listeners["price-http"];
     let client = reqwest::Client::new();
