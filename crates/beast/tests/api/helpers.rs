@@ -84,9 +84,12 @@ pub async fn usage_rows(data_dir: &Path, filter: &str) -> i64 {
 
 /// The `beast` binary as a command that sees none of the caller's settings: every `BEAST_*`
 /// variable, `SERVER_TYPE` and `RUST_LOG` (a `warn` level would hide the `listening` lines the
-/// tests read) are removed, so a developer's shell cannot change what a test runs.
+/// tests read) are removed, and it runs in cargo's scratch directory for tests, not the
+/// crate's, where a stray `beast.toml` would be read. So a developer's shell cannot change
+/// what a test runs.
 pub fn bin() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_beast"));
+    cmd.current_dir(env!("CARGO_TARGET_TMPDIR"));
     for (name, _) in std::env::vars_os() {
         if name == "SERVER_TYPE"
             || name == "RUST_LOG"
