@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read},
     net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
@@ -35,7 +35,7 @@ impl Node {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        let rx = stderr_lines(&mut child);
+        let rx = lines_of(child.stderr.take().unwrap());
         let mut listeners = HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while listeners.len() < expected {
@@ -496,11 +496,9 @@ async fn faults_are_injected_from_the_command_line() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap());
-    let first = BufReader::new(sim.0.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
+    let first = lines_of(sim.0.stdout.take().unwrap())
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the simulator printed its address within 30 s");
     let addr = first.trim().rsplit(' ').next().unwrap().to_owned();
     let url = format!("http://{addr}");
     let ticker = format!("{url}/okx/api/v5/market/ticker?instId=BTC-USDT");
@@ -645,13 +643,12 @@ async fn with_standard_error_gone_commands_still_work_and_a_failure_still_exits_
     assert_eq!(run(&["keys", "revoke", "999"]).code(), Some(1));
 }
 
-/// A child's stderr, line by line, read on a thread of its own so a test can wait for a line
-/// with a deadline (echoed when `TEST_LOG` is set).
-fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().unwrap();
+/// A child's output (its piped stderr or stdout), line by line, read on a thread of its own so
+/// a test can wait for a line with a deadline (echoed when `TEST_LOG` is set).
+fn lines_of(output: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
             if std::env::var_os("TEST_LOG").is_some() {
                 eprintln!("{line}");
             }
@@ -682,7 +679,7 @@ fn the_simulator_runs_on_when_its_listing_finds_no_reader() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap());
-    let lines = stderr_lines(&mut sim.0);
+    let lines = lines_of(sim.0.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut addr = None;
     loop {
