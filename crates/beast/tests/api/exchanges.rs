@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{
-    KRAKEN_ONLY_ASSET, TestApp, seventh_definition, spawn_app, spawn_app_with, sql, usage_rows,
+    KRAKEN_ONLY_ASSET, TestApp, refusal_code, seventh_definition, spawn_app, spawn_app_with, sql,
+    usage_rows,
 };
 
 const WITHIN: Duration = Duration::from_secs(10);
@@ -469,9 +470,7 @@ async fn odd_definitions_are_saved_or_refused_with_a_code_and_the_node_runs_on()
             saved += 1;
         } else {
             assert!(
-                r.body["error"]["code"]
-                    .as_str()
-                    .is_some_and(|c| !c.is_empty()),
+                refusal_code(&r.body).is_some(),
                 "{d}: {} {}",
                 r.status,
                 r.body

@@ -36,6 +36,14 @@ pub fn init_logs() {
     }
 }
 
+/// The code of an error answer that refuses a request (`{"error":{"code":..}}`, the code
+/// not empty), and not a server fault (`internal_error`); `None` for any other answer.
+pub fn refusal_code(answer: &Value) -> Option<&str> {
+    answer["error"]["code"]
+        .as_str()
+        .filter(|code| !code.is_empty() && *code != "internal_error")
+}
+
 /// Runs SQL on a data dir's database (to set up what no command does yet).
 pub async fn sql(data_dir: &Path, statements: &[&str]) {
     let url = format!("sqlite://{}", data_dir.join("beast.sqlite3").display());
@@ -298,6 +306,13 @@ impl TestApp {
         let resp = req.send().await.unwrap();
         let (status, headers) = (resp.status(), resp.headers().clone());
         (status, headers, resp.text().await.unwrap())
+    }
+
+    /// `/admin/stress-stats`, answered 200.
+    pub async fn stress_stats(&self) -> Value {
+        let r = self.admin("/admin/stress-stats", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body
     }
 
     /// An admin API call: GET without a body, POST with one.

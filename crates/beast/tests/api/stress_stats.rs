@@ -16,12 +16,6 @@ use crate::{
 /// The pool gauges move with background work (key and exchange reloads): checked apart.
 const POOL: [&str; 2] = ["db_open_conns", "db_in_use_conns"];
 
-async fn stress_stats(app: &TestApp) -> Value {
-    let r = app.admin("/admin/stress-stats", None).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    r.body
-}
-
 /// The counters without the pool gauges, after checking those are sane.
 fn counters(stats: &Value) -> Value {
     let mut counters = stats["counters"].clone();
@@ -37,7 +31,7 @@ fn counters(stats: &Value) -> Value {
 async fn settled(app: &TestApp, expected: &Value) -> Value {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let stats = stress_stats(app).await;
+        let stats = app.stress_stats().await;
         if counters(&stats) == *expected || Instant::now() > deadline {
             assert_eq!(counters(&stats), *expected, "{stats}");
             return stats;
@@ -51,7 +45,7 @@ async fn settled(app: &TestApp, expected: &Value) -> Value {
 /// before the reset was asked for (so the node's reset is not earlier).
 async fn reset_when_written(app: &TestApp) -> (Value, Instant) {
     app.eventually("usage written", Duration::from_secs(5), || async {
-        let c = &stress_stats(app).await["counters"];
+        let c = &app.stress_stats().await["counters"];
         (c["bg_work_completed"] == c["bg_work_submitted"]).then_some(())
     })
     .await;
@@ -160,7 +154,7 @@ async fn stress_stats_read_exactly_the_traffic_sent_and_reset_starts_them_again(
     let before = app.admin("/admin/stress-reset", None).await;
     assert_eq!(before.status, StatusCode::OK, "{}", before.body);
     assert_eq!(counters(&before.body), traffic);
-    let after = stress_stats(&app).await;
+    let after = app.stress_stats().await;
     assert_eq!(counters(&after), expected(&[]), "{after}");
     assert!(
         after["since_reset_s"].as_f64().unwrap() < since_reset,
@@ -214,7 +208,7 @@ async fn a_price_request_over_the_in_flight_limit_is_refused_overloaded_and_coun
     .await;
     let key = app.key("partner").await;
     app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
-    assert_eq!(stress_stats(&app).await["governor_max_in_flight"], 1);
+    assert_eq!(app.stress_stats().await["governor_max_in_flight"], 1);
     app.fault(json!({"exchange": "okx", "kind": "slow_rest", "delay_ms": 5000}))
         .await;
     reset_when_written(&app).await;
@@ -223,7 +217,7 @@ async fn a_price_request_over_the_in_flight_limit_is_refused_overloaded_and_coun
     let slow = app.get("/price?asset=QQQ", Some(&key));
     let refused = async {
         app.eventually("QQQ in flight", Duration::from_secs(5), || async {
-            (stress_stats(&app).await["counters"]["in_flight"] == 1).then_some(())
+            (app.stress_stats().await["counters"]["in_flight"] == 1).then_some(())
         })
         .await;
         let http = app.get("/price?asset=BTC", Some(&key)).await;
@@ -340,7 +334,7 @@ async fn metrics_export_the_counters_since_start_and_a_stress_reset_leaves_them(
     assert!(values["beast_tcp_requests_total"] >= 5, "{text}");
     assert_eq!(values["beast_auth_failures_total"], 1, "{text}");
     // The reset moved the admin view's baseline only: Prometheus never sees a counter fall.
-    assert_eq!(stress_stats(&app).await["counters"]["auth_failures"], 0);
+    assert_eq!(app.stress_stats().await["counters"]["auth_failures"], 0);
     // Nothing counted ran between the two scrapes: every counter reads the same.
     let (_, after) = prometheus(&app).await;
     assert_eq!(after["beast_auth_failures_total"], 1);
