@@ -408,17 +408,19 @@ fn odd_definition(rng: &mut rand::rngs::StdRng, definition: &Value) -> Value {
         "99999999999999999999",
         "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
     ];
-    fn leaves(v: &Value, at: String, out: &mut Vec<String>) {
+    /// The JSON pointer of every node below the root (objects and arrays too, so an edit can
+    /// replace or drop a whole one).
+    fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
         match v {
             Value::Object(map) => {
                 for (k, child) in map {
                     let k = k.replace('~', "~0").replace('/', "~1");
-                    leaves(child, format!("{at}/{k}"), out);
+                    pointers(child, format!("{at}/{k}"), out);
                 }
             }
             Value::Array(items) => {
                 for (i, child) in items.iter().enumerate() {
-                    leaves(child, format!("{at}/{i}"), out);
+                    pointers(child, format!("{at}/{i}"), out);
                 }
             }
             _ => {}
@@ -433,7 +435,7 @@ fn odd_definition(rng: &mut rand::rngs::StdRng, definition: &Value) -> Value {
         let mut d = definition.clone();
         for _ in 0..rng.random_range(1..=2) {
             let mut paths = Vec::new();
-            leaves(&d, String::new(), &mut paths);
+            pointers(&d, String::new(), &mut paths);
             let path = &paths[rng.random_range(0..paths.len())];
             if rng.random_bool(0.2) {
                 let (parent, field) = path.rsplit_once('/').unwrap();
