@@ -84,7 +84,10 @@ impl Params {
                 send_buffer_bytes: get("udp_send_buffer_bytes") as usize,
             },
             rest_timeout: Duration::from_millis(get("rest_timeout_ms")),
-            http: http::HttpLimits::new(Duration::from_millis(get("http_header_timeout_ms"))),
+            http: http::HttpLimits::new(
+                Duration::from_millis(get("http_header_timeout_ms")),
+                Duration::from_millis(get("http_write_timeout_ms")),
+            ),
             feeds: FeedOptions {
                 fresh_max_age_ms: ms("price_fresh_max_age_ms", 1),
                 pair_quiet_ms: ms("pair_quiet_ms", 1),

@@ -117,6 +117,11 @@ pub fn parameter_defaults() -> &'static [(&'static str, &'static str, &'static s
             "A connection must send a whole request header within this long of opening or of its last answer, or it is closed (so idle keep-alive connections close after it too)",
         ),
         (
+            "http_write_timeout_ms",
+            "60000",
+            "A connection whose answer cannot be written for this long (the client stopped reading) is closed",
+        ),
+        (
             "rest_concurrency",
             "4",
             "REST ticker calls in flight per exchange (refresh and fallback)",

@@ -34,6 +34,7 @@ use hyper_util::{
 };
 use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
@@ -106,18 +107,26 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
     header_timeout: Duration,
+    write_timeout: Duration,
 }
 
 impl HttpLimits {
-    /// The longest header time limit: hyper adds it to the clock, which a huge value overflows.
-    const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(86_400);
+    /// The longest time limit: it is added to the clock, which a huge value overflows.
+    const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
-    /// A connection must send a whole request header within `header_timeout` (at most a day)
-    /// of opening, or of its last answer, or it is closed: a client cannot hold a connection
-    /// with a header sent byte by byte, and an idle keep-alive connection is closed after it.
-    pub fn new(header_timeout: Duration) -> Self {
+    /// Both limits are capped at a day.
+    ///
+    /// A connection must send a whole request header within `header_timeout` of opening, or of
+    /// its last answer, or it is closed: a client cannot hold a connection with a header sent
+    /// byte by byte, and an idle keep-alive connection is closed after it.
+    ///
+    /// A connection whose answer cannot be written for `write_timeout` (the client stopped
+    /// reading, and the socket buffers are full) is closed: a stalled reader cannot hold a
+    /// connection and a streamed export. A client that reads, however slowly, is not cut.
+    pub fn new(header_timeout: Duration, write_timeout: Duration) -> Self {
         Self {
-            header_timeout: header_timeout.min(Self::MAX_HEADER_TIMEOUT),
+            header_timeout: header_timeout.min(Self::MAX_TIMEOUT),
+            write_timeout: write_timeout.min(Self::MAX_TIMEOUT),
         }
     }
 }
@@ -127,7 +136,7 @@ impl HttpLimits {
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Serves `service` ([`Endpoint`] on a node) on `listener` until `stop` fires: HTTP/1.1 with
-/// keep-alive, TCP_NODELAY, and the header time limit of `limits`. Then it closes the listener
+/// keep-alive, TCP_NODELAY, and the time limits of `limits`. Then it closes the listener
 /// (new connections are refused at once), lets every connection finish the request it is
 /// answering, closes idle ones, and returns once all are closed.
 pub async fn serve<S, B>(
@@ -155,10 +164,13 @@ pub async fn serve<S, B>(
             _ = stop.cancelled() => break,
             stream = accept(&listener) => stream,
         };
+        // Only a write that cannot go on arms the timer: answers that fit the socket cost nothing.
+        let mut stream = TimeoutWriter::new(stream);
+        stream.set_timeout(Some(limits.write_timeout));
         let connection =
-            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+            graceful.watch(http.serve_connection(TokioIo::new(Box::pin(stream)), service.clone()));
         tokio::spawn(async move {
-            // A client hanging up, or closed for its time limit, is a normal end.
+            // A client hanging up, or closed for a time limit, is a normal end.
             if let Err(e) = connection.await {
                 tracing::trace!(error = %e, "connection ended");
             }

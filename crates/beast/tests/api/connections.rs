@@ -1,13 +1,16 @@
-//! The HTTP listeners' time limit (`http_header_timeout_ms`), over raw TCP: a header sent too
+//! The HTTP listeners' time limits, over raw TCP. `http_header_timeout_ms`: a header sent too
 //! slowly (at once or byte by byte) and an idle keep-alive connection are closed at the limit;
-//! a connection that keeps asking is not.
+//! a connection that keeps asking is not. `http_write_timeout_ms`: a client that stops reading a
+//! streamed export is closed; one that reads slowly is not.
 
 use std::time::{Duration, Instant};
 
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
 };
+
+use beast_core::now_ms;
 
 use crate::helpers::{TestApp, spawn_app_with, sql};
 
@@ -15,13 +18,14 @@ const LIMIT: Duration = Duration::from_millis(400);
 /// How late after the limit a close may come on a busy machine.
 const SLACK: Duration = Duration::from_millis(1500);
 
-async fn app_with_limit() -> TestApp {
+/// A node whose time limit `parameter` is `LIMIT`.
+async fn app_with_limit(parameter: &'static str) -> TestApp {
     spawn_app_with(|dir| async move {
         let limit = LIMIT.as_millis().to_string();
         sql(
             &dir,
             &[&format!(
-                "UPDATE application_parameters SET value = '{limit}' WHERE name = 'http_header_timeout_ms'"
+                "UPDATE application_parameters SET value = '{limit}' WHERE name = '{parameter}'"
             )],
         )
         .await;
@@ -84,7 +88,7 @@ async fn ask(stream: &mut TcpStream, path: &str, key: &str) -> (String, String) 
 
 #[tokio::test]
 async fn a_header_sent_too_slowly_is_closed_at_the_time_limit_and_the_node_serves_on() {
-    let app = app_with_limit().await;
+    let app = app_with_limit("http_header_timeout_ms").await;
     let key = app.key("partner").await;
     // Half a header, then nothing.
     let opened = Instant::now();
@@ -124,7 +128,7 @@ async fn a_header_sent_too_slowly_is_closed_at_the_time_limit_and_the_node_serve
 
 #[tokio::test]
 async fn an_idle_connection_is_closed_at_the_limit_but_one_that_keeps_asking_is_not() {
-    let app = app_with_limit().await;
+    let app = app_with_limit("http_header_timeout_ms").await;
     let key = app.key("partner").await;
     let mut busy = TcpStream::connect(app.price).await.unwrap();
     let opened = Instant::now();
@@ -145,4 +149,95 @@ async fn an_idle_connection_is_closed_at_the_limit_but_one_that_keeps_asking_is_
     // Then idle: closed a limit after the last answer (whose clock started after it was asked).
     let got = closed_at_the_limit(&mut busy, last_asked).await;
     assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+}
+
+/// Usage rows enough for a CSV export (about 16 MB) far larger than what the sockets on both
+/// ends buffer (the kernel's send buffer grows to 4 MB at most by default).
+const EXPORT_ROWS: usize = 200_000;
+
+/// Reads an HTTP/1.0 answer until the server closes: its status line, and how many lines its
+/// body has. After each `burst` bytes it pauses for `pause`.
+async fn read_answer(stream: &mut TcpStream, burst: usize, pause: Duration) -> (String, usize) {
+    let mut got = Vec::new();
+    let mut since_pause = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                break;
+            }
+        }
+        if got.len() - since_pause >= burst {
+            since_pause = got.len();
+            tokio::time::sleep(pause).await;
+        }
+    }
+    let at = memchr::memmem::find(&got, b"\r\n\r\n").expect("an answer's head");
+    let status = String::from_utf8_lossy(&got[..at])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let lines = got[at + 4..].iter().filter(|b| **b == b'\n').count();
+    (status, lines)
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_closed_at_the_write_limit_but_a_slow_one_is_not() {
+    let app = app_with_limit("http_write_timeout_ms").await;
+    let newest = now_ms();
+    sql(
+        app.data_dir.path(),
+        &[&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {EXPORT_ROWS}) \
+             INSERT INTO usage_logs (ts_ms, key_id, asset, source, protocol, node, status, latency_us, cache_tier) \
+             SELECT {newest} - i, 1, 'BTC', 'kraken-ws', 'http', 'n1', 200, 50, 'memory' FROM n"
+        )],
+    )
+    .await;
+    // HTTP/1.0: the body ends where the server closes, so a cut export is told by its lines.
+    let export = format!(
+        "GET /reports/usage?page_size=all&format=csv HTTP/1.0\r\nX-API-Key: {}\r\n\r\n",
+        app.admin_key
+    );
+
+    // A slow reader: 1 MiB at a time, then a pause of half the limit. Never cut, though the
+    // whole export takes many limits to read.
+    let mut slow = TcpStream::connect(app.report).await.unwrap();
+    slow.write_all(export.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let (status, lines) = tokio::time::timeout(
+        Duration::from_secs(120),
+        read_answer(&mut slow, 1 << 20, LIMIT / 2),
+    )
+    .await
+    .expect("the export read within 120 s");
+    assert_eq!(status, "HTTP/1.0 200 OK");
+    assert_eq!(lines, EXPORT_ROWS + 1, "a head line and every row");
+    assert!(started.elapsed() > LIMIT * 2, "{:?}", started.elapsed());
+
+    // A reader that stops: a small receive buffer, nothing read for the limit and its slack
+    // (and the time the export takes to fill the buffers), then what is left: cut short.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut stalled = socket.connect(app.report).await.unwrap();
+    stalled.write_all(export.as_bytes()).await.unwrap();
+    tokio::time::sleep(LIMIT + SLACK + Duration::from_secs(2)).await;
+    let (status, lines) = tokio::time::timeout(
+        Duration::from_secs(30),
+        read_answer(&mut stalled, usize::MAX, Duration::ZERO),
+    )
+    .await
+    .expect("the stalled connection closed");
+    assert_eq!(status, "HTTP/1.0 200 OK");
+    assert!(lines < EXPORT_ROWS / 2, "{lines} lines: not cut");
+
+    // The node serves on.
+    let mut fresh = TcpStream::connect(app.price).await.unwrap();
+    let key = app.key("partner").await;
+    let (status, body) = ask(&mut fresh, "/price?asset=BTC", &key).await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
 }
