@@ -87,6 +87,7 @@ impl Params {
             http: http::HttpLimits::new(
                 Duration::from_millis(get("http_header_timeout_ms")),
                 Duration::from_millis(get("http_write_timeout_ms")),
+                get("http_max_header_bytes") as usize,
             ),
             feeds: FeedOptions {
                 fresh_max_age_ms: ms("price_fresh_max_age_ms", 1),

@@ -122,6 +122,11 @@ pub fn parameter_defaults() -> &'static [(&'static str, &'static str, &'static s
             "A connection whose answer cannot be written for this long (the client stopped reading) is closed",
         ),
         (
+            "http_max_header_bytes",
+            "16384",
+            "A request whose line and headers are longer is answered 431 and its connection closed (at least 8192)",
+        ),
+        (
             "rest_concurrency",
             "4",
             "REST ticker calls in flight per exchange (refresh and fallback)",

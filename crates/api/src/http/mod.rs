@@ -103,18 +103,21 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
     }
 }
 
-/// Time limits of an HTTP listener.
+/// Time and size limits of an HTTP listener.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
     header_timeout: Duration,
     write_timeout: Duration,
+    max_header_bytes: usize,
 }
 
 impl HttpLimits {
     /// The longest time limit: it is added to the clock, which a huge value overflows.
     const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+    /// The smallest header limit hyper takes (its first read buffer).
+    const MIN_HEADER_BYTES: usize = 8192;
 
-    /// Both limits are capped at a day.
+    /// Both time limits are capped at a day; the header limit is at least 8 KiB.
     ///
     /// A connection must send a whole request header within `header_timeout` of opening, or of
     /// its last answer, or it is closed: a client cannot hold a connection with a header sent
@@ -123,10 +126,15 @@ impl HttpLimits {
     /// A connection whose answer cannot be written for `write_timeout` (the client stopped
     /// reading, and the socket buffers are full) is closed: a stalled reader cannot hold a
     /// connection and a streamed export. A client that reads, however slowly, is not cut.
-    pub fn new(header_timeout: Duration, write_timeout: Duration) -> Self {
+    ///
+    /// A request whose line and headers take more than `max_header_bytes` is answered
+    /// `431 Request Header Fields Too Large` and its connection closed. Bodies are limited
+    /// where they are read (the admin API's JSON, 2 MB).
+    pub fn new(header_timeout: Duration, write_timeout: Duration, max_header_bytes: usize) -> Self {
         Self {
             header_timeout: header_timeout.min(Self::MAX_TIMEOUT),
             write_timeout: write_timeout.min(Self::MAX_TIMEOUT),
+            max_header_bytes: max_header_bytes.max(Self::MIN_HEADER_BYTES),
         }
     }
 }
@@ -157,7 +165,8 @@ pub async fn serve<S, B>(
 {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes);
     let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
