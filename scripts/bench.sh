@@ -7,8 +7,9 @@
 #   of a real /price answer and (e) `beast bench-baseline`, a bare hyper server with the same
 #   bytes; `beast stress` also loads (e) so its numbers have a baseline too.
 # For each: requests/s, latency p50/p99, server CPU seconds per million requests (net of the
-# node's idle use: the simulator and feeds), server RSS; medians over RUNS runs, and the
-# ratios node/nginx and node/hyper, and the share of UDP requests lost (never answered).
+# node's idle use: the simulator and feeds), server RSS; medians over RUNS runs; the ratios
+# node/nginx, node/hyper and UDP/HTTP, each taken within a run and then the median over runs;
+# and the share of UDP requests lost (never answered).
 # Then the node is stopped and its usage_logs rows are compared with the requests the clients
 # counted.
 #
@@ -213,17 +214,29 @@ def summary(results, runs):
         print(f"{n:<22}{f(m['rps'], 0):>10}{f(m['p50_us'] and m['p50_us'] / 1000, 3):>10}"
               f"{f(m['p99_us'] and m['p99_us'] / 1000, 3):>10}"
               f"{f(m['cpu_s_per_million'], 2):>10}{f(m['rss_mb'], 1):>9}")
+    # A ratio is taken within each run (both sides measured minutes apart, so a machine that
+    # slows down for a while slows both), then the median over runs; req/s lists each run's.
     pairs = [("node-http-wrk", "nginx-wrk"), ("node-http-wrk", "hyper-wrk"),
-             ("node-http-stress", "hyper-stress")]
-    print("\nratios (node / baseline; req/s higher is better, the rest lower)")
+             ("node-http-stress", "hyper-stress"),
+             ("node-udp-stress", "node-http-stress"), ("node-udp-stress", "node-http-wrk")]
+    by_run = {(r["name"], r["run"]): r for r in rows}
+    def per_run(ours, base, k):
+        return [by_run[(ours, n)][k] / by_run[(base, n)][k]
+                for n in sorted({r["run"] for r in rows})
+                if (ours, n) in by_run and (base, n) in by_run
+                and by_run[(ours, n)].get(k) is not None and by_run[(base, n)].get(k)]
+    print("\nratios (ours / baseline, the median of each run's; req/s higher is better, the rest lower)")
     for ours, base in pairs:
         if ours not in med or base not in med:
             continue
         parts = []
         for k, label in (("rps", "req/s"), ("p50_us", "p50"), ("p99_us", "p99"),
                          ("cpu_s_per_million", "cpu/M"), ("rss_mb", "rss")):
-            a, b = med[ours][k], med[base][k]
-            parts.append(f"{label} {a / b:.2f}" if a is not None and b else f"{label} -")
+            vals = per_run(ours, base, k)
+            text = f"{label} {statistics.median(vals):.2f}" if vals else f"{label} -"
+            if k == "rps" and len(vals) > 1:
+                text += " (" + " ".join(f"{v:.2f}" for v in vals) + ")"
+            parts.append(text)
         print(f"{ours + ' / ' + base:<36} " + "  ".join(parts))
 
 def udp_timeouts(rows):
