@@ -76,10 +76,9 @@ impl KeyEntry {
         if let Some(limiter) = &self.limiter
             && let Err(not_until) = limiter.check()
         {
-            let wait = not_until.wait_time_from(limiter.clock().now());
-            return Err(ApiError::RateLimited {
-                retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
-            });
+            return Err(rate_limited(
+                not_until.wait_time_from(limiter.clock().now()),
+            ));
         }
         if self.used.load(Relaxed).saturating_add(answers) > self.tier.monthly_quota {
             return Err(ApiError::QuotaExceeded {
@@ -92,6 +91,13 @@ impl KeyEntry {
     /// Counts `n` successful answers toward the monthly quota.
     pub fn count_success(&self, n: u64) {
         self.used.fetch_add(n, Relaxed);
+    }
+}
+
+/// A rate limit's refusal: retry after `wait`, in whole seconds, at least one.
+pub(crate) fn rate_limited(wait: std::time::Duration) -> ApiError {
+    ApiError::RateLimited {
+        retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
     }
 }
 

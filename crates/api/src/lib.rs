@@ -11,6 +11,7 @@ mod follow;
 pub mod http;
 pub mod keys;
 pub mod manage;
+pub mod peers;
 pub mod report;
 pub mod state;
 pub mod udp;

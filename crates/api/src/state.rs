@@ -59,6 +59,8 @@ pub struct Shared {
     pub started: Instant,
     /// Report settings (page size cap, UDP answer limit).
     pub reports: beast_reports::ReportOptions,
+    /// Per-address limits on requests no key pays for.
+    pub peers: Arc<crate::peers::PeerLimits>,
 }
 
 /// The empty source list of error rows, shared rather than allocated per row.
@@ -88,6 +90,13 @@ impl AppState {
             self.counters.auth_failure();
         }
         key
+    }
+
+    /// Whether a request's headers present a valid key (an active API key or the admin key),
+    /// so that a key pays for it. Nothing is counted.
+    pub(crate) fn pays(&self, headers: &axum::http::HeaderMap) -> bool {
+        crate::http::presented_key(headers)
+            .is_ok_and(|k| self.admin.verify(k) || self.keys.authenticate(k).is_ok())
     }
 
     /// The current answer for an asset, optionally pinned to one source (an exchange name or

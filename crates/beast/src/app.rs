@@ -38,6 +38,8 @@ pub(crate) struct Params {
     feeds: FeedOptions,
     /// Most price requests in flight at once.
     governor_max_in_flight: u64,
+    /// Requests no key pays for, per address and minute (0: no limit).
+    unpaid_per_minute: u32,
     pub(crate) reports: ReportOptions,
 }
 
@@ -97,6 +99,8 @@ impl Params {
                 on_demand_retry_ms: ms("on_demand_retry_ms", 1),
             },
             governor_max_in_flight: get("governor_max_in_flight"),
+            unpaid_per_minute: at_least("unauthenticated_per_ip_per_minute", 0)
+                .min(u64::from(u32::MAX)) as u32,
             reports: ReportOptions {
                 page_size_max: get("report_page_size_max"),
                 udp_max_bytes: get("report_udp_max_bytes") as usize,
@@ -199,6 +203,7 @@ impl Application {
             roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
             started: Instant::now(),
             reports: params.reports,
+            peers: Arc::new(beast_api::peers::PeerLimits::new(params.unpaid_per_minute)),
         });
         if runs_feeds {
             state.apply_exchanges().await?;
@@ -212,6 +217,7 @@ impl Application {
             let catalog = Catalog::new(&store.exchange_feeds().await?, &store.asset_map().await?);
             state.catalog.store(Arc::new(catalog));
         }
+        tracker.spawn(state.peers.clone().keep_trimmed(background.clone()));
         let mut wanted: Vec<(&str, SocketAddr, http::Endpoint)> = Vec::new();
         for role in &roles {
             match role {
@@ -231,7 +237,10 @@ impl Application {
                     wanted.push((
                         "report-http",
                         settings.report_http,
-                        beast_api::report::report_router(state.clone()).into(),
+                        http::Endpoint::public(
+                            beast_api::report::report_router(state.clone()),
+                            state.clone(),
+                        ),
                     ));
                     wanted.push((
                         "report-health",
@@ -315,7 +324,12 @@ impl Application {
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
         let mut servers = tokio::task::JoinSet::new();
         for (listener, endpoint) in self.servers {
-            let serving = http::serve(listener, endpoint, self.http, stop.clone());
+            let serving = http::serve(
+                listener,
+                move |peer| endpoint.for_peer(peer),
+                self.http,
+                stop.clone(),
+            );
             servers.spawn(async move {
                 serving.await;
                 Ok(())

@@ -122,6 +122,11 @@ pub fn parameter_defaults() -> &'static [(&'static str, &'static str, &'static s
             "A connection whose answer cannot be written for this long (the client stopped reading) is closed",
         ),
         (
+            "unauthenticated_per_ip_per_minute",
+            "600",
+            "Requests no key pays for (public endpoints, a missing or refused key) per client address (IPv6: per /64) and minute; 0 for no limit",
+        ),
+        (
             "http_max_header_bytes",
             "16384",
             "A request whose line and headers are longer is answered 431 and its connection closed (at least 8192)",

@@ -14,6 +14,7 @@ pub(crate) mod prices;
 use std::{
     convert::Infallible,
     io,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -58,27 +59,58 @@ pub fn price_router(state: AppState) -> Router {
 /// What a listener serves: its router, and on the price listener `GET /price` answered before
 /// any routing. That one request is most of a node's traffic, and the router's matching,
 /// boxing and extractors cost it more than its own work.
+///
+/// On a public listener (price, report), a request that presents no valid key spends one of
+/// its address's unpaid requests first ([`crate::peers`]); with none left it is answered 429.
 #[derive(Clone)]
 pub struct Endpoint {
     router: Router,
+    /// The price listener's state: `GET /price` is answered before routing.
     price: Option<AppState>,
+    /// A public listener's state, for the per-address limit.
+    public: Option<AppState>,
+    /// The connection's peer, set by [`Endpoint::for_peer`].
+    peer: Option<IpAddr>,
 }
 
 impl Endpoint {
-    /// The price listener: [`price_router`] with `GET /price` taken first.
+    /// The price listener: [`price_router`] with `GET /price` taken first; public.
     pub fn price(state: AppState) -> Self {
         Self {
             router: price_router(state.clone()),
-            price: Some(state),
+            price: Some(state.clone()),
+            public: Some(state),
+            peer: None,
+        }
+    }
+
+    /// A public listener serving `router` (the report listener).
+    pub fn public(router: Router, state: AppState) -> Self {
+        Self {
+            router,
+            price: None,
+            public: Some(state),
+            peer: None,
+        }
+    }
+
+    /// This endpoint for one connection, from `peer`.
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self {
+            peer: Some(peer.ip()),
+            ..self.clone()
         }
     }
 }
 
+/// An internal listener (health): no per-address limit.
 impl From<Router> for Endpoint {
     fn from(router: Router) -> Self {
         Self {
             router,
             price: None,
+            public: None,
+            peer: None,
         }
     }
 }
@@ -92,13 +124,22 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
         match &self.price {
             Some(state) if request.method() == Method::GET && request.uri().path() == "/price" => {
                 let state = state.clone();
+                let peer = self.peer;
                 Box::pin(async move {
                     let (parts, _body) = request.into_parts();
-                    Ok(price::answer(&state, &parts.headers, parts.uri.query()).await)
+                    Ok(price::answer(&state, &parts.headers, parts.uri.query(), peer).await)
                 })
             }
-            // A router is shared behind an `Arc`: the clone is what calling it needs.
-            _ => Box::pin(self.router.clone().call(request)),
+            _ => {
+                if let (Some(state), Some(peer)) = (&self.public, self.peer)
+                    && !state.pays(request.headers())
+                    && let Err(e) = state.peers.spend(peer)
+                {
+                    return Box::pin(std::future::ready(Ok(error_response(&e))));
+                }
+                // A router is shared behind an `Arc`: the clone is what calling it needs.
+                Box::pin(self.router.clone().call(request))
+            }
         }
     }
 }
@@ -143,18 +184,18 @@ impl HttpLimits {
 /// logged more than once a second.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
-/// Serves `service` ([`Endpoint`] on a node) on `listener` until `stop` fires: HTTP/1.1 with
-/// keep-alive, TCP_NODELAY, and the time limits of `limits`. Then it closes the listener
+/// Serves the service `for_peer` makes for each connection (an [`Endpoint`] on a node) on
+/// `listener` until `stop` fires: HTTP/1.1 with keep-alive, TCP_NODELAY, and the limits of
+/// `limits`. Then it closes the listener
 /// (new connections are refused at once), lets every connection finish the request it is
 /// answering, closes idle ones, and returns once all are closed.
 pub async fn serve<S, B>(
     listener: TcpListener,
-    service: S,
+    for_peer: impl Fn(SocketAddr) -> S,
     limits: HttpLimits,
     stop: CancellationToken,
 ) where
     S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
-        + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -169,15 +210,15 @@ pub async fn serve<S, B>(
         .max_buf_size(limits.max_header_bytes);
     let graceful = GracefulShutdown::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
-            stream = accept(&listener) => stream,
+            accepted = accept(&listener) => accepted,
         };
         // Only a write that cannot go on arms the timer: answers that fit the socket cost nothing.
         let mut stream = TimeoutWriter::new(stream);
         stream.set_timeout(Some(limits.write_timeout));
         let connection =
-            graceful.watch(http.serve_connection(TokioIo::new(Box::pin(stream)), service.clone()));
+            graceful.watch(http.serve_connection(TokioIo::new(Box::pin(stream)), for_peer(peer)));
         tokio::spawn(async move {
             // A client hanging up, or closed for a time limit, is a normal end.
             if let Err(e) = connection.await {
@@ -189,17 +230,17 @@ pub async fn serve<S, B>(
     graceful.shutdown().await;
 }
 
-/// The next connection on `listener`, with TCP_NODELAY (answers are small and written whole:
+/// The next connection on `listener` and its peer, with TCP_NODELAY (answers are small and written whole:
 /// no Nagle delay). A connection that failed before it was taken is skipped; any other accept
 /// error (out of file descriptors, say) is logged and retried after a pause.
-async fn accept(listener: &TcpListener) -> TcpStream {
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "TCP_NODELAY not set");
                 }
-                return stream;
+                return (stream, peer);
             }
             Err(e)
                 if matches!(
@@ -226,17 +267,22 @@ pub fn health_router(state: AppState) -> Router {
 
 /// An HTTP price request (`/price`, `/prices`): governed, then keyed, then `answer` with the
 /// key and when the request started. A request without a valid key is refused here and not
-/// metered (there is no key to meter it to).
+/// metered (there is no key to meter it to); from `peer` (a request not routed, so not yet
+/// limited by [`Endpoint`]) it also spends one of the address's unpaid requests.
 pub(crate) async fn keyed_price<F: Future<Output = Response>>(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Option<IpAddr>,
     answer: impl FnOnce(Arc<KeyEntry>, Instant) -> F,
 ) -> Response {
     governed(&state.counters, async {
         let started = Instant::now();
         match state.authenticate(presented_key(headers)) {
             Ok(key) => answer(key, started).await,
-            Err(e) => error_response(&e),
+            Err(e) => {
+                let limited = peer.and_then(|p| state.peers.spend(p).err());
+                error_response(limited.as_ref().unwrap_or(&e))
+            }
         }
     })
     .await

@@ -5,7 +5,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::Response,
 };
-use std::time::Instant;
+use std::{net::IpAddr, time::Instant};
 
 use beast_core::{ApiError, Protocol, now_ms};
 use serde::Deserialize;
@@ -24,12 +24,18 @@ pub struct PriceQuery {
 /// The `/price` route, for what the price listener does not answer before routing (`HEAD`).
 pub async fn price(State(state): State<AppState>, request: Request) -> Response {
     let (head, _) = request.into_parts();
-    answer(&state, &head.headers, head.uri.query()).await
+    answer(&state, &head.headers, head.uri.query(), None).await
 }
 
-/// `GET /price`, whole: governed and counted like every price request, keyed, metered.
-pub(crate) async fn answer(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Response {
-    keyed_price(state, headers, async |key, started| {
+/// `GET /price`, whole: governed and counted like every price request, keyed, metered. A
+/// request from `peer` without a valid key spends one of its address's unpaid requests.
+pub(crate) async fn answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    peer: Option<IpAddr>,
+) -> Response {
+    keyed_price(state, headers, peer, async |key, started| {
         let query = parse_query::<PriceQuery>(query);
         let (asset, source) = match &query {
             Ok(q) => (required_asset(q.asset.as_deref()), q.source.as_deref()),

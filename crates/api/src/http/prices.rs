@@ -54,7 +54,7 @@ pub(crate) fn asset_list<'a>(
 /// `GET /prices`: the request's head read in place (no copy of its headers or query).
 pub async fn prices(State(state): State<AppState>, request: Request) -> Response {
     let (head, _) = request.into_parts();
-    keyed_price(&state, &head.headers, async |key, started| {
+    keyed_price(&state, &head.headers, None, async |key, started| {
         let assets = requested_assets(parse_query(head.uri.query()));
         match metered_prices(&state, &key, assets, Protocol::Http, started, Vec::new()).await {
             Ok((status, body)) => json_response(status, body),

@@ -2,9 +2,13 @@
 //! slowly (at once or byte by byte) and an idle keep-alive connection are closed at the limit;
 //! a connection that keeps asking is not. `http_write_timeout_ms`: a client that stops reading a
 //! streamed export is closed; one that reads slowly is not. `http_max_header_bytes`: a longer
-//! header is answered 431.
+//! header is answered 431. `unauthenticated_per_ip_per_minute`: requests no key pays for are
+//! limited per client address.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
@@ -286,4 +290,107 @@ async fn a_header_longer_than_the_limit_is_answered_431_and_the_node_serves_on()
     let key = app.key("partner").await;
     assert_eq!(padded_status(&app, &key, 4_000).await, "HTTP/1.1 200 OK");
     assert_eq!(padded_status(&app, &key, 12_000).await, TOO_LONG);
+}
+
+/// One request to `target` from the local address `from` (any of 127.0.0.0/8), with `key` if
+/// some, on a connection of its own: the answer's status line, `Retry-After` and body.
+async fn ask_from(
+    from: &str,
+    target: SocketAddr,
+    path: &str,
+    key: Option<&str>,
+) -> (String, Option<String>, String) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(target).await.unwrap();
+    let key = key
+        .map(|k| format!("X-API-Key: {k}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{key}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got))
+        .await
+        .expect("answered within 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an answer's head");
+    let retry_after = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("retry-after:")
+            .map(|v| v.trim().to_owned())
+    });
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, retry_after, body.to_owned())
+}
+
+#[tokio::test]
+async fn requests_no_key_pays_for_are_limited_per_address_and_keyed_ones_are_not() {
+    let app = spawn_app_with(|dir| async move {
+        sql(
+            &dir,
+            &["UPDATE application_parameters SET value = '4' WHERE name = 'unauthenticated_per_ip_per_minute'"],
+        )
+        .await;
+    })
+    .await;
+    let key = app.key("partner").await;
+    const OK: &str = "HTTP/1.1 200 OK";
+    const UNAUTHORIZED: &str = "HTTP/1.1 401 Unauthorized";
+    const LIMITED: &str = "HTTP/1.1 429 Too Many Requests";
+    let (one, two) = ("127.0.0.1", "127.0.0.2");
+    // Four unpaid requests from one address, of every kind, are answered as usual: public
+    // endpoints, a missing key on the unrouted `GET /price`, a wrong key on a routed one.
+    assert_eq!(ask_from(one, app.price, "/exchanges", None).await.0, OK);
+    assert_eq!(ask_from(one, app.price, "/assets", None).await.0, OK);
+    let (status, _, body) = ask_from(one, app.price, "/price?asset=BTC", None).await;
+    assert_eq!(status, UNAUTHORIZED, "{body}");
+    let (status, _, body) = ask_from(one, app.price, "/prices?assets=BTC", Some("wrong")).await;
+    assert_eq!(status, UNAUTHORIZED, "{body}");
+    // The fifth and later are refused, with when to retry (one a minute over four: 15 s at
+    // most), on the report listener too.
+    for (target, path, key) in [
+        (app.price, "/exchanges", None),
+        (app.price, "/price?asset=BTC", None),
+        (app.price, "/price?asset=BTC", Some("wrong")),
+        (app.price, "/admin/stress-stats", Some("wrong")),
+        (app.report, "/reports/summary", Some("wrong")),
+        (app.report, "/nowhere", None),
+    ] {
+        let (status, retry_after, body) = ask_from(one, target, path, key).await;
+        assert_eq!(status, LIMITED, "{path}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], "rate_limited", "{path}: {body}");
+        let wait: u64 = retry_after.expect("a Retry-After").parse().unwrap();
+        assert!((1..=15).contains(&wait), "{path}: retry after {wait}");
+    }
+    // Requests a key pays for are not limited by their address.
+    assert_eq!(
+        ask_from(one, app.price, "/price?asset=BTC", Some(&key))
+            .await
+            .0,
+        OK
+    );
+    assert_eq!(
+        ask_from(one, app.price, "/prices?assets=BTC", Some(&key))
+            .await
+            .0,
+        OK
+    );
+    let admin = Some(app.admin_key.as_str());
+    assert_eq!(
+        ask_from(one, app.price, "/admin/stress-stats", admin)
+            .await
+            .0,
+        OK
+    );
+    assert_eq!(
+        ask_from(one, app.report, "/reports/summary", Some(&key))
+            .await
+            .0,
+        OK
+    );
+    // Another address has an allowance of its own; the internal health listener has no limit.
+    assert_eq!(ask_from(two, app.price, "/exchanges", None).await.0, OK);
+    assert_eq!(ask_from(one, app.health, "/health", None).await.0, OK);
 }

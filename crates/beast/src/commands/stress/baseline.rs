@@ -47,6 +47,7 @@ pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
     });
     // The node's serving loop and time limits (their defaults), so only the work per request
     // differs between the two.
-    beast_api::http::serve(listener, service, Params::from_rows(&[]).http, stop).await;
+    let for_peer = move |_| service.clone();
+    beast_api::http::serve(listener, for_peer, Params::from_rows(&[]).http, stop).await;
     Ok(())
 }
