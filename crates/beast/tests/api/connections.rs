@@ -17,25 +17,15 @@ use tokio::{
 
 use beast_core::now_ms;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with, sql};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with_parameters, sql};
 
 const LIMIT: Duration = Duration::from_millis(400);
 /// How late after the limit a close may come on a busy machine.
 const SLACK: Duration = Duration::from_millis(1500);
 
 /// A node whose time limit `parameter` is `LIMIT`.
-async fn app_with_limit(parameter: &'static str) -> TestApp {
-    spawn_app_with(|dir| async move {
-        let limit = LIMIT.as_millis().to_string();
-        sql(
-            &dir,
-            &[&format!(
-                "UPDATE application_parameters SET value = '{limit}' WHERE name = '{parameter}'"
-            )],
-        )
-        .await;
-    })
-    .await
+async fn app_with_limit(parameter: &str) -> TestApp {
+    spawn_app_with_parameters(&[(parameter, &LIMIT.as_millis().to_string())]).await
 }
 
 /// Reads until the server closes the connection (an end of stream, or a reset when bytes sent
@@ -279,14 +269,7 @@ async fn a_header_longer_than_the_limit_is_answered_431_and_the_node_serves_on()
     let (status, body) = ask(&mut fresh, "/price?asset=BTC", &key).await;
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
     // A limit stored below 8 KiB (hyper's smallest) is taken as 8 KiB, not a failed start.
-    let app = spawn_app_with(|dir| async move {
-        sql(
-            &dir,
-            &["UPDATE application_parameters SET value = '100' WHERE name = 'http_max_header_bytes'"],
-        )
-        .await;
-    })
-    .await;
+    let app = spawn_app_with_parameters(&[("http_max_header_bytes", "100")]).await;
     let key = app.key("partner").await;
     assert_eq!(padded_status(&app, &key, 4_000).await, "HTTP/1.1 200 OK");
     assert_eq!(padded_status(&app, &key, 12_000).await, TOO_LONG);
@@ -326,14 +309,7 @@ async fn ask_from(
 
 #[tokio::test]
 async fn requests_no_key_pays_for_are_limited_per_address_and_keyed_ones_are_not() {
-    let app = spawn_app_with(|dir| async move {
-        sql(
-            &dir,
-            &["UPDATE application_parameters SET value = '4' WHERE name = 'unauthenticated_per_ip_per_minute'"],
-        )
-        .await;
-    })
-    .await;
+    let app = spawn_app_with_parameters(&[("unauthenticated_per_ip_per_minute", "4")]).await;
     let key = app.key("partner").await;
     const OK: &str = "HTTP/1.1 200 OK";
     const UNAUTHORIZED: &str = "HTTP/1.1 401 Unauthorized";

@@ -179,6 +179,21 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| async {}).await
 }
 
+/// Spawns a node whose application parameters `(name, value)` are set first.
+pub async fn spawn_app_with_parameters(parameters: &[(&str, &str)]) -> TestApp {
+    let statements: Vec<String> = parameters
+        .iter()
+        .map(|(name, value)| {
+            format!("UPDATE application_parameters SET value = '{value}' WHERE name = '{name}'")
+        })
+        .collect();
+    spawn_app_with(|dir| async move {
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        sql(&dir, &statements).await;
+    })
+    .await
+}
+
 /// Spawns a node after `prepare` has run on its (already seeded) data dir.
 pub async fn spawn_app_with<F, Fut>(prepare: F) -> TestApp
 where

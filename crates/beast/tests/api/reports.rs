@@ -15,8 +15,8 @@ use tokio::{io::AsyncWriteExt, net::UdpSocket};
 
 use crate::{
     helpers::{
-        TestApp, ask_udp, beast_ok, column, refusal_code, scalar, spawn_app, spawn_app_with, sql,
-        usage_rows,
+        TestApp, ask_udp, beast_ok, column, refusal_code, scalar, spawn_app, spawn_app_with,
+        spawn_app_with_parameters, sql, usage_rows,
     },
     udp::{answers, mutants},
 };
@@ -694,17 +694,9 @@ async fn beast(app: &TestApp, args: &[&str]) -> (String, String) {
 async fn sync_rolls_up_and_prunes_without_changing_any_summary_and_does_it_once() {
     // Days are due as soon as they end, and the node itself never rolls up during the test:
     // what sync does is exactly what it prints, whatever the time of day.
-    let app = spawn_app_with(|dir| async move {
-        sql(
-            &dir,
-            &[
-                "UPDATE application_parameters SET value = '0' WHERE name = 'rollup_delay_ms'",
-                "UPDATE application_parameters SET value = '86400000' WHERE name = 'rollup_interval_ms'",
-            ],
-        )
-        .await;
-    })
-    .await;
+    let app =
+        spawn_app_with_parameters(&[("rollup_delay_ms", "0"), ("rollup_interval_ms", "86400000")])
+            .await;
     let (key, id) = app.key_with_id("pro").await;
     let now = now_ms();
     let today = beast_core::day_start_ms(now);
