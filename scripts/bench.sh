@@ -214,7 +214,7 @@ def summary(results, runs):
         print(f"{n:<22}{f(m['rps'], 0):>10}{f(m['p50_us'] and m['p50_us'] / 1000, 3):>10}"
               f"{f(m['p99_us'] and m['p99_us'] / 1000, 3):>10}"
               f"{f(m['cpu_s_per_million'], 2):>10}{f(m['rss_mb'], 1):>9}")
-    # A ratio is taken within each run (both sides measured minutes apart, so a machine that
+    # A ratio is taken within each run (both sides measured within the same few minutes, so a machine that
     # slows down for a while slows both), then the median over runs; req/s lists each run's.
     pairs = [("node-http-wrk", "nginx-wrk"), ("node-http-wrk", "hyper-wrk"),
              ("node-http-stress", "hyper-stress"),

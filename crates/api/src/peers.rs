@@ -1,7 +1,8 @@
-//! Per-address limits on the requests no key pays for (SPEC §8): public endpoints (`/exchanges`,
-//! `/assets`, `/health` on a public listener, unknown paths) and requests whose key is missing
-//! or refused. A request with a valid key is limited by its key's tier instead, so a busy
-//! address holding keys is never slowed by this. The health listeners are internal and not
+//! Per-address limits on the requests no key answers for (SPEC §8): public endpoints
+//! (`/exchanges`, `/assets`, `/health` on a public listener, unknown paths) asked without a key,
+//! and requests whose key is missing or unknown. A request presenting a valid key is not
+//! limited by its address (its key answers for it, and can be revoked), so a busy address
+//! holding keys is never slowed by this. The health listeners are internal and not
 //! limited; UDP is not either (a datagram's source address can be forged, so a limit by it
 //! would let anyone spend another address's allowance).
 

@@ -59,7 +59,7 @@ pub struct Shared {
     pub started: Instant,
     /// Report settings (page size cap, UDP answer limit).
     pub reports: beast_reports::ReportOptions,
-    /// Per-address limits on requests no key pays for.
+    /// Per-address limits on requests without a valid key.
     pub peers: Arc<crate::peers::PeerLimits>,
 }
 
@@ -96,7 +96,7 @@ impl AppState {
     /// so that a key pays for it. Nothing is counted.
     pub(crate) fn pays(&self, headers: &axum::http::HeaderMap) -> bool {
         crate::http::presented_key(headers)
-            .is_ok_and(|k| self.admin.verify(k) || self.keys.authenticate(k).is_ok())
+            .is_ok_and(|k| self.keys.authenticate(k).is_ok() || self.admin.verify(k))
     }
 
     /// The current answer for an asset, optionally pinned to one source (an exchange name or

@@ -38,7 +38,7 @@ pub(crate) struct Params {
     feeds: FeedOptions,
     /// Most price requests in flight at once.
     governor_max_in_flight: u64,
-    /// Requests no key pays for, per address and minute (0: no limit).
+    /// Requests without a valid key, per address and minute (0: no limit).
     unpaid_per_minute: u32,
     pub(crate) reports: ReportOptions,
 }

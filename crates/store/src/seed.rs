@@ -124,7 +124,7 @@ pub fn parameter_defaults() -> &'static [(&'static str, &'static str, &'static s
         (
             "unauthenticated_per_ip_per_minute",
             "600",
-            "Requests no key pays for (public endpoints, a missing or refused key) per client address (IPv6: per /64) and minute; 0 for no limit",
+            "Requests without a valid key (public endpoints asked without one, a missing or unknown key) per client address (IPv6: per /64) and minute; 0 for no limit",
         ),
         (
             "http_max_header_bytes",

@@ -166,7 +166,8 @@ impl HttpLimits {
     ///
     /// A connection whose answer cannot be written for `write_timeout` (the client stopped
     /// reading, and the socket buffers are full) is closed: a stalled reader cannot hold a
-    /// connection and a streamed export. A client that reads, however slowly, is not cut.
+    /// connection and a streamed export. The limit is on the time between two successive writes,
+    /// not on the whole answer: a client that keeps reading is not cut.
     ///
     /// A request whose line and headers take more than `max_header_bytes` is answered
     /// `431 Request Header Fields Too Large` and its connection closed. Bodies are limited
