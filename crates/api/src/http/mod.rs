@@ -65,10 +65,10 @@ pub fn price_router(state: AppState) -> Router {
 #[derive(Clone)]
 pub struct Endpoint {
     router: Router,
-    /// The price listener's state: `GET /price` is answered before routing.
-    price: Option<AppState>,
-    /// A public listener's state, for the per-address limit.
+    /// A public listener's state, for the per-address limit (and `GET /price`).
     public: Option<AppState>,
+    /// On the price listener: `GET /price` is answered before routing.
+    answers_price: bool,
     /// The connection's peer, set by [`Endpoint::for_peer`].
     peer: Option<IpAddr>,
 }
@@ -78,8 +78,8 @@ impl Endpoint {
     pub fn price(state: AppState) -> Self {
         Self {
             router: price_router(state.clone()),
-            price: Some(state.clone()),
             public: Some(state),
+            answers_price: true,
             peer: None,
         }
     }
@@ -88,8 +88,8 @@ impl Endpoint {
     pub fn public(router: Router, state: AppState) -> Self {
         Self {
             router,
-            price: None,
             public: Some(state),
+            answers_price: false,
             peer: None,
         }
     }
@@ -108,8 +108,8 @@ impl From<Router> for Endpoint {
     fn from(router: Router) -> Self {
         Self {
             router,
-            price: None,
             public: None,
+            answers_price: false,
             peer: None,
         }
     }
@@ -121,8 +121,12 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        match &self.price {
-            Some(state) if request.method() == Method::GET && request.uri().path() == "/price" => {
+        match &self.public {
+            Some(state)
+                if self.answers_price
+                    && request.method() == Method::GET
+                    && request.uri().path() == "/price" =>
+            {
                 let state = state.clone();
                 let peer = self.peer;
                 Box::pin(async move {
