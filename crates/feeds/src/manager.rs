@@ -353,18 +353,27 @@ async fn refresh(
                 let rest = &rest;
                 async move {
                     let pair = &feed.pairs[index];
-                    match rest.ticker(&feed.def, &pair.symbol).await {
+                    // A panic (reading outside input) costs only this fetch, which backs off as
+                    // a failed one does; the round's other fetches go on.
+                    let fetched = match caught(rest.ticker(&feed.def, &pair.symbol)).await {
+                        Ok(result) => result.map_err(|e| e.to_string()),
+                        Err(panic) => {
+                            tracing::warn!(exchange = %feed.def.def.name, symbol = %pair.symbol, %panic, "REST refresh panicked");
+                            Err(panic)
+                        }
+                    };
+                    match fetched {
                         Ok(update) => {
                             feed.stats.rest_result(true);
                             pair.rest_failures.store(0, Relaxed);
                             feed.deliver(index, update);
                         }
-                        Err(e) => {
+                        Err(error) => {
                             feed.stats.rest_result(false);
                             let failures = pair.rest_failures.fetch_add(1, Relaxed).min(15);
                             let wait = (1000_i64 << failures).min(MAX_REST_RETRY_MS);
                             pair.rest_retry_at_ms.store(now_ms() + wait, Relaxed);
-                            tracing::debug!(exchange = %feed.def.def.name, symbol = %pair.symbol, error = %e, "REST refresh failed");
+                            tracing::debug!(exchange = %feed.def.def.name, symbol = %pair.symbol, %error, "REST refresh failed");
                         }
                     }
                 }
@@ -372,12 +381,7 @@ async fn refresh(
         );
         tokio::select! {
             _ = cancel.cancelled() => return,
-            done = caught(fetches) => {
-                // A panic costs only this round: the next one runs as usual.
-                if let Err(panic) = done {
-                    tracing::warn!(exchange = %feed.def.def.name, %panic, "REST refresh round panicked");
-                }
-            }
+            _ = fetches => {}
         }
     }
 }
