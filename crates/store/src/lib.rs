@@ -141,6 +141,7 @@ pub trait Store: Send + Sync {
     /// Stores the rollups of the day starting at `day_ms` and marks every day before
     /// `day_ms + 1 day` as rolled up, in one transaction; false (nothing written) if that day
     /// was rolled up meanwhile, so a late roll never replaces rollups of pruned raw rows.
+    /// Rows of another day are refused whole (`Invalid`), before anything is written.
     async fn replace_rollups(&self, day_ms: i64, rows: &[RollupRow]) -> Result<bool>;
     /// Every day before this instant is rolled up; `None` before the first roll-up.
     async fn rolled_until(&self) -> Result<Option<i64>>;

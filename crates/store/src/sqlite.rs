@@ -798,9 +798,8 @@ impl Store for SqliteStore {
                 "INSERT INTO usage_daily (day_ms, key_id, asset, source, protocol, node, status, requests, \
                  memory, rest, latency_sum_us, latency_max_us, latency_sketch) ",
             );
-            // The day being replaced, for every row: the one cleared above and marked below.
             q.push_values(chunk, |mut b, r| {
-                b.push_bind(day_ms)
+                b.push_bind(r.day_ms)
                     .push_bind(r.key_id)
                     .push_bind(r.asset.clone())
                     .push_bind(r.source.clone())
