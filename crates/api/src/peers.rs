@@ -37,6 +37,11 @@ impl PeerLimits {
         }
     }
 
+    /// Whether there is a limit at all.
+    pub fn limits(&self) -> bool {
+        self.limiter.is_some()
+    }
+
     /// Spends one of `peer`'s unpaid requests; `RateLimited` (with when to retry) once it
     /// has none left.
     pub fn spend(&self, peer: IpAddr) -> Result<(), ApiError> {

@@ -1,7 +1,7 @@
 //! What every protocol shares, and the one price lookup they all answer with: memory first,
 //! then (for an asset that is mapped but not live, or gone stale) the exchange's REST ticker.
 
-use std::{sync::Arc, time::Instant};
+use std::{net::IpAddr, sync::Arc, time::Instant};
 
 use arc_swap::ArcSwap;
 use beast_book::{Answer, Book, Lookup};
@@ -92,11 +92,23 @@ impl AppState {
         key
     }
 
-    /// Whether a request's headers present a valid key (an active API key or the admin key),
-    /// so that a key pays for it. Nothing is counted.
-    pub(crate) fn pays(&self, headers: &axum::http::HeaderMap) -> bool {
-        crate::http::presented_key(headers)
-            .is_ok_and(|k| self.keys.authenticate(k).is_ok() || self.admin.verify(k))
+    /// The per-address limit, the one rule for every path: a request from `peer` whose
+    /// headers present no valid key (an active API key or the admin key) spends one of the
+    /// address's unpaid requests; `RateLimited` once it has none left. With the limit off, no
+    /// key is looked at. Nothing is counted.
+    pub(crate) fn admit_peer(
+        &self,
+        peer: IpAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), ApiError> {
+        let pays = || {
+            crate::http::presented_key(headers)
+                .is_ok_and(|k| self.keys.authenticate(k).is_ok() || self.admin.verify(k))
+        };
+        if !self.peers.limits() || pays() {
+            return Ok(());
+        }
+        self.peers.spend(peer)
     }
 
     /// The current answer for an asset, optionally pinned to one source (an exchange name or

@@ -136,8 +136,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
             }
             _ => {
                 if let (Some(state), Some(peer)) = (&self.public, self.peer)
-                    && !state.pays(request.headers())
-                    && let Err(e) = state.peers.spend(peer)
+                    && let Err(e) = state.admit_peer(peer, request.headers())
                 {
                     return Box::pin(std::future::ready(Ok(error_response(&e))));
                 }
@@ -285,7 +284,8 @@ pub(crate) async fn keyed_price<F: Future<Output = Response>>(
         match state.authenticate(presented_key(headers)) {
             Ok(key) => answer(key, started).await,
             Err(e) => {
-                let limited = peer.and_then(|p| state.peers.spend(p).err());
+                // Refused as an API key; the admin key still pays (as on every path).
+                let limited = peer.and_then(|p| state.admit_peer(p, headers).err());
                 error_response(limited.as_ref().unwrap_or(&e))
             }
         }

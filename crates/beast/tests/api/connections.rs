@@ -351,6 +351,10 @@ async fn requests_no_key_pays_for_are_limited_per_address_and_keyed_ones_are_not
         let (status, _, body) = ask_from(one, target, path, Some(key)).await;
         assert_eq!(status, OK, "{path}: {body}");
     }
+    // The admin key is a valid key on every path: on the unrouted `GET /price`, which it may
+    // not ask, it is refused for what it is (401), not for its address.
+    let (status, _, body) = ask_from(one, app.price, "/price?asset=BTC", Some(admin)).await;
+    assert_eq!(status, UNAUTHORIZED, "{body}");
     // Another address has an allowance of its own; the internal health listener has no limit.
     assert_eq!(ask_from(two, app.price, "/exchanges", None).await.0, OK);
     assert_eq!(ask_from(one, app.health, "/health", None).await.0, OK);
