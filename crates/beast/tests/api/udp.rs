@@ -109,7 +109,7 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
     // Garbage and oversized datagrams are dropped, and counted.
     assert!(unanswered(&app, &socket, b"\x00\x01garbage").await);
     assert!(unanswered(&app, &socket, &vec![b'{'; 4000]).await);
-    let health = app.get("/health", None).await.body;
+    let health = app.health().await;
     assert_eq!(health["udp"]["dropped_garbage"], 1, "{health}");
     assert_eq!(health["udp"]["dropped_oversized"], 1, "{health}");
 
@@ -178,7 +178,7 @@ async fn a_burst_from_many_sockets_is_answered_once_per_request_and_metered_exac
         expected.sort();
         assert_eq!(ids, expected, "socket {s}: each request answered once");
     }
-    let health = app.get("/health", None).await.body;
+    let health = app.health().await;
     assert_eq!(health["udp"]["dropped_garbage"], 4 * 3, "{health}");
     assert_eq!(health["udp"]["dropped_oversized"], 4 * 2, "{health}");
     assert_eq!(health["udp"]["received"], 4 * 53, "{health}");
@@ -332,7 +332,7 @@ async fn mutated_and_random_datagrams_are_each_answered_or_counted_and_the_node_
     // The send count lands just after the replies: wait for it, then every count is exact.
     let health = app
         .eventually("the last send counted", Duration::from_secs(5), || async {
-            let health = app.get("/health", None).await.body;
+            let health = app.health().await;
             (health["udp"]["sent"] == answered).then_some(health)
         })
         .await;
