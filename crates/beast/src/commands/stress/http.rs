@@ -96,7 +96,8 @@ pub async fn preflight(requests: &Requests, timeout: Duration) -> anyhow::Result
 
 enum Answer {
     Success,
-    Error(String),
+    /// Another status, and the body that says why.
+    Error(StatusCode, Bytes),
 }
 
 /// One worker's loop; returns its counts.
@@ -163,7 +164,11 @@ pub async fn run(mut worker: Worker, requests: Arc<Requests>, timeout: Duration)
         fresh = false;
         match answer {
             Ok(Ok(Answer::Success)) => worker.recorder.success(sent.elapsed()),
-            Ok(Ok(Answer::Error(kind))) => worker.recorder.error(&kind),
+            // The error code is read in place; only an answer without one names its status.
+            Ok(Ok(Answer::Error(status, body))) => match scan::error_code(&body) {
+                Some(code) => worker.recorder.error(code),
+                None => worker.recorder.error(&format!("http_{}", status.as_u16())),
+            },
             Ok(Err(_)) => {
                 worker.recorder.error("io");
                 conn = None;
@@ -214,9 +219,5 @@ async fn exchange(
         }
         return Ok(Answer::Success);
     }
-    let bytes = body.collect().await?.to_bytes();
-    Ok(Answer::Error(scan::error_code(&bytes).map_or_else(
-        || format!("http_{}", status.as_u16()),
-        str::to_owned,
-    )))
+    Ok(Answer::Error(status, body.collect().await?.to_bytes()))
 }
