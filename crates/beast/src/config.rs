@@ -68,12 +68,12 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// For flags: trimmed, and possibly empty, so the command that needs it says so in its words.
+/// For flags: trimmed; a blank one is refused where it is given.
 impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
+    type Err = &'static str;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.trim().to_owned()))
+        Secret::new(s).ok_or("the key is blank (`beast keys create --tier ...` makes one)")
     }
 }
 
@@ -158,8 +158,10 @@ impl Settings {
         }
         let path = self.admin_key_path();
         match std::fs::read_to_string(&path) {
-            Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_owned())),
-            Ok(_) => bail!("admin key file {} is empty", path.display()),
+            Ok(key) => match Secret::new(&key) {
+                Some(key) => Ok(Some(key.expose().to_owned())),
+                None => bail!("admin key file {} is empty", path.display()),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -369,6 +371,19 @@ mod tests {
             "{printed}"
         );
         assert_eq!(Secret::new(" \t"), None);
+        // A blank flag is refused where it is given, by any command that takes a key.
+        let blank = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "beast",
+            "stress",
+            "--target",
+            "http://127.0.0.1:1",
+            "--key",
+            " ",
+        ])
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+        assert!(blank.contains("the key is blank"), "{blank}");
     }
 
     #[test]

@@ -70,9 +70,6 @@ impl Plan {
     /// Validates the arguments and resolves the target's host.
     pub async fn new(args: &StressArgs) -> anyhow::Result<Plan> {
         let key = args.key.expose();
-        if key.is_empty() {
-            bail!("--key is empty: pass an API key (`beast keys create --tier ...` makes one)");
-        }
         let assets: Vec<String> = args
             .assets
             .iter()
