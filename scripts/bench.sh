@@ -4,8 +4,8 @@
 # In one run: the node (`serve --simulate`, a partner key) is loaded with
 #   (a) wrk on HTTP /price, (b) `beast stress` on HTTP, (c) `beast stress` on UDP (if the
 #   node has a UDP listener), then the same wrk load goes to (d) nginx serving a static copy
-#   of a real /price answer and (e) `beast bench-baseline`, a bare hyper server with the same
-#   bytes; `beast stress` also loads (e) so its numbers have a baseline too.
+#   of a real /price answer and (e) `beast bench-baseline`, the node's own hyper serving loop
+#   (same time limits) answering the same bytes with no work per request; `beast stress` also loads (e) so its numbers have a baseline too.
 # For each: requests/s, latency p50/p99, server CPU seconds per million requests (net of the
 # node's idle use: the simulator and feeds), server RSS; medians over RUNS runs; the ratios
 # node/nginx, node/hyper and UDP/HTTP, each taken within a run and then the median over runs;

@@ -93,6 +93,18 @@ async fn with_store<T>(
     result
 }
 
+/// A token cancelled on SIGTERM or Ctrl-C, with `then` run first (a log line, say).
+fn stop_on_signal(then: impl FnOnce() + Send + 'static) -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        then();
+        trigger.cancel();
+    });
+    stop
+}
+
 /// Waits for SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = async {

@@ -1,7 +1,5 @@
 //! `beast serve`: run a node until SIGTERM or Ctrl-C, then shut down gracefully.
 
-use tokio_util::sync::CancellationToken;
-
 use crate::{
     app::Application,
     config::{ConfigArgs, ServeArgs},
@@ -15,12 +13,6 @@ pub async fn run(config: &ConfigArgs, args: &ServeArgs) -> anyhow::Result<()> {
         .install_default()
         .map_err(|_| anyhow::anyhow!("installing the TLS crypto provider"))?;
     let app = Application::build(settings).await?;
-    let stop = CancellationToken::new();
-    let trigger = stop.clone();
-    tokio::spawn(async move {
-        super::shutdown_signal().await;
-        tracing::info!("shutdown requested");
-        trigger.cancel();
-    });
+    let stop = super::stop_on_signal(|| tracing::info!("shutdown requested"));
     app.run_until_stopped(stop).await
 }

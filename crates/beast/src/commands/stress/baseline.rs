@@ -13,7 +13,6 @@ use hyper::{
     service::service_fn,
 };
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::{app::Params, cli::BenchBaselineArgs};
 
@@ -32,12 +31,7 @@ pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
     writeln!(stdout, "listening on {addr}")?;
     stdout.flush()?;
 
-    let stop = CancellationToken::new();
-    let stopping = stop.clone();
-    tokio::spawn(async move {
-        crate::commands::shutdown_signal().await;
-        stopping.cancel();
-    });
+    let stop = crate::commands::stop_on_signal(|| {});
     let service = service_fn(move |_request| {
         let mut response = Response::new(Full::new(body.clone()));
         response
