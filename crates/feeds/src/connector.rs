@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Frame, RawTrade,
-    extract::ExtractError,
     feed::{Feed, PriceUpdate},
 };
 
@@ -182,8 +181,8 @@ impl Connection {
                         Message::Text(text) => self.handle_text(text.as_str()),
                         Message::Binary(bytes) => match std::str::from_utf8(&bytes) {
                             Ok(text) => self.handle_text(text),
-                            Err(_) => {
-                                self.feed.stats.parse_error();
+                            Err(e) => {
+                                self.skipped(&e, "binary frame skipped");
                                 None
                             }
                         },
@@ -227,7 +226,7 @@ impl Connection {
     }
 
     /// Counts and logs what could not be read: a frame, or one trade in it.
-    fn skipped(&self, e: &ExtractError, what: &'static str) {
+    fn skipped(&self, e: &dyn std::fmt::Display, what: &'static str) {
         self.feed.stats.parse_error();
         tracing::debug!(exchange = %self.feed.def.def.name, error = %e, "{what}");
     }
