@@ -80,7 +80,7 @@ impl Node {
 }
 
 /// `beast generate-usage --rows ROWS --keys KEYS` with its stdout reader gone: it succeeds.
-async fn generate_with_reader_gone(dir: &std::path::Path, rows: u32, keys: u32) {
+fn generate_with_reader_gone(dir: &std::path::Path, rows: u32, keys: u32) {
     let (rows, keys) = (rows.to_string(), keys.to_string());
     let out = with_reader_gone(
         dir,
@@ -104,6 +104,7 @@ fn exit_within(child: &mut Child, within: Duration, why: &str) -> std::process::
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("{why}");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -599,7 +600,7 @@ async fn a_reader_that_leaves_early_ends_a_command_quietly_but_never_cuts_its_wo
     assert!(stderr.is_empty(), "quietly: {stderr}");
 
     // Generated usage is written whole before the keys are printed.
-    generate_with_reader_gone(dir.path(), 250, 2).await;
+    generate_with_reader_gone(dir.path(), 250, 2);
     assert_eq!(usage_rows(dir.path(), "").await, 250);
 
     // A key nobody saw is a failure that says how to get rid of it.
@@ -617,7 +618,7 @@ async fn a_reader_that_leaves_early_ends_a_command_quietly_but_never_cuts_its_wo
     );
 
     // An export whose reader left ends too, however many chunks it still had to send.
-    generate_with_reader_gone(dir.path(), 20_000, 1).await;
+    generate_with_reader_gone(dir.path(), 20_000, 1);
     assert_eq!(usage_rows(dir.path(), "").await, 20_250, "rows to export");
     let out = with_reader_gone(
         dir.path(),
