@@ -66,6 +66,11 @@ fn migrator() -> Migrator {
             "reports",
             include_str!("../migrations/sqlite/0004_reports.sql"),
         ),
+        migration(
+            5,
+            "usage_time_index",
+            include_str!("../migrations/sqlite/0005_usage_time_index.sql"),
+        ),
     ])
 }
 
