@@ -669,20 +669,21 @@ impl Store for SqliteStore {
             });
             q.build().execute(&mut *tx).await?;
         }
-        // Fold the batch into per-key monthly counters: one set-based update per batch.
+        // Fold the batch into per-key monthly counters: one set-based update per 1,000 keys.
         let mut per_key: HashMap<i64, (i64, i64)> = HashMap::new();
         for e in events.iter().filter(|e| e.status == 200) {
             let entry = per_key.entry(e.key_id).or_insert((e.ts_ms, 0));
             entry.0 = entry.0.max(e.ts_ms);
             entry.1 += 1;
         }
-        if !per_key.is_empty() {
-            let folded: Vec<(i64, String, i64)> = per_key
-                .into_iter()
-                .map(|(id, (ts, n))| (id, month_of(ts), n))
-                .collect();
+        let folded: Vec<(i64, String, i64)> = per_key
+            .into_iter()
+            .map(|(id, (ts, n))| (id, month_of(ts), n))
+            .collect();
+        // In chunks, as the rows are: a batch may hold more keys than one statement can bind.
+        for chunk in folded.chunks(USAGE_ROWS_PER_STATEMENT) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("WITH c(id, month, n) AS (");
-            q.push_values(&folded, |mut row, (id, month, n)| {
+            q.push_values(chunk, |mut row, (id, month, n)| {
                 row.push_bind(*id).push_bind(month.clone()).push_bind(*n);
             });
             q.push(

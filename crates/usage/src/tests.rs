@@ -67,6 +67,20 @@ async fn every_event_is_written_even_when_the_channel_is_tiny() {
 }
 
 #[tokio::test]
+async fn a_batch_with_more_keys_than_one_statement_binds_is_written_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let (_, key) = keys::create(&store, "", "pro").await.unwrap();
+    // 12,000 keys need 36,000 bound values in one set-based update: over SQLite's 32,766.
+    let mut events: Vec<_> = (0..12_000).map(|i| event(key.id + 1 + i, 200)).collect();
+    events.extend((0..3).map(|_| event(key.id, 200)));
+    store.insert_usage(&events).await.unwrap();
+    assert_eq!(store.usage_count().await.unwrap(), 12_003);
+    let stored = store.api_keys().await.unwrap();
+    assert_eq!((stored[0].id, stored[0].usage_count), (key.id, 3));
+}
+
+#[tokio::test]
 async fn stopping_drains_what_is_queued() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
