@@ -75,7 +75,11 @@ pub fn parameter_defaults() -> &'static [(&'static str, &'static str, &'static s
             "30000",
             "A source counts as fresh for this long after its last trade arrived",
         ),
-        ("usage_batch_size", "1000", "Usage events written per batch"),
+        (
+            "usage_batch_size",
+            "10000",
+            "Most usage events written in one transaction",
+        ),
         (
             "usage_flush_ms",
             "100",
