@@ -144,7 +144,11 @@ pub struct StressArgs {
     pub target: String,
     /// API key sent with every request.
     #[arg(long, env = "BEAST_STRESS_KEY", hide_env_values = true)]
-    pub key: Secret,
+    pub key: Option<Secret>,
+    /// A file of API keys, one per line, taken in turn request by request, so that many keys
+    /// are active at once as on a node with many customers. Used instead of --key.
+    #[arg(long)]
+    pub keys_file: Option<std::path::PathBuf>,
     /// Assets asked for, in turn.
     #[arg(long, value_delimiter = ',', default_value = "BTC,ETH")]
     pub assets: Vec<String>,

@@ -36,7 +36,8 @@ pub struct Requests {
     /// `{path}?asset=X`, one per asset.
     uris: Vec<Uri>,
     host: HeaderValue,
-    authorization: HeaderValue,
+    /// `Bearer KEY`, one per key.
+    authorizations: Vec<HeaderValue>,
 }
 
 impl Requests {
@@ -44,7 +45,7 @@ impl Requests {
         addr: SocketAddr,
         authority: &str,
         path: &str,
-        key: &str,
+        keys: &[&str],
         assets: &[String],
     ) -> anyhow::Result<Requests> {
         let uris = assets
@@ -57,16 +58,23 @@ impl Requests {
                     .with_context(|| format!("--path {path:?} is not a valid request path"))
             })
             .collect::<anyhow::Result<_>>()?;
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| anyhow::anyhow!("--key holds characters an HTTP header cannot carry"))?;
-        authorization.set_sensitive(true);
+        let authorizations = keys
+            .iter()
+            .map(|key| {
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                    anyhow::anyhow!("a key holds characters an HTTP header cannot carry")
+                })?;
+                value.set_sensitive(true);
+                Ok(value)
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Requests {
             addr,
             path: path.to_owned(),
             uris,
             host: HeaderValue::from_str(authority)
                 .with_context(|| format!("{authority:?} is not a valid Host header"))?,
-            authorization,
+            authorizations,
         })
     }
 
@@ -74,12 +82,14 @@ impl Requests {
         &self.path
     }
 
-    fn request(&self, asset: usize) -> Request<Empty<Bytes>> {
+    /// The `n`th request: every asset in turn, and after each round the next key.
+    pub fn request(&self, n: usize) -> Request<Empty<Bytes>> {
         let mut request = Request::new(Empty::new());
-        *request.uri_mut() = self.uris[asset % self.uris.len()].clone();
+        *request.uri_mut() = self.uris[n % self.uris.len()].clone();
+        let key = n / self.uris.len() % self.authorizations.len();
         let headers = request.headers_mut();
         headers.insert(HOST, self.host.clone());
-        headers.insert(AUTHORIZATION, self.authorization.clone());
+        headers.insert(AUTHORIZATION, self.authorizations[key].clone());
         request
     }
 }
@@ -114,7 +124,8 @@ pub async fn run(mut worker: Worker, requests: Arc<Requests>, timeout: Duration)
     let Some(deadline) = worker.started().await else {
         return worker.finish();
     };
-    let mut asset = worker.index;
+    // Which request goes next: workers start apart, so they do not ask in step.
+    let mut next = worker.index;
     while worker.keep_going(deadline) {
         if conn.as_ref().is_none_or(SendRequest::is_closed) {
             conn = None;
@@ -153,8 +164,8 @@ pub async fn run(mut worker: Worker, requests: Arc<Requests>, timeout: Duration)
             }
             continue;
         }
-        let request = requests.request(asset);
-        asset = asset.wrapping_add(1);
+        let request = requests.request(next);
+        next = next.wrapping_add(1);
         let sent = Instant::now();
         let answer = tokio::select! {
             biased;

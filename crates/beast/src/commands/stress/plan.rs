@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use reqwest::Url;
 
 use super::{http, udp};
-use crate::cli::StressArgs;
+use crate::{cli::StressArgs, config::Secret};
 
 /// The most workers one level may ask for.
 const MAX_CONCURRENCY: usize = 100_000;
@@ -69,7 +69,8 @@ impl Plan {
 
     /// Validates the arguments and resolves the target's host.
     pub async fn new(args: &StressArgs) -> anyhow::Result<Plan> {
-        let key = args.key.expose();
+        let keys = keys(args)?;
+        let keys: Vec<&str> = keys.iter().map(Secret::expose).collect();
         let assets: Vec<String> = args
             .assets
             .iter()
@@ -134,7 +135,7 @@ impl Plan {
             let path = http_path(&url, args.path.as_deref())?;
             let authority = format!("{host}:{port}");
             Target::Http(Arc::new(http::Requests::new(
-                addr, &authority, &path, key, &assets,
+                addr, &authority, &path, &keys, &assets,
             )?))
         } else {
             if (!url.path().is_empty() && url.path() != "/") || url.query().is_some() {
@@ -146,7 +147,7 @@ impl Plan {
             if args.path.is_some() {
                 bail!("--path is for HTTP targets only");
             }
-            Target::Udp(Arc::new(udp::Requests::new(addr, key, &assets)?))
+            Target::Udp(Arc::new(udp::Requests::new(addr, &keys, &assets)?))
         };
         Ok(Plan {
             target_url: format!("{}://{host}:{port}", url.scheme()),
@@ -180,6 +181,24 @@ fn http_path(url: &Url, flag: Option<&str>) -> anyhow::Result<String> {
 }
 
 /// The first address the target's host resolves to (an IP literal is taken as it is).
+/// The keys requests take in turn: the lines of `--keys-file`, or `--key`.
+fn keys(args: &StressArgs) -> anyhow::Result<Vec<Secret>> {
+    let Some(path) = &args.keys_file else {
+        return args
+            .key
+            .clone()
+            .map(|key| vec![key])
+            .context("no key: give --key (or BEAST_STRESS_KEY) or --keys-file");
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --keys-file {}", path.display()))?;
+    let keys: Vec<Secret> = text.lines().filter_map(Secret::new).collect();
+    if keys.is_empty() {
+        bail!("--keys-file {} holds no key", path.display());
+    }
+    Ok(keys)
+}
+
 async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
     let literal = host
         .strip_prefix('[')

@@ -21,7 +21,7 @@ use tokio::net::UdpSocket;
 
 use super::{
     engine::{self, LevelOutcome, Live, Stop, Tally},
-    plan::Plan,
+    plan::{Plan, Target},
 };
 use crate::{cli::StressArgs, config::Secret};
 
@@ -30,7 +30,8 @@ const KEY: &str = "tb_test_key";
 fn args(target: &str, levels: &[usize], duration_s: f64, timeout_ms: u64) -> StressArgs {
     StressArgs {
         target: target.to_owned(),
-        key: KEY.parse::<Secret>().unwrap(),
+        key: Some(KEY.parse::<Secret>().unwrap()),
+        keys_file: None,
         assets: vec!["BTC".to_owned(), "ETH".to_owned()],
         levels: levels.to_vec(),
         duration_s,
@@ -301,7 +302,20 @@ async fn a_udp_level_is_split_over_sockets_of_udp_depth_requests_each() {
 
 #[tokio::test]
 async fn bad_command_lines_are_clear_errors() {
-    let cases: [(StressArgs, &str); 9] = [
+    let blank = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(blank.path(), "\n  \n").unwrap();
+    let http = |key: Option<Secret>, keys_file: Option<&std::path::Path>| StressArgs {
+        key,
+        keys_file: keys_file.map(std::path::Path::to_path_buf),
+        ..args("http://127.0.0.1:1", &[1], 1.0, 100)
+    };
+    let cases: [(StressArgs, &str); 12] = [
+        (http(None, None), "no key: give --key"),
+        (http(None, Some(blank.path())), "holds no key"),
+        (
+            http(None, Some(std::path::Path::new("/nonexistent/keys"))),
+            "reading --keys-file /nonexistent/keys",
+        ),
         (args("localhost:8080", &[1], 1.0, 100), "scheme"),
         (
             args("ftp://127.0.0.1:21", &[1], 1.0, 100),
@@ -335,6 +349,52 @@ async fn bad_command_lines_are_clear_errors() {
         assert!(
             error.contains(expected),
             "{error:?} should mention {expected:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requests_take_every_asset_then_the_next_key_of_a_keys_file() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "tb_one\n\n  tb_two  \n").unwrap();
+    let with_file = |target: &str| StressArgs {
+        key: None,
+        keys_file: Some(file.path().to_path_buf()),
+        ..args(target, &[1], 1.0, 100)
+    };
+    let expected = [
+        ("BTC", "tb_one"),
+        ("ETH", "tb_one"),
+        ("BTC", "tb_two"),
+        ("ETH", "tb_two"),
+        ("BTC", "tb_one"),
+    ];
+    let plan = Plan::new(&with_file("http://127.0.0.1:1")).await.unwrap();
+    let Target::Http(requests) = &plan.target else {
+        panic!("an HTTP target");
+    };
+    for (n, (asset, key)) in expected.iter().enumerate() {
+        let request = requests.request(n);
+        assert_eq!(
+            request.uri().query(),
+            Some(format!("asset={asset}").as_str())
+        );
+        assert_eq!(
+            request.headers()["authorization"],
+            format!("Bearer {key}").as_str()
+        );
+    }
+    let plan = Plan::new(&with_file("udp://127.0.0.1:1")).await.unwrap();
+    let Target::Udp(requests) = &plan.target else {
+        panic!("a UDP target");
+    };
+    for (n, (asset, key)) in expected.iter().enumerate() {
+        let mut datagram = requests.prefix(n).to_vec();
+        datagram.extend_from_slice(b"0-0-1\"}");
+        let v: serde_json::Value = serde_json::from_slice(&datagram).unwrap();
+        assert_eq!(
+            (v["asset"].as_str(), v["key"].as_str()),
+            (Some(*asset), Some(*key))
         );
     }
 }

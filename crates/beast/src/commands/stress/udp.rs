@@ -32,23 +32,33 @@ thread_local! {
     static RECV_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_DATAGRAM].into_boxed_slice());
 }
 
-/// Every request a worker sends, prepared once: per asset, the datagram up to the id value.
+/// Every request a worker sends, prepared once: per key and asset, the datagram up to the id
+/// value.
 pub struct Requests {
     pub addr: SocketAddr,
     prefixes: Vec<Vec<u8>>,
 }
 
 impl Requests {
-    pub fn new(addr: SocketAddr, key: &str, assets: &[String]) -> anyhow::Result<Requests> {
-        let key = serde_json::to_string(key).context("encoding the key")?;
-        let prefixes = assets
+    /// Requests take every asset in turn, and after each round the next key.
+    pub fn new(addr: SocketAddr, keys: &[&str], assets: &[String]) -> anyhow::Result<Requests> {
+        let assets = assets
             .iter()
-            .map(|asset| {
-                let asset = serde_json::to_string(asset).context("encoding an asset")?;
-                Ok(format!(r#"{{"key":{key},"asset":{asset},"id":""#).into_bytes())
-            })
-            .collect::<anyhow::Result<_>>()?;
+            .map(|asset| serde_json::to_string(asset).context("encoding an asset"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut prefixes = Vec::with_capacity(keys.len() * assets.len());
+        for key in keys {
+            let key = serde_json::to_string(key).context("encoding a key")?;
+            for asset in &assets {
+                prefixes.push(format!(r#"{{"key":{key},"asset":{asset},"id":""#).into_bytes());
+            }
+        }
         Ok(Requests { addr, prefixes })
+    }
+
+    /// The `n`th request up to its id value.
+    pub fn prefix(&self, n: usize) -> &[u8] {
+        &self.prefixes[n % self.prefixes.len()]
     }
 }
 
@@ -57,7 +67,7 @@ impl std::fmt::Debug for Requests {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Requests")
             .field("addr", &self.addr)
-            .field("assets", &self.prefixes.len())
+            .field("prepared", &self.prefixes.len())
             .finish_non_exhaustive()
     }
 }
@@ -101,7 +111,8 @@ pub async fn run(
     let mut numbers = itoa::Buffer::new();
     let worker_tag = numbers.format(worker.index).to_owned();
     let mut seq: u64 = 0;
-    let mut asset = worker.index;
+    // Which prepared request goes next: workers start apart, so they do not ask in step.
+    let mut next = worker.index;
     loop {
         // A request past its timeout ends as one and frees its slot, even while replies to
         // the others keep the socket busy.
@@ -118,8 +129,8 @@ pub async fn run(
             for (slot, state) in slots.iter_mut().enumerate().filter(|(_, s)| s.is_none()) {
                 seq += 1;
                 datagram.clear();
-                datagram.extend_from_slice(&requests.prefixes[asset % requests.prefixes.len()]);
-                asset = asset.wrapping_add(1);
+                datagram.extend_from_slice(requests.prefix(next));
+                next = next.wrapping_add(1);
                 datagram.extend_from_slice(worker_tag.as_bytes());
                 datagram.push(b'-');
                 datagram.extend_from_slice(numbers.format(slot).as_bytes());
@@ -323,7 +334,7 @@ mod tests {
     fn request_datagrams_are_json_with_the_key_and_asset_escaped() {
         let addr = SocketAddr::from(([127, 0, 0, 1], 9));
         let requests =
-            Requests::new(addr, "k\"ey", &["BTC".to_owned()]).expect("plain test values");
+            Requests::new(addr, &["k\"ey"], &["BTC".to_owned()]).expect("plain test values");
         let mut datagram = requests.prefixes[0].clone();
         datagram.extend_from_slice(b"0-1-1\"}");
         let v: serde_json::Value = serde_json::from_slice(&datagram).expect("valid JSON");
