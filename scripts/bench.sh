@@ -15,7 +15,8 @@
 #
 # Environment: RUNS (default 3), DURATION seconds per measurement (default 10),
 # CONCURRENCY (default 64), THREADS for wrk (default 2), UDP_DEPTH requests in flight per UDP
-# socket of `beast stress` (default 8: 64 in flight are 8 sockets), CARGO (default `cargo`),
+# socket of `beast stress` (default 8: 64 in flight are 8 sockets), KEYS API keys the clients
+# take in turn (default 1; 1000 is a node with many customers), CARGO (default `cargo`),
 # KEEP=1 to keep the work directory. Loopback only; everything started is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ DURATION=${DURATION:-10}
 CONCURRENCY=${CONCURRENCY:-64}
 UDP_DEPTH=${UDP_DEPTH:-8}
 THREADS=${THREADS:-2}
+KEYS=${KEYS:-1}
 CARGO=${CARGO:-cargo}
 BEAST=target/release/beast
 
@@ -325,8 +327,25 @@ wait_listener() {
 # --- the node -------------------------------------------------------------------------------
 DATA="$WORK/data"
 mkdir -p "$DATA"
-KEY=$("$BEAST" --data-dir "$DATA" keys create --tier partner --name bench | tail -n 1)
-[ -n "$KEY" ] || die "no key was created"
+# KEYS partner keys: the node's clients take them in turn, so with many every usage batch
+# holds many keys (as on a node with many customers); partner keys have no rate limit.
+for i in $(seq "$KEYS"); do
+    "$BEAST" --data-dir "$DATA" keys create --tier partner --name "bench-$i" | tail -n 1
+done >"$WORK/keys.txt"
+KEY=$(head -n 1 "$WORK/keys.txt")
+[ -n "$KEY" ] && [ "$(grep -c . "$WORK/keys.txt")" -eq "$KEYS" ] || die "the keys were not created"
+# wrk's requests: each connection takes the keys in turn, from a different one.
+cat >"$WORK/keys.lua" <<LUA
+local requests = {}
+for key in io.lines("$WORK/keys.txt") do
+  requests[#requests + 1] = wrk.format("GET", "/price?asset=BTC", {["Authorization"] = "Bearer " .. key})
+end
+local next = math.random(#requests)
+request = function()
+  next = next % #requests + 1
+  return requests[next]
+end
+LUA
 "$BEAST" serve --simulate --data-dir "$DATA" --roles price \
     --price-http 127.0.0.1:0 --price-health 127.0.0.1:0 --price-udp 127.0.0.1:0 \
     --log-format json 2>"$WORK/node.log" >/dev/null &
@@ -421,14 +440,15 @@ stress_cmd() {
     "$BEAST" stress --levels "$CONCURRENCY" --duration-s "$DURATION" --json "$@"
 }
 
-log "RUNS=$RUNS DURATION=${DURATION}s CONCURRENCY=$CONCURRENCY (wrk threads $THREADS, UDP $UDP_DEPTH in flight per socket)"
+log "RUNS=$RUNS DURATION=${DURATION}s CONCURRENCY=$CONCURRENCY KEYS=$KEYS (wrk threads $THREADS, UDP $UDP_DEPTH in flight per socket)"
 for run in $(seq "$RUNS"); do
     measure node-http-wrk wrk "$NODE_PID" "$IDLE" \
-        wrk_cmd -H "Authorization: Bearer $KEY" "http://$NODE_HTTP/price?asset=BTC"
+        wrk_cmd -s "$WORK/keys.lua" "http://$NODE_HTTP/price?asset=BTC"
     measure node-http-stress stress "$NODE_PID" "$IDLE" \
-        stress_cmd --target "http://$NODE_HTTP" --key "$KEY" --assets BTC
+        stress_cmd --target "http://$NODE_HTTP" --keys-file "$WORK/keys.txt" --assets BTC
     measure node-udp-stress stress "$NODE_PID" "$IDLE" \
-        stress_cmd --target "udp://$NODE_UDP" --key "$KEY" --assets BTC --udp-depth "$UDP_DEPTH"
+        stress_cmd --target "udp://$NODE_UDP" --keys-file "$WORK/keys.txt" --assets BTC \
+        --udp-depth "$UDP_DEPTH"
     measure nginx-wrk wrk "tree:$NGINX_PID" 0 wrk_cmd "http://127.0.0.1:$NGINX_PORT/price?asset=BTC"
     measure hyper-wrk wrk "$HYPER_PID" 0 wrk_cmd "http://$HYPER_ADDR/price?asset=BTC"
     measure hyper-stress stress "$HYPER_PID" 0 \
