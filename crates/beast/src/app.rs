@@ -407,7 +407,7 @@ mod tests {
             ("governor_max_in_flight", "7"),
         ]));
         assert_eq!(params.reports.rollup_delay_ms, 0, "0 is a valid delay");
-        assert_eq!(params.usage.batch_size, 1000, "0 rows a batch is not");
+        assert_eq!(params.usage.batch_size, 10_000, "0 rows a batch is not");
         assert_eq!(params.usage.flush_interval, Duration::from_millis(100));
         assert_eq!(params.governor_max_in_flight, 7);
         let defaults = Params::from_rows(&[]);
