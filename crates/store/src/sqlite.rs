@@ -667,7 +667,10 @@ impl Store for SqliteStore {
                     .push_bind(i64::from(e.latency_us))
                     .push_bind(e.cache_tier.as_str());
             });
-            q.build().execute(&mut *tx).await?;
+            // Only the full chunk's statement is kept prepared: one of each other length
+            // would fill the statement cache with large, rarely used programs.
+            let full = chunk.len() == USAGE_ROWS_PER_STATEMENT;
+            q.build().persistent(full).execute(&mut *tx).await?;
         }
         // Fold the batch into per-key monthly counters: one set-based update per 1,000 keys.
         let mut per_key: HashMap<i64, (i64, i64)> = HashMap::new();
@@ -690,7 +693,8 @@ impl Store for SqliteStore {
                 ") UPDATE api_keys SET usage_count = CASE WHEN api_keys.usage_month = c.month \
                  THEN api_keys.usage_count + c.n ELSE c.n END, usage_month = c.month FROM c WHERE api_keys.id = c.id",
             );
-            q.build().execute(&mut *tx).await?;
+            let full = chunk.len() == USAGE_ROWS_PER_STATEMENT;
+            q.build().persistent(full).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
