@@ -416,6 +416,16 @@ fn rollup_row(row: &SqliteRow) -> Result<RollupRow> {
     })
 }
 
+/// The statement of one chunk of a multi-row write (`rows` of at most
+/// `USAGE_ROWS_PER_STATEMENT`). Only a full chunk's statement stays prepared: one of each
+/// other length would fill the statement cache with large, rarely used programs.
+fn chunk_statement<'q>(
+    q: &'q mut QueryBuilder<Sqlite>,
+    rows: usize,
+) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
+    q.build().persistent(rows == USAGE_ROWS_PER_STATEMENT)
+}
+
 /// A stream that yields one error (a query that could not be built).
 fn failed<'a, T: Send + 'a>(e: StoreError) -> BoxStream<'a, Result<T>> {
     futures_util::stream::once(async { Err(e) }).boxed()
@@ -667,10 +677,9 @@ impl Store for SqliteStore {
                     .push_bind(i64::from(e.latency_us))
                     .push_bind(e.cache_tier.as_str());
             });
-            // Only the full chunk's statement is kept prepared: one of each other length
-            // would fill the statement cache with large, rarely used programs.
-            let full = chunk.len() == USAGE_ROWS_PER_STATEMENT;
-            q.build().persistent(full).execute(&mut *tx).await?;
+            chunk_statement(&mut q, chunk.len())
+                .execute(&mut *tx)
+                .await?;
         }
         // Fold the batch into per-key monthly counters: one set-based update per 1,000 keys.
         let mut per_key: HashMap<i64, (i64, i64)> = HashMap::new();
@@ -693,8 +702,9 @@ impl Store for SqliteStore {
                 ") UPDATE api_keys SET usage_count = CASE WHEN api_keys.usage_month = c.month \
                  THEN api_keys.usage_count + c.n ELSE c.n END, usage_month = c.month FROM c WHERE api_keys.id = c.id",
             );
-            let full = chunk.len() == USAGE_ROWS_PER_STATEMENT;
-            q.build().persistent(full).execute(&mut *tx).await?;
+            chunk_statement(&mut q, chunk.len())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -724,7 +734,9 @@ impl Store for SqliteStore {
             }
             let wanted = batches.left.min(USAGE_ROWS_PER_READ);
             // The cursor also narrows the time range, so the index seeks straight to it
-            // instead of stepping over every row already read.
+            // instead of stepping over every row already read. The only index is time first
+            // (cheap to write with many keys), so a key filter is checked in the index, row
+            // by row across all keys, and rows of one millisecond are sorted by id.
             let range = match batches.after {
                 Some(c) => {
                     filter.between(filter.from_ms, filter.to_ms.min(c.ts_ms.saturating_add(1)))
@@ -823,7 +835,9 @@ impl Store for SqliteStore {
                     .push_bind(r.latency_max_us)
                     .push_bind(r.latency_sketch.clone());
             });
-            q.build().execute(&mut *tx).await?;
+            chunk_statement(&mut q, chunk.len())
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query(
             "INSERT INTO usage_rollup_state (id, rolled_until_ms) VALUES (1, ?) ON CONFLICT (id) \
