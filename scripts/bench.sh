@@ -232,8 +232,12 @@ def summary(results, runs):
         if ours not in med or base not in med:
             continue
         parts = []
-        for k, label in (("rps", "req/s"), ("p50_us", "p50"), ("p99_us", "p99"),
-                         ("cpu_s_per_million", "cpu/M"), ("rss_mb", "rss")):
+        figures = [("rps", "req/s"), ("p50_us", "p50"), ("p99_us", "p99"),
+                   ("cpu_s_per_million", "cpu/M")]
+        # Two loads of the same server: its RSS only says how it grew between them.
+        if ours.split("-")[0] != base.split("-")[0]:
+            figures.append(("rss_mb", "rss"))
+        for k, label in figures:
             vals = per_run(ours, base, k)
             text = f"{label} {statistics.median(vals):.2f}" if vals else f"{label} -"
             if k == "rps" and len(vals) > 1:
@@ -334,18 +338,32 @@ for i in $(seq "$KEYS"); do
 done >"$WORK/keys.txt"
 KEY=$(head -n 1 "$WORK/keys.txt")
 [ -n "$KEY" ] && [ "$(grep -c . "$WORK/keys.txt")" -eq "$KEYS" ] || die "the keys were not created"
-# wrk's requests: each connection takes the keys in turn, from a different one.
-cat >"$WORK/keys.lua" <<LUA
-local requests = {}
-for key in io.lines("$WORK/keys.txt") do
-  requests[#requests + 1] = wrk.format("GET", "/price?asset=BTC", {["Authorization"] = "Bearer " .. key})
+# wrk's node request: with one key, the same fixed request the baselines get; with more, a
+# script whose threads each take the keys in turn, each from its own share of the list (a
+# request per call costs wrk a little more than a fixed one). Requests are built in init(),
+# once wrk knows the Host header.
+NODE_WRK=(-H "Authorization: Bearer $KEY")
+if [ "$KEYS" -gt 1 ]; then
+    cat >"$WORK/keys.lua" <<LUA
+local threads = 0
+function setup(thread)
+  thread:set("first", threads)
+  threads = threads + 1
 end
-local next = math.random(#requests)
-request = function()
+function init(args)
+  requests = {}
+  for key in io.lines("$WORK/keys.txt") do
+    requests[#requests + 1] = wrk.format("GET", nil, {["Authorization"] = "Bearer " .. key})
+  end
+  next = first * math.floor(#requests / $THREADS)
+end
+function request()
   next = next % #requests + 1
   return requests[next]
 end
 LUA
+    NODE_WRK=(-s "$WORK/keys.lua")
+fi
 "$BEAST" serve --simulate --data-dir "$DATA" --roles price \
     --price-http 127.0.0.1:0 --price-health 127.0.0.1:0 --price-udp 127.0.0.1:0 \
     --log-format json 2>"$WORK/node.log" >/dev/null &
@@ -443,7 +461,7 @@ stress_cmd() {
 log "RUNS=$RUNS DURATION=${DURATION}s CONCURRENCY=$CONCURRENCY KEYS=$KEYS (wrk threads $THREADS, UDP $UDP_DEPTH in flight per socket)"
 for run in $(seq "$RUNS"); do
     measure node-http-wrk wrk "$NODE_PID" "$IDLE" \
-        wrk_cmd -s "$WORK/keys.lua" "http://$NODE_HTTP/price?asset=BTC"
+        wrk_cmd "${NODE_WRK[@]}" "http://$NODE_HTTP/price?asset=BTC"
     measure node-http-stress stress "$NODE_PID" "$IDLE" \
         stress_cmd --target "http://$NODE_HTTP" --keys-file "$WORK/keys.txt" --assets BTC
     measure node-udp-stress stress "$NODE_PID" "$IDLE" \
