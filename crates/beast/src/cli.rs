@@ -142,11 +142,11 @@ pub struct StressArgs {
     /// The node's price listener: http://HOST:PORT or udp://HOST:PORT.
     #[arg(long)]
     pub target: String,
-    /// API key sent with every request.
+    /// API key sent with every request (required unless --keys-file is given).
     #[arg(long, env = "BEAST_STRESS_KEY", hide_env_values = true)]
     pub key: Option<Secret>,
     /// A file of API keys, one per line, taken in turn request by request, so that many keys
-    /// are active at once as on a node with many customers. Used instead of --key.
+    /// are active at once as on a node with many customers. Takes precedence over --key.
     #[arg(long)]
     pub keys_file: Option<std::path::PathBuf>,
     /// Assets asked for, in turn.

@@ -33,11 +33,9 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
 pub struct Requests {
     pub addr: SocketAddr,
     path: String,
-    /// `{path}?asset=X`, one per asset.
-    uris: Vec<Uri>,
     host: HeaderValue,
-    /// `Bearer KEY`, one per key.
-    authorizations: Vec<HeaderValue>,
+    /// `Bearer KEY` and `{path}?asset=X`, per key and asset, in the order they are sent.
+    prepared: Vec<(HeaderValue, Uri)>,
 }
 
 impl Requests {
@@ -48,7 +46,7 @@ impl Requests {
         keys: &[&str],
         assets: &[String],
     ) -> anyhow::Result<Requests> {
-        let uris = assets
+        let uris: Vec<Uri> = assets
             .iter()
             .map(|asset| {
                 let query = serde_urlencoded::to_string([("asset", asset)])
@@ -58,23 +56,21 @@ impl Requests {
                     .with_context(|| format!("--path {path:?} is not a valid request path"))
             })
             .collect::<anyhow::Result<_>>()?;
-        let authorizations = keys
-            .iter()
-            .map(|key| {
-                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+        let mut prepared = Vec::with_capacity(keys.len() * uris.len());
+        for key in keys {
+            let mut authorization =
+                HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
                     anyhow::anyhow!("a key holds characters an HTTP header cannot carry")
                 })?;
-                value.set_sensitive(true);
-                Ok(value)
-            })
-            .collect::<anyhow::Result<_>>()?;
+            authorization.set_sensitive(true);
+            prepared.extend(uris.iter().map(|uri| (authorization.clone(), uri.clone())));
+        }
         Ok(Requests {
             addr,
             path: path.to_owned(),
-            uris,
             host: HeaderValue::from_str(authority)
                 .with_context(|| format!("{authority:?} is not a valid Host header"))?,
-            authorizations,
+            prepared,
         })
     }
 
@@ -84,12 +80,12 @@ impl Requests {
 
     /// The `n`th request: every asset in turn, and after each round the next key.
     pub fn request(&self, n: usize) -> Request<Empty<Bytes>> {
+        let (authorization, uri) = &self.prepared[n % self.prepared.len()];
         let mut request = Request::new(Empty::new());
-        *request.uri_mut() = self.uris[n % self.uris.len()].clone();
-        let key = n / self.uris.len() % self.authorizations.len();
+        *request.uri_mut() = uri.clone();
         let headers = request.headers_mut();
         headers.insert(HOST, self.host.clone());
-        headers.insert(AUTHORIZATION, self.authorizations[key].clone());
+        headers.insert(AUTHORIZATION, authorization.clone());
         request
     }
 }

@@ -180,7 +180,6 @@ fn http_path(url: &Url, flag: Option<&str>) -> anyhow::Result<String> {
     Ok(path)
 }
 
-/// The first address the target's host resolves to (an IP literal is taken as it is).
 /// The keys requests take in turn: the lines of `--keys-file`, or `--key`.
 fn keys(args: &StressArgs) -> anyhow::Result<Vec<Secret>> {
     let Some(path) = &args.keys_file else {
@@ -199,6 +198,7 @@ fn keys(args: &StressArgs) -> anyhow::Result<Vec<Secret>> {
     Ok(keys)
 }
 
+/// The first address the target's host resolves to (an IP literal is taken as it is).
 async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
     let literal = host
         .strip_prefix('[')
