@@ -111,9 +111,14 @@ pub struct KeyRing {
 impl KeyRing {
     /// The active key for a raw key, or `InvalidKey`.
     pub fn authenticate(&self, raw: &str) -> Result<Arc<KeyEntry>, ApiError> {
+        self.authenticate_hash(&hash_key(raw))
+    }
+
+    /// The active key whose hash this is, or `InvalidKey`.
+    pub fn authenticate_hash(&self, hash: &[u8; 32]) -> Result<Arc<KeyEntry>, ApiError> {
         self.keys
             .load()
-            .get(&hash_key(raw))
+            .get(hash)
             .cloned()
             .ok_or(ApiError::InvalidKey)
     }

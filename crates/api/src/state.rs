@@ -92,23 +92,28 @@ impl AppState {
         key
     }
 
-    /// The per-address limit, the one rule for every path: a request from `peer` whose
-    /// headers present no valid key (an active API key or the admin key) spends one of the
-    /// address's unpaid requests; `RateLimited` once it has none left. With the limit off, no
-    /// key is looked at. Nothing is counted.
+    /// The per-address limit, the one rule for every path: a request from `peer` that does
+    /// not `pay` (present a valid key: an active API key or the admin key) spends one of the
+    /// address's unpaid requests; `RateLimited` once it has none left. With the limit off,
+    /// `pays` is not asked, so no key is looked at. Nothing is counted.
     pub(crate) fn admit_peer(
         &self,
         peer: IpAddr,
-        headers: &axum::http::HeaderMap,
+        pays: impl FnOnce() -> bool,
     ) -> Result<(), ApiError> {
-        let pays = || {
-            crate::http::presented_key(headers)
-                .is_ok_and(|k| self.keys.authenticate(k).is_ok() || self.admin.verify(k))
-        };
         if !self.peers.limits() || pays() {
             return Ok(());
         }
         self.peers.spend(peer)
+    }
+
+    /// Whether the headers present a valid key (an active API key or the admin key): one
+    /// hash of it for both.
+    pub(crate) fn presents_valid_key(&self, headers: &axum::http::HeaderMap) -> bool {
+        crate::http::presented_key(headers).is_ok_and(|k| {
+            let hash = beast_store::keys::hash_key(k);
+            self.keys.authenticate_hash(&hash).is_ok() || self.admin.verify_hash(&hash)
+        })
     }
 
     /// The current answer for an asset, optionally pinned to one source (an exchange name or

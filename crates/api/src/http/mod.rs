@@ -136,7 +136,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
             }
             _ => {
                 if let (Some(state), Some(peer)) = (&self.public, self.peer)
-                    && let Err(e) = state.admit_peer(peer, request.headers())
+                    && let Err(e) =
+                        state.admit_peer(peer, || state.presents_valid_key(request.headers()))
                 {
                     return Box::pin(std::future::ready(Ok(error_response(&e))));
                 }
@@ -285,7 +286,8 @@ pub(crate) async fn keyed_price<F: Future<Output = Response>>(
             Ok(key) => answer(key, started).await,
             Err(e) => {
                 // Refused as an API key; the admin key still pays (as on every path).
-                let limited = peer.and_then(|p| state.admit_peer(p, headers).err());
+                let admin = || presented_key(headers).is_ok_and(|k| state.admin.verify(k));
+                let limited = peer.and_then(|p| state.admit_peer(p, admin).err());
                 error_response(limited.as_ref().unwrap_or(&e))
             }
         }
