@@ -23,6 +23,20 @@ const LIMIT: Duration = Duration::from_millis(400);
 /// How late after the limit a close may come on a busy machine.
 const SLACK: Duration = Duration::from_millis(1500);
 
+/// A partner key of `app`'s, once BTC has a price to answer it with (a test that asks BTC
+/// at once would otherwise depend on the first on-demand fetch).
+async fn priced_key(app: &TestApp) -> String {
+    let key = app.key("partner").await;
+    app.wait_fresh("BTC", &key, Duration::from_secs(15)).await;
+    key
+}
+
+/// The node still answers a keyed `/price`, on a fresh connection.
+async fn serves_on(app: &TestApp, key: &str) {
+    let reply = app.get("/price?asset=BTC", Some(key)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
 /// A node whose time limit `parameter` is `limit`.
 async fn app_with_limit(parameter: &str, limit: Duration) -> TestApp {
     spawn_app_with_parameters(&[(parameter, &limit.as_millis().to_string())]).await
@@ -98,7 +112,7 @@ async fn ask(stream: &mut TcpStream, path: &str, key: &str) -> (String, String) 
 #[tokio::test]
 async fn a_header_sent_too_slowly_is_closed_at_the_time_limit_and_the_node_serves_on() {
     let app = app_with_limit("http_header_timeout_ms", LIMIT).await;
-    let key = app.key("partner").await;
+    let key = priced_key(&app).await;
     // Half a header, then nothing.
     let opened = Instant::now();
     let mut slow = TcpStream::connect(app.price).await.unwrap();
@@ -131,9 +145,7 @@ async fn a_header_sent_too_slowly_is_closed_at_the_time_limit_and_the_node_serve
         let got = closed_at_the_limit(&mut silent, opened, LIMIT).await;
         assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
     }
-    let mut fresh = TcpStream::connect(app.price).await.unwrap();
-    let (status, body) = ask(&mut fresh, "/price?asset=BTC", &key).await;
-    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    serves_on(&app, &key).await;
 }
 
 #[tokio::test]
@@ -142,7 +154,7 @@ async fn an_idle_connection_is_closed_at_the_limit_but_one_that_keeps_asking_is_
     // limit between two requests would close the busy connection.
     const IDLE_LIMIT: Duration = Duration::from_secs(1);
     let app = app_with_limit("http_header_timeout_ms", IDLE_LIMIT).await;
-    let key = app.key("partner").await;
+    let key = priced_key(&app).await;
     let mut busy = TcpStream::connect(app.price).await.unwrap();
     let opened = Instant::now();
     // Asking every 20 ms for 2.5 limits: never idle for a whole limit, so never closed.
@@ -248,10 +260,7 @@ async fn a_reader_that_stops_reading_is_closed_at_the_write_limit_but_a_slow_one
     assert!(lines < EXPORT_ROWS / 2, "{lines} lines: not cut");
 
     // The node serves on.
-    let mut fresh = TcpStream::connect(app.price).await.unwrap();
-    let key = app.key("partner").await;
-    let (status, body) = ask(&mut fresh, "/price?asset=BTC", &key).await;
-    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    serves_on(&app, &priced_key(&app).await).await;
 }
 
 /// Asks `/price` on a fresh connection with a header padded by `padding` bytes: the status line.
@@ -268,15 +277,13 @@ async fn a_header_longer_than_the_limit_is_answered_431_and_the_node_serves_on()
     const TOO_LONG: &str = "HTTP/1.1 431 Request Header Fields Too Large";
     // The default limit, 16 KiB.
     let app = spawn_app().await;
-    let key = app.key("partner").await;
+    let key = priced_key(&app).await;
     assert_eq!(padded_status(&app, &key, 12_000).await, "HTTP/1.1 200 OK");
     assert_eq!(padded_status(&app, &key, 20_000).await, TOO_LONG);
-    let mut fresh = TcpStream::connect(app.price).await.unwrap();
-    let (status, body) = ask(&mut fresh, "/price?asset=BTC", &key).await;
-    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    serves_on(&app, &key).await;
     // A limit stored below 8 KiB (hyper's smallest) is taken as 8 KiB, not a failed start.
     let app = spawn_app_with_parameters(&[("http_max_header_bytes", "100")]).await;
-    let key = app.key("partner").await;
+    let key = priced_key(&app).await;
     assert_eq!(padded_status(&app, &key, 4_000).await, "HTTP/1.1 200 OK");
     assert_eq!(padded_status(&app, &key, 12_000).await, TOO_LONG);
 }
@@ -325,7 +332,7 @@ async fn ask_keyed(
 #[tokio::test]
 async fn requests_no_key_pays_for_are_limited_per_address_and_keyed_ones_are_not() {
     let app = spawn_app_with_parameters(&[("unauthenticated_per_ip_per_minute", "4")]).await;
-    let key = app.key("partner").await;
+    let key = priced_key(&app).await;
     const OK: &str = "HTTP/1.1 200 OK";
     const UNAUTHORIZED: &str = "HTTP/1.1 401 Unauthorized";
     const LIMITED: &str = "HTTP/1.1 429 Too Many Requests";
