@@ -510,16 +510,7 @@ async fn mutated_report_datagrams_are_answered_if_json_and_fit_else_dropped() {
         "{reply}"
     );
     // Every datagram counted once, under what became of it.
-    let oversized = datagrams
-        .iter()
-        .filter(|d| d.len() > beast_api::udp::MAX_REQUEST)
-        .count();
-    let garbage = datagrams
-        .iter()
-        .filter(|d| {
-            d.len() <= beast_api::udp::MAX_REQUEST && serde_json::from_slice::<Value>(d).is_err()
-        })
-        .count();
+    let (oversized, garbage) = crate::udp::dropped(&datagrams);
     assert!(garbage > 100, "{garbage} not JSON");
     let answered = replies.len() + 1;
     // A reply is counted as sent once the send returns, which may be just after it arrived.

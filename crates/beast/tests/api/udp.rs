@@ -263,8 +263,18 @@ pub fn mutants(seed: u64, bases: &[Vec<u8>], n: usize) -> Vec<Vec<u8>> {
 /// Whether a listener must answer a datagram: JSON within the size limit. Anything else is
 /// dropped.
 fn answerable(datagram: &[u8]) -> bool {
-    datagram.len() <= beast_api::udp::MAX_REQUEST
-        && serde_json::from_slice::<Value>(datagram).is_ok()
+    !oversized(datagram) && serde_json::from_slice::<Value>(datagram).is_ok()
+}
+
+fn oversized(datagram: &[u8]) -> bool {
+    datagram.len() > beast_api::udp::MAX_REQUEST
+}
+
+/// How many of `datagrams` a listener drops as oversized, and as garbage (not JSON).
+pub fn dropped(datagrams: &[Vec<u8>]) -> (usize, usize) {
+    let oversized = datagrams.iter().filter(|d| oversized(d)).count();
+    let answerable = datagrams.iter().filter(|d| answerable(d)).count();
+    (oversized, datagrams.len() - oversized - answerable)
 }
 
 /// Sends `datagrams` to `to`, a few at a time so no reply is lost to a full client buffer,
@@ -310,10 +320,7 @@ async fn mutated_and_random_datagrams_are_each_answered_or_counted_and_the_node_
     .map(|v| v.to_string().into_bytes())
     .collect();
     let datagrams = mutants(0x5eed_0004, &bases, 2000);
-    let oversized = datagrams
-        .iter()
-        .filter(|d| d.len() > beast_api::udp::MAX_REQUEST)
-        .count();
+    let (oversized, _) = dropped(&datagrams);
     let replies = answers(app.udp, &datagrams).await;
     let answered = replies.len();
     assert!(
