@@ -62,7 +62,8 @@ async fn closed_at_the_limit(
     since: Instant,
     limit: Duration,
 ) -> Vec<u8> {
-    let got = read_until_closed(stream, limit + SLACK).await;
+    let by = (since + limit + SLACK).saturating_duration_since(Instant::now());
+    let got = read_until_closed(stream, by).await;
     let after = since.elapsed();
     assert!(after >= limit, "closed {after:?} after, before the limit");
     got
