@@ -3,10 +3,13 @@
 //! Schema changes are versioned migrations per engine; first start seeds the six exchanges,
 //! their asset maps, the tiers and the runtime parameters (`seed`).
 
+mod appender;
 pub mod keys;
 pub mod reports;
 mod seed;
 pub mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use beast_core::{AssetMapping, ExchangeDefinition, Tier, UsageEvent};
@@ -23,6 +26,8 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row {table}/{key} is invalid: {problem}")]
@@ -125,8 +130,9 @@ pub trait Store: Send + Sync {
     async fn revoke_api_key(&self, id: i64) -> Result<bool>;
 
     /// Writes a batch of usage events and folds the per-key monthly counters, in one
-    /// transaction.
-    async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()>;
+    /// transaction. The batch is shared so that a blocking writer can hold it, and a retry
+    /// can pass it again.
+    async fn insert_usage(&self, events: Arc<[UsageEvent]>) -> Result<()>;
 
     /// Usage rows matching `filter`, newest first (by time, then id), strictly after
     /// `after`, at most `limit` of them; streamed, so an export never sits in memory.

@@ -1,7 +1,7 @@
 //! The embedded SQLite store: `<data-dir>/beast.sqlite3`, WAL mode so the server and the
 //! `beast keys` command can use it at once.
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use beast_core::{
@@ -20,11 +20,14 @@ use sqlx::{
 
 use crate::{
     Allowance, ApiKeyRecord, Area, Cursor, Cutoffs, Pruned, ReportLogEntry, Result, RollupRow,
-    Store, StoreError, UsageFilter, UsageRow, parameter_defaults, seed,
+    Store, StoreError, UsageFilter, UsageRow, appender::UsageAppender, parameter_defaults, seed,
 };
 
-/// Rows per INSERT statement (13 binds a row at most, far below SQLite's variable limit).
-const USAGE_ROWS_PER_STATEMENT: usize = 1000;
+/// How long a write waits for another writer (the server and `beast` commands share the
+/// file).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rollup rows per INSERT statement (13 binds a row, far below SQLite's variable limit).
+const ROLLUP_ROWS_PER_STATEMENT: usize = 1000;
 /// Usage rows read per query when streaming them (about 100 bytes each as JSON).
 const USAGE_ROWS_PER_READ: u64 = 4096;
 const SEED_VERSION: &str = "1";
@@ -33,6 +36,8 @@ const ROLLED_UNTIL: &str = "SELECT rolled_until_ms FROM usage_rollup_state WHERE
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Usage rows, on a connection of their own ([`UsageAppender`]).
+    usage: Arc<UsageAppender>,
 }
 
 fn migrator() -> Migrator {
@@ -86,19 +91,21 @@ impl SqliteStore {
     /// Opens (creating if needed) `<data_dir>/beast.sqlite3`, migrates and seeds it.
     pub async fn open(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("beast.sqlite3");
         let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("beast.sqlite3"))
+            .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
         migrator().run(&pool).await?;
-        let store = Self { pool };
+        let usage = Arc::new(UsageAppender::open(&path, BUSY_TIMEOUT)?);
+        let store = Self { pool, usage };
         store.seed().await?;
         Ok(store)
     }
@@ -416,16 +423,6 @@ fn rollup_row(row: &SqliteRow) -> Result<RollupRow> {
     })
 }
 
-/// The statement of one chunk of a multi-row write (`rows` of at most
-/// `USAGE_ROWS_PER_STATEMENT`). Only a full chunk's statement stays prepared: one of each
-/// other length would fill the statement cache with large, rarely used programs.
-fn chunk_statement<'q>(
-    q: &'q mut QueryBuilder<Sqlite>,
-    rows: usize,
-) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
-    q.build().persistent(rows == USAGE_ROWS_PER_STATEMENT)
-}
-
 /// A stream that yields one error (a query that could not be built).
 fn failed<'a, T: Send + 'a>(e: StoreError) -> BoxStream<'a, Result<T>> {
     futures_util::stream::once(async { Err(e) }).boxed()
@@ -657,57 +654,14 @@ impl Store for SqliteStore {
         Ok(revoked)
     }
 
-    async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()> {
+    async fn insert_usage(&self, events: Arc<[UsageEvent]>) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        for chunk in events.chunks(USAGE_ROWS_PER_STATEMENT) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO usage_logs (ts_ms, key_id, asset, source, protocol, node, status, latency_us, cache_tier) ",
-            );
-            q.push_values(chunk, |mut row, e| {
-                row.push_bind(e.ts_ms)
-                    .push_bind(e.key_id)
-                    .push_bind(e.asset.clone())
-                    .push_bind(e.source.clone())
-                    .push_bind(e.protocol.as_str())
-                    .push_bind(e.node.clone())
-                    .push_bind(i64::from(e.status))
-                    .push_bind(i64::from(e.latency_us))
-                    .push_bind(e.cache_tier.as_str());
-            });
-            chunk_statement(&mut q, chunk.len())
-                .execute(&mut *tx)
-                .await?;
-        }
-        // Fold the batch into per-key monthly counters: one set-based update per 1,000 keys.
-        let mut per_key: HashMap<i64, (i64, i64)> = HashMap::new();
-        for e in events.iter().filter(|e| e.status == 200) {
-            let entry = per_key.entry(e.key_id).or_insert((e.ts_ms, 0));
-            entry.0 = entry.0.max(e.ts_ms);
-            entry.1 += 1;
-        }
-        let folded: Vec<(i64, String, i64)> = per_key
-            .into_iter()
-            .map(|(id, (ts, n))| (id, month_of(ts), n))
-            .collect();
-        // In chunks, as the rows are: a batch may hold more keys than one statement can bind.
-        for chunk in folded.chunks(USAGE_ROWS_PER_STATEMENT) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("WITH c(id, month, n) AS (");
-            q.push_values(chunk, |mut row, (id, month, n)| {
-                row.push_bind(*id).push_bind(month.clone()).push_bind(*n);
-            });
-            q.push(
-                ") UPDATE api_keys SET usage_count = CASE WHEN api_keys.usage_month = c.month \
-                 THEN api_keys.usage_count + c.n ELSE c.n END, usage_month = c.month FROM c WHERE api_keys.id = c.id",
-            );
-            chunk_statement(&mut q, chunk.len())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let usage = self.usage.clone();
+        tokio::task::spawn_blocking(move || usage.append(&events))
+            .await
+            .map_err(|e| StoreError::Invalid(format!("usage write stopped: {e}")))?
     }
 
     fn usage_rows<'a>(
@@ -815,7 +769,7 @@ impl Store for SqliteStore {
             .bind(day_ms)
             .execute(&mut *tx)
             .await?;
-        for chunk in rows.chunks(USAGE_ROWS_PER_STATEMENT) {
+        for chunk in rows.chunks(ROLLUP_ROWS_PER_STATEMENT) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO usage_daily (day_ms, key_id, asset, source, protocol, node, status, requests, \
                  memory, rest, latency_sum_us, latency_max_us, latency_sketch) ",
@@ -835,7 +789,10 @@ impl Store for SqliteStore {
                     .push_bind(r.latency_max_us)
                     .push_bind(r.latency_sketch.clone());
             });
-            chunk_statement(&mut q, chunk.len())
+            // Only a full chunk's statement stays prepared: one of each other length would fill
+            // the statement cache with large, rarely used programs.
+            q.build()
+                .persistent(chunk.len() == ROLLUP_ROWS_PER_STATEMENT)
                 .execute(&mut *tx)
                 .await?;
         }

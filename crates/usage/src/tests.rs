@@ -82,7 +82,7 @@ async fn a_batch_with_more_keys_than_one_statement_binds_is_written_and_counted(
     }
     let unknown = expected.keys().max().unwrap() + 1;
     events.extend((0..10_500).map(|i| event(unknown + i, 200)));
-    store.insert_usage(&events).await.unwrap();
+    store.insert_usage(events.as_slice().into()).await.unwrap();
     assert_eq!(store.usage_count().await.unwrap(), events.len() as i64);
     let counted: std::collections::BTreeMap<i64, i64> = store
         .api_keys()

@@ -106,13 +106,12 @@ async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result
             cache_tier: tier,
         });
         if batch.len() == BATCH {
-            store.insert_usage(&batch).await?;
             bar.inc(batch.len() as u64);
-            batch.clear();
+            store.insert_usage(batch.drain(..).collect()).await?;
         }
     }
-    store.insert_usage(&batch).await?;
     bar.inc(batch.len() as u64);
+    store.insert_usage(batch.into()).await?;
     bar.finish_and_clear();
     say!("{}", listing.trim_end())?;
     note!(
