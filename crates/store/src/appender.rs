@@ -17,9 +17,9 @@ use std::{
 };
 
 use beast_core::{UsageEvent, month_of};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, Statement, Transaction, TransactionBehavior};
 
-use crate::Result;
+use crate::{Result, StoreError};
 
 /// Rows per INSERT (900 values). Statements of 10 to 1,000 rows measured the same per row;
 /// fewer than that, and each row pays for a statement's run of its own.
@@ -32,7 +32,8 @@ const ROW: &str = "(?,?,?,?,?,?,?,?,?)";
 
 /// Appends usage rows and folds them into the per-key monthly counters.
 pub(crate) struct UsageAppender {
-    connection: Mutex<Connection>,
+    /// `None` once closed.
+    connection: Mutex<Option<Connection>>,
 }
 
 impl UsageAppender {
@@ -43,24 +44,46 @@ impl UsageAppender {
         connection.busy_timeout(busy)?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(Self {
-            connection: Mutex::new(connection),
+            connection: Mutex::new(Some(connection)),
         })
+    }
+
+    /// Closes the connection (the last one to the file checkpoints the WAL into it); a later
+    /// append is an error.
+    pub(crate) fn close(&self) {
+        self.lock().take();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
+        // A panic holding the lock dropped its transaction (rolled back): the connection is
+        // sound.
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Writes `events` and folds the successful ones into `api_keys.usage_count`, in one
     /// transaction: all or nothing. Blocks; call it from a blocking thread.
     pub(crate) fn append(&self, events: &[UsageEvent]) -> Result<()> {
-        // A panic holding the lock dropped its transaction (rolled back): the connection is
-        // sound.
-        let mut connection = self
-            .connection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.lock();
+        let connection = guard.as_mut().ok_or(StoreError::Closed)?;
+        // A transaction whose rollback failed would refuse every later batch: end it first.
+        if !connection.is_autocommit() {
+            connection.execute_batch("ROLLBACK")?;
+        }
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for chunk in events.chunks(ROWS_PER_INSERT) {
-            // Kept prepared (a small cache, least recently used out): the full chunk's
-            // statement is used all the time, a batch's tail length now and then.
-            let mut insert = tx.prepare_cached(&values(INSERT, ROW, chunk.len()))?;
+            let sql = values(INSERT, ROW, chunk.len());
+            // Only a full chunk's statement stays prepared; a batch's tail has a length of its
+            // own each time.
+            let (mut kept, mut once);
+            let insert: &mut Statement = if chunk.len() == ROWS_PER_INSERT {
+                kept = tx.prepare_cached(&sql)?;
+                &mut kept
+            } else {
+                once = tx.prepare(&sql)?;
+                &mut once
+            };
             for (row, e) in chunk.iter().enumerate() {
                 let at = row * 9;
                 insert.raw_bind_parameter(at + 1, e.ts_ms)?;
@@ -124,4 +147,54 @@ fn values(head: &str, row: &str, rows: usize) -> String {
         sql.push_str(row);
     }
     sql
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use beast_core::{CacheTier, Protocol, UsageEvent};
+
+    use crate::{SqliteStore, Store, StoreError};
+
+    fn event() -> UsageEvent {
+        UsageEvent {
+            ts_ms: beast_core::now_ms(),
+            key_id: 1,
+            asset: "BTC".into(),
+            source: "a-ws".into(),
+            protocol: Protocol::Udp,
+            node: "n1".into(),
+            status: 200,
+            latency_us: 10,
+            cache_tier: CacheTier::Memory,
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_wait_for_another_writer_and_a_closed_store_refuses_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        // Another process (`beast keys`, say) holds the file's write lock for a while.
+        let other = rusqlite::Connection::open(dir.path().join("beast.sqlite3")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let held = Duration::from_millis(300);
+        let started = Instant::now();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(held);
+            other.execute_batch("COMMIT").unwrap();
+        });
+        // A full 100-row statement and a tail of 50.
+        store.insert_usage(vec![event(); 150].into()).await.unwrap();
+        assert!(
+            started.elapsed() >= held,
+            "written before the lock was free"
+        );
+        release.join().unwrap();
+        assert_eq!(store.usage_count().await.unwrap(), 150);
+
+        store.close().await;
+        let refused = store.insert_usage(vec![event()].into()).await.unwrap_err();
+        assert!(matches!(refused, StoreError::Closed), "{refused}");
+    }
 }

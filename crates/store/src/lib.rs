@@ -28,6 +28,11 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A blocking write that panicked (a bug): its transaction was rolled back.
+    #[error("store task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the store is closed")]
+    Closed,
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row {table}/{key} is invalid: {problem}")]

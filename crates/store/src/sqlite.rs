@@ -112,6 +112,7 @@ impl SqliteStore {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.usage.close();
     }
 
     async fn seed(&self) -> Result<()> {
@@ -659,9 +660,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let usage = self.usage.clone();
-        tokio::task::spawn_blocking(move || usage.append(&events))
-            .await
-            .map_err(|e| StoreError::Invalid(format!("usage write stopped: {e}")))?
+        tokio::task::spawn_blocking(move || usage.append(&events)).await?
     }
 
     fn usage_rows<'a>(

@@ -106,12 +106,14 @@ async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result
             cache_tier: tier,
         });
         if batch.len() == BATCH {
-            bar.inc(batch.len() as u64);
+            let written = batch.len() as u64;
             store.insert_usage(batch.drain(..).collect()).await?;
+            bar.inc(written);
         }
     }
-    bar.inc(batch.len() as u64);
+    let written = batch.len() as u64;
     store.insert_usage(batch.into()).await?;
+    bar.inc(written);
     bar.finish_and_clear();
     say!("{}", listing.trim_end())?;
     note!(
