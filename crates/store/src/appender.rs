@@ -10,13 +10,14 @@
 //! binary), which is why rusqlite is pinned to the release that shares sqlx's.
 
 use std::{
+    cmp::Ordering,
     collections::HashMap,
     path::Path,
     sync::{Mutex, PoisonError},
     time::Duration,
 };
 
-use beast_core::{UsageEvent, month_of};
+use beast_core::{UsageEvent, day_start_ms, month_of};
 use rusqlite::{Connection, Statement, Transaction, TransactionBehavior};
 
 use crate::{Result, StoreError};
@@ -104,29 +105,40 @@ impl UsageAppender {
     }
 }
 
-/// The per-key monthly counters, one set-based update per 1,000 keys of the batch.
+/// The per-key monthly counters, one set-based update per 1,000 keys of the batch. A counter
+/// counts one month, its key's latest: a batch that spans a month's end adds only the new
+/// month's requests, and requests of a month before the stored one (older rows written late)
+/// leave it alone.
 fn fold_counters(tx: &Transaction<'_>, events: &[UsageEvent]) -> Result<()> {
-    let mut per_key: HashMap<i64, (i64, i64)> = HashMap::new();
+    // Months by day: a batch spans a day or two, so each is worked out once.
+    let mut months: HashMap<i64, String> = HashMap::new();
+    // Per key: its latest month in the batch, and its successful requests of that month.
+    let mut per_key: HashMap<i64, (String, i64)> = HashMap::new();
     for e in events.iter().filter(|e| e.status == 200) {
-        let entry = per_key.entry(e.key_id).or_insert((e.ts_ms, 0));
-        entry.0 = entry.0.max(e.ts_ms);
-        entry.1 += 1;
+        let month = months
+            .entry(day_start_ms(e.ts_ms))
+            .or_insert_with(|| month_of(e.ts_ms));
+        let (latest, n) = per_key
+            .entry(e.key_id)
+            .or_insert_with(|| (month.clone(), 0));
+        match month.as_str().cmp(latest.as_str()) {
+            Ordering::Equal => *n += 1,
+            Ordering::Greater => (*latest, *n) = (month.clone(), 1),
+            Ordering::Less => {}
+        }
     }
-    let folded: Vec<(i64, String, i64)> = per_key
-        .into_iter()
-        .map(|(id, (ts, n))| (id, month_of(ts), n))
-        .collect();
+    let folded: Vec<(i64, (String, i64))> = per_key.into_iter().collect();
     for chunk in folded.chunks(KEYS_PER_UPDATE) {
         let sql = format!(
             "{}) UPDATE api_keys SET usage_count = CASE WHEN api_keys.usage_month = c.month \
              THEN api_keys.usage_count + c.n ELSE c.n END, usage_month = c.month \
-             FROM c WHERE api_keys.id = c.id",
+             FROM c WHERE api_keys.id = c.id AND api_keys.usage_month <= c.month",
             values("WITH c(id, month, n) AS (VALUES ", "(?,?,?)", chunk.len())
         );
         // Not kept: a batch's key count varies, and only batches with many keys have more
         // than one chunk.
         let mut update = tx.prepare(&sql)?;
-        for (i, (id, month, n)) in chunk.iter().enumerate() {
+        for (i, (id, (month, n))) in chunk.iter().enumerate() {
             update.raw_bind_parameter(i * 3 + 1, id)?;
             update.raw_bind_parameter(i * 3 + 2, month)?;
             update.raw_bind_parameter(i * 3 + 3, n)?;
@@ -169,6 +181,48 @@ mod tests {
             latency_us: 10,
             cache_tier: CacheTier::Memory,
         }
+    }
+
+    #[tokio::test]
+    async fn a_key_counts_its_latest_month_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let (_, key) = crate::keys::create(&store, "", "pro").await.unwrap();
+        let at = |ts_ms: i64, status: u16| UsageEvent {
+            ts_ms,
+            key_id: key.id,
+            status,
+            ..event()
+        };
+        // Either side of next month's end: both after the key's own month (a key counts from
+        // the month it is made).
+        let month_end =
+            beast_core::next_month_start_ms(beast_core::next_month_start_ms(beast_core::now_ms()));
+        let (before, after) = (month_end - 100, month_end + 100);
+        let (before_month, after_month) =
+            (beast_core::month_of(before), beast_core::month_of(after));
+        let counter = async || {
+            let keys = store.api_keys().await.unwrap();
+            let stored = keys.iter().find(|k| k.id == key.id).unwrap();
+            (stored.usage_month.clone(), stored.usage_count)
+        };
+        store
+            .insert_usage(vec![at(before, 200); 3].into())
+            .await
+            .unwrap();
+        assert_eq!(counter().await, (before_month, 3));
+        // A batch across the month's end: the new month's successful requests start its count.
+        let mut batch = vec![at(after, 200); 4];
+        batch.extend([at(before, 200), at(after, 429), at(before, 200)]);
+        store.insert_usage(batch.into()).await.unwrap();
+        assert_eq!(counter().await, (after_month.clone(), 4));
+        // The old month's rows written late leave the new month's count alone.
+        store
+            .insert_usage(vec![at(before, 200); 5].into())
+            .await
+            .unwrap();
+        assert_eq!(counter().await, (after_month, 4));
+        assert_eq!(store.usage_count().await.unwrap(), 3 + 7 + 5);
     }
 
     #[tokio::test]
