@@ -7,7 +7,7 @@
 //! thread. Half a million rows (one key, 10,000-row transactions, the same schema and pragmas)
 //! cost 1.8 µs of CPU each through sqlx and 0.95 µs here, and metering is about a quarter of a
 //! UDP price request's CPU. Both libraries link the same `libsqlite3-sys` (one SQLite in the
-//! binary), which is why rusqlite is pinned to the release that shares sqlx's.
+//! binary), which is why rusqlite stays on 0.39, the releases that share sqlx's.
 
 use std::{
     cmp::Ordering,
@@ -23,7 +23,7 @@ use rusqlite::{Connection, Statement, Transaction, TransactionBehavior};
 use crate::{Result, StoreError};
 
 /// Rows per INSERT (900 values). Statements of 10 to 1,000 rows measured the same per row;
-/// fewer than that, and each row pays for a statement's run of its own.
+/// one row per statement cost 1.5–1.6 µs a row.
 const ROWS_PER_INSERT: usize = 100;
 /// Keys per counter update: 3,000 values, well under SQLite's 32,766.
 const KEYS_PER_UPDATE: usize = 1000;
