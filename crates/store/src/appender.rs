@@ -35,6 +35,8 @@ const ROW: &str = "(?,?,?,?,?,?,?,?,?)";
 pub(crate) struct UsageAppender {
     /// `None` once closed.
     connection: Mutex<Option<Connection>>,
+    /// The full chunk's INSERT, written once: it is looked up for every 100 rows.
+    full_insert: String,
 }
 
 impl UsageAppender {
@@ -46,6 +48,7 @@ impl UsageAppender {
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(Self {
             connection: Mutex::new(Some(connection)),
+            full_insert: values(INSERT, ROW, ROWS_PER_INSERT),
         })
     }
 
@@ -74,15 +77,14 @@ impl UsageAppender {
         }
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for chunk in events.chunks(ROWS_PER_INSERT) {
-            let sql = values(INSERT, ROW, chunk.len());
             // Only a full chunk's statement stays prepared; a batch's tail has a length of its
             // own each time.
             let (mut kept, mut once);
             let insert: &mut Statement = if chunk.len() == ROWS_PER_INSERT {
-                kept = tx.prepare_cached(&sql)?;
+                kept = tx.prepare_cached(&self.full_insert)?;
                 &mut kept
             } else {
-                once = tx.prepare(&sql)?;
+                once = tx.prepare(&values(INSERT, ROW, chunk.len()))?;
                 &mut once
             };
             for (row, e) in chunk.iter().enumerate() {
