@@ -14,7 +14,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use beast_core::{ApiError, Tier, month_of, next_month_start_ms, retry_after_s};
-use beast_store::{ApiKeyRecord, Area, Store, keys::hash_key};
+use beast_store::{ApiKeyRecord, Area, Store};
 use governor::{
     Quota, RateLimiter,
     clock::{Clock, DefaultClock},
@@ -109,11 +109,6 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// The active key for a raw key, or `InvalidKey`.
-    pub fn authenticate(&self, raw: &str) -> Result<Arc<KeyEntry>, ApiError> {
-        self.authenticate_hash(&hash_key(raw))
-    }
-
     /// The active key whose hash this is, or `InvalidKey`.
     pub fn authenticate_hash(&self, hash: &[u8; 32]) -> Result<Arc<KeyEntry>, ApiError> {
         self.keys

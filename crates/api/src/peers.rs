@@ -12,7 +12,9 @@ use std::{
     time::Duration,
 };
 
-use beast_core::ApiError;
+use std::sync::Arc;
+
+use beast_core::{ApiError, Ticks};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use tokio_util::sync::CancellationToken;
 
@@ -37,17 +39,17 @@ impl PeerLimits {
         }
     }
 
-    /// Whether there is a limit at all.
-    pub fn limits(&self) -> bool {
-        self.limiter.is_some()
-    }
-
-    /// Spends one of `peer`'s unpaid requests; `RateLimited` (with when to retry) once it
-    /// has none left.
-    pub fn spend(&self, peer: IpAddr) -> Result<(), ApiError> {
+    /// The rule for every path: a request from `peer` that does not `pay` (present a valid
+    /// key: an active API key or the admin key) spends one of the address's unpaid requests;
+    /// `RateLimited` (with when to retry) once it has none left. With the limit off, `pays` is
+    /// not asked, so no key is looked at. Nothing is counted.
+    pub fn admit(&self, peer: IpAddr, pays: impl FnOnce() -> bool) -> Result<(), ApiError> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
+        if pays() {
+            return Ok(());
+        }
         limiter
             .check_key(&allowance_of(peer))
             .map_err(|not_until| rate_limited(not_until.wait_time_from(limiter.clock().now())))
@@ -55,20 +57,14 @@ impl PeerLimits {
 
     /// Every minute until `stop`, forgets the addresses whose allowance is whole again, so the
     /// table holds only addresses seen within about a minute.
-    pub async fn keep_trimmed(self: std::sync::Arc<Self>, stop: CancellationToken) {
+    pub async fn keep_trimmed(self: Arc<Self>, stop: CancellationToken) {
         let Some(limiter) = &self.limiter else {
             return;
         };
-        let mut every = tokio::time::interval(TRIM_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = every.tick() => {
-                    limiter.retain_recent();
-                    limiter.shrink_to_fit();
-                }
-            }
+        let mut ticks = Ticks::new(TRIM_EVERY, stop);
+        while ticks.next().await {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
         }
     }
 }
@@ -77,7 +73,7 @@ impl PeerLimits {
 /// or an IPv6 address's /64.
 fn allowance_of(peer: IpAddr) -> IpAddr {
     match peer.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & (u128::MAX << 64))),
         v4 => v4,
     }
 }
@@ -91,19 +87,27 @@ mod tests {
         let limits = PeerLimits::new(3);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let unpaid = || false;
         for _ in 0..3 {
-            assert!(limits.spend(a).is_ok());
+            assert!(limits.admit(a, unpaid).is_ok());
         }
         // One a minute over three: the next is 20 s away.
-        match limits.spend(a) {
+        match limits.admit(a, unpaid) {
             Err(ApiError::RateLimited { retry_after_s }) => {
                 assert!((1..=20).contains(&retry_after_s), "{retry_after_s}")
             }
             other => panic!("{other:?}"),
         }
-        assert!(limits.spend(b).is_ok(), "another address has its own");
+        assert!(
+            limits.admit(a, || true).is_ok(),
+            "a valid key pays for itself"
+        );
+        assert!(
+            limits.admit(b, unpaid).is_ok(),
+            "another address has its own"
+        );
         let off = PeerLimits::new(0);
-        assert!((0..1000).all(|_| off.spend(a).is_ok()));
+        assert!((0..1000).all(|_| off.admit(a, || unreachable!("no key is looked at")).is_ok()));
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! What every protocol shares, and the one price lookup they all answer with: memory first,
 //! then (for an asset that is mapped but not live, or gone stale) the exchange's REST ticker.
 
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use arc_swap::ArcSwap;
 use beast_book::{Answer, Book, Lookup};
 use beast_core::{ApiError, CacheTier, MAX_ASSET_LEN, Protocol, UsageEvent, latency_us, now_ms};
 use beast_feeds::FeedManager;
-use beast_store::Store;
+use beast_store::{Store, keys::hash_key};
 use beast_usage::UsageSink;
 
 use crate::{AdminKey, Catalog, KeyRing, keys::KeyEntry};
@@ -85,35 +85,22 @@ impl AppState {
         &self,
         presented: Result<&str, ApiError>,
     ) -> Result<Arc<KeyEntry>, ApiError> {
-        let key = presented.and_then(|k| self.keys.authenticate(k));
+        self.authenticate_hash(presented.map(hash_key).as_ref())
+    }
+
+    /// [`AppState::authenticate`] for a key already hashed ([`hash_key`]), so a key checked
+    /// against the admin key too is hashed once.
+    pub(crate) fn authenticate_hash(
+        &self,
+        hash: Result<&[u8; 32], &ApiError>,
+    ) -> Result<Arc<KeyEntry>, ApiError> {
+        let key = hash
+            .map_err(ApiError::clone)
+            .and_then(|h| self.keys.authenticate_hash(h));
         if key.is_err() {
             self.counters.auth_failure();
         }
         key
-    }
-
-    /// The per-address limit, the one rule for every path: a request from `peer` that does
-    /// not `pay` (present a valid key: an active API key or the admin key) spends one of the
-    /// address's unpaid requests; `RateLimited` once it has none left. With the limit off,
-    /// `pays` is not asked, so no key is looked at. Nothing is counted.
-    pub(crate) fn admit_peer(
-        &self,
-        peer: IpAddr,
-        pays: impl FnOnce() -> bool,
-    ) -> Result<(), ApiError> {
-        if !self.peers.limits() || pays() {
-            return Ok(());
-        }
-        self.peers.spend(peer)
-    }
-
-    /// Whether the headers present a valid key (an active API key or the admin key): one
-    /// hash of it for both.
-    pub(crate) fn presents_valid_key(&self, headers: &axum::http::HeaderMap) -> bool {
-        crate::http::presented_key(headers).is_ok_and(|k| {
-            let hash = beast_store::keys::hash_key(k);
-            self.keys.authenticate_hash(&hash).is_ok() || self.admin.verify_hash(&hash)
-        })
     }
 
     /// The current answer for an asset, optionally pinned to one source (an exchange name or

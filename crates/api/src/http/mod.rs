@@ -1,8 +1,10 @@
 //! The HTTP API, one file per endpoint. Keyed endpoints: `/price`, `/prices`. Public:
 //! `/exchanges`, `/assets`, `/health`. Every error is JSON from the one error table. Keyed
 //! price requests pass the in-flight governor first and are counted ([`keyed_price`]); the price
-//! listener answers `GET /price` before routing ([`Endpoint`]). Every listener is served by
-//! [`serve`]: HTTP/1.1 with keep-alive and a time limit on each request's header.
+//! listener answers `GET /price` before routing ([`Endpoint`]), and public listeners limit
+//! requests without a valid key per address ([`crate::peers`]). Every listener is served by
+//! [`serve`]: HTTP/1.1 with keep-alive, and limits on each request's header (time and size) and
+//! on stalled writes ([`HttpLimits`]).
 
 mod assets;
 mod exchanges;
@@ -27,6 +29,7 @@ use axum::{
     routing::get,
 };
 use beast_core::ApiError;
+use beast_store::keys::hash_key;
 use futures_util::future::BoxFuture;
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::{
@@ -61,7 +64,8 @@ pub fn price_router(state: AppState) -> Router {
 /// boxing and extractors cost it more than its own work.
 ///
 /// On a public listener (price, report), a request that presents no valid key spends one of
-/// its address's unpaid requests first ([`crate::peers`]); with none left it is answered 429.
+/// its address's unpaid requests ([`crate::peers`]): before routing, or for `GET /price` once
+/// its key is refused ([`keyed_price`]); with none left it is answered 429.
 #[derive(Clone)]
 pub struct Endpoint {
     router: Router,
@@ -121,30 +125,27 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        match &self.public {
-            Some(state)
-                if self.answers_price
-                    && request.method() == Method::GET
-                    && request.uri().path() == "/price" =>
-            {
-                let state = state.clone();
-                let peer = self.peer;
-                Box::pin(async move {
-                    let (parts, _body) = request.into_parts();
-                    Ok(price::answer(&state, &parts.headers, parts.uri.query(), peer).await)
-                })
-            }
-            _ => {
-                if let (Some(state), Some(peer)) = (&self.public, self.peer)
-                    && let Err(e) =
-                        state.admit_peer(peer, || state.presents_valid_key(request.headers()))
-                {
-                    return Box::pin(std::future::ready(Ok(error_response(&e))));
-                }
-                // A router is shared behind an `Arc`: the clone is what calling it needs.
-                Box::pin(self.router.clone().call(request))
-            }
+        // A router is shared behind an `Arc`: the clone is what calling it needs.
+        let Some(state) = &self.public else {
+            return Box::pin(self.router.clone().call(request));
+        };
+        if self.answers_price && request.method() == Method::GET && request.uri().path() == "/price"
+        {
+            let state = state.clone();
+            let peer = self.peer;
+            return Box::pin(async move {
+                let (parts, _body) = request.into_parts();
+                Ok(price::answer(&state, &parts.headers, parts.uri.query(), peer).await)
+            });
         }
+        if let Some(peer) = self.peer
+            && let Err(e) = state
+                .peers
+                .admit(peer, || presents_valid_key(state, request.headers()))
+        {
+            return Box::pin(std::future::ready(Ok(error_response(&e))));
+        }
+        Box::pin(self.router.clone().call(request))
     }
 }
 
@@ -271,9 +272,10 @@ pub fn health_router(state: AppState) -> Router {
 }
 
 /// An HTTP price request (`/price`, `/prices`): governed, then keyed, then `answer` with the
-/// key and when the request started. A request without a valid key is refused here and not
-/// metered (there is no key to meter it to); from `peer` (a request not routed, so not yet
-/// limited by [`Endpoint`]) it also spends one of the address's unpaid requests.
+/// key and when the request started. A request without an active API key is refused here and
+/// not metered (there is no key to meter it to); from `peer` (a request not routed, so not yet
+/// limited by [`Endpoint`]) it also spends one of the address's unpaid requests, unless its
+/// key is the admin key.
 pub(crate) async fn keyed_price<F: Future<Output = Response>>(
     state: &AppState,
     headers: &HeaderMap,
@@ -282,12 +284,14 @@ pub(crate) async fn keyed_price<F: Future<Output = Response>>(
 ) -> Response {
     governed(&state.counters, async {
         let started = Instant::now();
-        match state.authenticate(presented_key(headers)) {
+        // Hashed once: a refused key is checked against the admin key too.
+        let hash = presented_key(headers).map(hash_key);
+        match state.authenticate_hash(hash.as_ref()) {
             Ok(key) => answer(key, started).await,
             Err(e) => {
                 // Refused as an API key; the admin key still pays (as on every path).
-                let admin = || presented_key(headers).is_ok_and(|k| state.admin.verify(k));
-                let limited = peer.and_then(|p| state.admit_peer(p, admin).err());
+                let admin = || hash.as_ref().is_ok_and(|h| state.admin.verify_hash(h));
+                let limited = peer.and_then(|p| state.peers.admit(p, admin).err());
                 error_response(limited.as_ref().unwrap_or(&e))
             }
         }
@@ -354,6 +358,15 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
     crate::state::key_text(
         bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok())),
     )
+}
+
+/// Whether the headers present a valid key (an active API key or the admin key): one hash of
+/// it for both.
+fn presents_valid_key(state: &AppState, headers: &HeaderMap) -> bool {
+    presented_key(headers).is_ok_and(|k| {
+        let hash = hash_key(k);
+        state.keys.authenticate_hash(&hash).is_ok() || state.admin.verify_hash(&hash)
+    })
 }
 
 /// Parses a query string into `T`; a bad query is a JSON 400, not a plain-text rejection.

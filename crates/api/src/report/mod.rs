@@ -24,7 +24,7 @@ use beast_core::{
 use beast_reports::{
     Format, Report, ReportParams, ReportRequest, query::format_cursor, usage::Page,
 };
-use beast_store::{Allowance, Cursor, ReportLogEntry};
+use beast_store::{Allowance, Cursor, ReportLogEntry, keys::hash_key};
 
 use crate::{
     AppState,
@@ -102,9 +102,10 @@ impl Ticket {
 impl AppState {
     /// The caller a key names: the admin key, or an active API key (refusals counted).
     pub(crate) fn caller_of(&self, key: Result<&str, ApiError>) -> Result<Caller, ApiError> {
-        match key {
-            Ok(k) if self.admin.verify(k) => Ok(Caller::Admin),
-            key => self.authenticate(key).map(Caller::Key),
+        // Hashed once for both checks.
+        match key.map(hash_key) {
+            Ok(hash) if self.admin.verify_hash(&hash) => Ok(Caller::Admin),
+            hash => self.authenticate_hash(hash.as_ref()).map(Caller::Key),
         }
     }
 
