@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ConfigArgs, Secret, ServeArgs};
+use crate::config::{ConfigArgs, KeyFlag, ServeArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -111,7 +111,7 @@ pub struct ReportArgs {
     /// The key sent to `--url` (an API key, or the admin key).
     #[arg(long, env = "BEAST_API_KEY", hide_env_values = true)]
     #[serde(skip)]
-    pub api_key: Option<Secret>,
+    pub api_key: Option<KeyFlag>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -144,7 +144,7 @@ pub struct StressArgs {
     pub target: String,
     /// API key sent with every request (required unless --keys-file is given).
     #[arg(long, env = "BEAST_STRESS_KEY", hide_env_values = true)]
-    pub key: Option<Secret>,
+    pub key: Option<KeyFlag>,
     /// A file of API keys, one per line, taken in turn request by request, so that many keys
     /// are active at once as on a node with many customers. Takes precedence over --key.
     #[arg(long)]

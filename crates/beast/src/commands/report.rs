@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use crate::{
     app::Params,
     cli::{ReportArgs, ReportCommand},
-    config::ConfigArgs,
+    config::{ConfigArgs, KeyFlag},
 };
 
 pub async fn run(config: &ConfigArgs, command: ReportCommand) -> anyhow::Result<()> {
@@ -22,7 +22,7 @@ pub async fn run(config: &ConfigArgs, command: ReportCommand) -> anyhow::Result<
     match &args.url {
         Some(url) => remote(url, report, &args).await,
         None => {
-            if args.api_key.is_some() {
+            if KeyFlag::given(&args.api_key).is_some() {
                 note!(
                     "note: without --url the store is read directly, as the admin; the key is not used"
                 );
@@ -42,7 +42,7 @@ async fn stdout(bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Asks a node's report listener and streams its answer to stdout.
 async fn remote(url: &str, report: Report, args: &ReportArgs) -> anyhow::Result<()> {
-    let Some(key) = &args.api_key else {
+    let Some(key) = KeyFlag::given(&args.api_key) else {
         bail!("--url needs a key: --api-key or BEAST_API_KEY (an API key or the admin key)");
     };
     let query = serde_urlencoded::to_string(args).context("encoding the filters")?;

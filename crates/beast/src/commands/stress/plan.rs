@@ -12,7 +12,10 @@ use anyhow::{Context, bail};
 use reqwest::Url;
 
 use super::{http, udp};
-use crate::{cli::StressArgs, config::Secret};
+use crate::{
+    cli::StressArgs,
+    config::{KeyFlag, Secret},
+};
 
 /// The most workers one level may ask for.
 const MAX_CONCURRENCY: usize = 100_000;
@@ -183,10 +186,8 @@ fn http_path(url: &Url, flag: Option<&str>) -> anyhow::Result<String> {
 /// The keys requests take in turn: the lines of `--keys-file`, or `--key`.
 fn keys(args: &StressArgs) -> anyhow::Result<Vec<Secret>> {
     let Some(path) = &args.keys_file else {
-        return args
-            .key
-            .clone()
-            .map(|key| vec![key])
+        return KeyFlag::given(&args.key)
+            .map(|key| vec![key.clone()])
             .context("no key: give --key (or BEAST_STRESS_KEY) or --keys-file");
     };
     let text = std::fs::read_to_string(path)

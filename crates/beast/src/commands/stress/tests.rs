@@ -23,14 +23,14 @@ use super::{
     engine::{self, LevelOutcome, Live, Stop, Tally},
     plan::{Plan, Target},
 };
-use crate::{cli::StressArgs, config::Secret};
+use crate::{cli::StressArgs, config::KeyFlag};
 
 const KEY: &str = "tb_test_key";
 
 fn args(target: &str, levels: &[usize], duration_s: f64, timeout_ms: u64) -> StressArgs {
     StressArgs {
         target: target.to_owned(),
-        key: Some(KEY.parse::<Secret>().unwrap()),
+        key: Some(KEY.parse().unwrap()),
         keys_file: None,
         assets: vec!["BTC".to_owned(), "ETH".to_owned()],
         levels: levels.to_vec(),
@@ -304,13 +304,14 @@ async fn a_udp_level_is_split_over_sockets_of_udp_depth_requests_each() {
 async fn bad_command_lines_are_clear_errors() {
     let blank = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(blank.path(), "\n  \n").unwrap();
-    let http = |key: Option<Secret>, keys_file: Option<&std::path::Path>| StressArgs {
+    let http = |key: Option<KeyFlag>, keys_file: Option<&std::path::Path>| StressArgs {
         key,
         keys_file: keys_file.map(std::path::Path::to_path_buf),
         ..args("http://127.0.0.1:1", &[1], 1.0, 100)
     };
-    let cases: [(StressArgs, &str); 12] = [
+    let cases: [(StressArgs, &str); 13] = [
         (http(None, None), "no key: give --key"),
+        (http(Some(" ".parse().unwrap()), None), "no key: give --key"),
         (http(None, Some(blank.path())), "holds no key"),
         (
             http(None, Some(std::path::Path::new("/nonexistent/keys"))),
@@ -357,8 +358,8 @@ async fn bad_command_lines_are_clear_errors() {
 async fn requests_take_every_asset_then_the_next_key_of_a_keys_file() {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), "tb_one\n\n  tb_two  \n").unwrap();
+    // --key is given too (`args` gives one): the file takes precedence.
     let with_file = |target: &str| StressArgs {
-        key: None,
         keys_file: Some(file.path().to_path_buf()),
         ..args(target, &[1], 1.0, 100)
     };
