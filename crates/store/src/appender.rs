@@ -213,9 +213,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(counter().await, (before_month, 3));
-        // A batch across the month's end: the new month's successful requests start its count.
-        let mut batch = vec![at(after, 200); 4];
-        batch.extend([at(before, 200), at(after, 429), at(before, 200)]);
+        // A batch across the month's end, the old month first: the new month's successful
+        // requests start its count.
+        let mut batch = vec![at(before, 200)];
+        batch.extend(vec![at(after, 200); 4]);
+        batch.extend([at(after, 429), at(before, 200)]);
         store.insert_usage(batch.into()).await.unwrap();
         assert_eq!(counter().await, (after_month.clone(), 4));
         // The old month's rows written late leave the new month's count alone.
@@ -225,6 +227,42 @@ mod tests {
             .unwrap();
         assert_eq!(counter().await, (after_month, 4));
         assert_eq!(store.usage_count().await.unwrap(), 3 + 7 + 5);
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_more_keys_than_one_statement_binds_is_written_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        // 12,000 keys: the counter update runs in 12 chunks, and the 1,500 real keys land in
+        // whichever ones hash order gives. In one statement they would need 36,000 bound
+        // values, over SQLite's 32,766.
+        let mut expected = std::collections::BTreeMap::new();
+        let mut events = Vec::new();
+        for i in 0..1_500 {
+            let (_, key) = crate::keys::create(&store, "", "pro").await.unwrap();
+            let n = i % 3 + 1;
+            events.extend((0..n).map(|_| UsageEvent {
+                key_id: key.id,
+                ..event()
+            }));
+            expected.insert(key.id, n as i64);
+        }
+        let unknown = expected.keys().max().unwrap() + 1;
+        events.extend((0..10_500).map(|i| UsageEvent {
+            key_id: unknown + i,
+            ..event()
+        }));
+        let written = events.len() as i64;
+        store.insert_usage(events.into()).await.unwrap();
+        assert_eq!(store.usage_count().await.unwrap(), written);
+        let counted: std::collections::BTreeMap<i64, i64> = store
+            .api_keys()
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| (k.id, k.usage_count))
+            .collect();
+        assert_eq!(counted, expected, "every key counted once, in every chunk");
     }
 
     #[tokio::test]
