@@ -23,14 +23,6 @@ const LIMIT: Duration = Duration::from_millis(400);
 /// How late after the limit a close may come on a busy machine.
 const SLACK: Duration = Duration::from_millis(1500);
 
-/// A partner key of `app`'s, once BTC has a price to answer it with (a test that asks BTC
-/// at once would otherwise depend on the first on-demand fetch).
-async fn priced_key(app: &TestApp) -> String {
-    let key = app.key("partner").await;
-    app.wait_fresh("BTC", &key, Duration::from_secs(15)).await;
-    key
-}
-
 /// The node still answers a keyed `/price`, on a fresh connection.
 async fn serves_on(app: &TestApp, key: &str) {
     let reply = app.get("/price?asset=BTC", Some(key)).await;
@@ -113,7 +105,7 @@ async fn ask(stream: &mut TcpStream, path: &str, key: &str) -> (String, String) 
 #[tokio::test]
 async fn a_header_sent_too_slowly_is_closed_at_the_time_limit_and_the_node_serves_on() {
     let app = app_with_limit("http_header_timeout_ms", LIMIT).await;
-    let key = priced_key(&app).await;
+    let key = app.priced_key("partner").await;
     // Half a header, then nothing.
     let opened = Instant::now();
     let mut slow = TcpStream::connect(app.price).await.unwrap();
@@ -155,7 +147,7 @@ async fn an_idle_connection_is_closed_at_the_limit_but_one_that_keeps_asking_is_
     // limit between two requests would close the busy connection.
     const IDLE_LIMIT: Duration = Duration::from_secs(1);
     let app = app_with_limit("http_header_timeout_ms", IDLE_LIMIT).await;
-    let key = priced_key(&app).await;
+    let key = app.priced_key("partner").await;
     let mut busy = TcpStream::connect(app.price).await.unwrap();
     let opened = Instant::now();
     // Asking every 20 ms for 2.5 limits: never idle for a whole limit, so never closed.
@@ -179,6 +171,25 @@ async fn an_idle_connection_is_closed_at_the_limit_but_one_that_keeps_asking_is_
 /// Usage rows enough for a CSV export (about 16 MB) far larger than what the sockets on both
 /// ends buffer (the kernel's send buffer grows to 4 MB at most by default).
 const EXPORT_ROWS: usize = 200_000;
+
+/// A connection to `addr` with a 16 KiB receive buffer, so what the server sends waits in its
+/// own send buffer: at most 4 MB by default, a quarter of the export. A host whose send
+/// buffers may grow past half the export cannot tell a cut export from a whole one here.
+async fn small_buffered(addr: SocketAddr) -> TcpStream {
+    let wmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").unwrap_or_default();
+    let max: usize = wmem
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        max < EXPORT_ROWS * 80 / 2,
+        "net.ipv4.tcp_wmem allows {max}-byte send buffers: the export must be larger"
+    );
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(addr).await.unwrap()
+}
 
 /// Reads an HTTP/1.0 answer until the server closes: its status line, and how many lines its
 /// body has. After each `burst` bytes it pauses for `pause`.
@@ -231,24 +242,23 @@ async fn a_reader_that_stops_reading_is_closed_at_the_write_limit_but_a_slow_one
         app.admin_key
     );
 
-    // A slow reader: 2 MiB at a time, then a pause of a quarter of the limit. Never cut, though
-    // the whole export takes longer than the limit to read.
-    let mut slow = TcpStream::connect(app.report).await.unwrap();
+    // A slow reader: 1 MiB at a time, then a pause of a quarter of the limit. Its small receive
+    // buffer keeps the server writing for the whole read (some 16 pauses, four times the
+    // limit): never cut, as no single write waits for the limit.
+    let mut slow = small_buffered(app.report).await;
     slow.write_all(export.as_bytes()).await.unwrap();
     let (status, lines) = tokio::time::timeout(
         Duration::from_secs(120),
-        read_answer(&mut slow, 2 << 20, WRITE_LIMIT / 4),
+        read_answer(&mut slow, 1 << 20, WRITE_LIMIT / 4),
     )
     .await
     .expect("the export read within 120 s");
     assert_eq!(status, "HTTP/1.0 200 OK");
     assert_eq!(lines, EXPORT_ROWS + 1, "a head line and every row");
 
-    // A reader that stops: a small receive buffer, nothing read for the limit and its slack
-    // (and the time the export takes to fill the buffers), then what is left: cut short.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(16 * 1024).unwrap();
-    let mut stalled = socket.connect(app.report).await.unwrap();
+    // A reader that stops: nothing read for the limit and its slack (and the time the export
+    // takes to fill the buffers), then what is left: cut short.
+    let mut stalled = small_buffered(app.report).await;
     stalled.write_all(export.as_bytes()).await.unwrap();
     tokio::time::sleep(WRITE_LIMIT + SLACK + Duration::from_secs(2)).await;
     let (status, lines) = tokio::time::timeout(
@@ -261,7 +271,7 @@ async fn a_reader_that_stops_reading_is_closed_at_the_write_limit_but_a_slow_one
     assert!(lines < EXPORT_ROWS / 2, "{lines} lines: not cut");
 
     // The node serves on.
-    serves_on(&app, &priced_key(&app).await).await;
+    serves_on(&app, &app.priced_key("partner").await).await;
 }
 
 /// Asks `/price` on a fresh connection with a header padded by `padding` bytes: the status line.
@@ -278,13 +288,13 @@ async fn a_header_longer_than_the_limit_is_answered_431_and_the_node_serves_on()
     const TOO_LONG: &str = "HTTP/1.1 431 Request Header Fields Too Large";
     // The default limit, 16 KiB.
     let app = spawn_app().await;
-    let key = priced_key(&app).await;
+    let key = app.priced_key("partner").await;
     assert_eq!(padded_status(&app, &key, 12_000).await, "HTTP/1.1 200 OK");
     assert_eq!(padded_status(&app, &key, 20_000).await, TOO_LONG);
     serves_on(&app, &key).await;
     // A limit stored below 8 KiB (hyper's smallest) is taken as 8 KiB, not a failed start.
     let app = spawn_app_with_parameters(&[("http_max_header_bytes", "100")]).await;
-    let key = priced_key(&app).await;
+    let key = app.priced_key("partner").await;
     assert_eq!(padded_status(&app, &key, 4_000).await, "HTTP/1.1 200 OK");
     assert_eq!(padded_status(&app, &key, 12_000).await, TOO_LONG);
 }
@@ -333,7 +343,7 @@ async fn ask_keyed(
 #[tokio::test]
 async fn requests_no_key_pays_for_are_limited_per_address_and_keyed_ones_are_not() {
     let app = spawn_app_with_parameters(&[("unauthenticated_per_ip_per_minute", "4")]).await;
-    let key = priced_key(&app).await;
+    let key = app.priced_key("partner").await;
     const OK: &str = "HTTP/1.1 200 OK";
     const UNAUTHORIZED: &str = "HTTP/1.1 401 Unauthorized";
     const LIMITED: &str = "HTTP/1.1 429 Too Many Requests";

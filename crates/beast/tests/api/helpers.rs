@@ -424,6 +424,14 @@ impl TestApp {
         self.wait_ok(&path, key, Duration::from_secs(15)).await;
     }
 
+    /// A key of `tier`, once BTC has a price to answer it with (a test that asks BTC at once
+    /// would otherwise depend on the first on-demand fetch).
+    pub async fn priced_key(&self, tier: &str) -> String {
+        let key = self.key(tier).await;
+        self.wait_fresh("BTC", &key, Duration::from_secs(15)).await;
+        key
+    }
+
     /// Waits until `asset` answers 200, and returns that answer; panics after `within`.
     pub async fn wait_fresh(&self, asset: &str, key: &str, within: Duration) -> Reply {
         self.wait_ok(&format!("/price?asset={asset}"), key, within)

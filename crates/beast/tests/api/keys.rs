@@ -75,8 +75,7 @@ const TINY_TIER: &str = "INSERT INTO rate_limit_template VALUES ('tiny', 1000, 1
 #[tokio::test]
 async fn the_monthly_quota_runs_out_exactly_at_the_tier_number() {
     let app = spawn_app_with_tier(TINY_TIER).await;
-    let key = app.key("tiny").await;
-    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    let key = app.priced_key("tiny").await;
     let mut ok = 1;
     let mut refused = None;
     for _ in 0..10 {
@@ -105,8 +104,7 @@ async fn the_monthly_quota_runs_out_exactly_at_the_tier_number() {
 #[tokio::test]
 async fn a_batch_needs_quota_for_every_asset_and_names_each_once() {
     let mut app = spawn_app_with_tier(TINY_TIER).await;
-    let key = app.key("tiny").await;
-    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    let key = app.priced_key("tiny").await;
     app.wait_fresh("ETH", &key, Duration::from_secs(10)).await;
     // 2 of 5 used: four more assets do not fit, and nothing is served.
     let r = app.get("/prices?assets=BTC,ETH,SOL,XRP", Some(&key)).await;

@@ -198,8 +198,7 @@ async fn an_asset_with_only_stale_sources_answers_503_with_its_age() {
                     "UPDATE exchange_feeds SET rest_url = ''"]).await;
     })
     .await;
-    let key = app.key("pro").await;
-    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    let key = app.priced_key("pro").await;
     let last_fresh = Instant::now();
     app.fault(serde_json::json!({"kind": "stall"})).await;
     let stalled = Instant::now();

@@ -77,8 +77,7 @@ fn expected(nonzero: &[(&str, u64)]) -> Value {
 #[tokio::test]
 async fn stress_stats_read_exactly_the_traffic_sent_and_reset_starts_them_again() {
     let app = spawn_app().await;
-    let key = app.key("partner").await;
-    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    let key = app.priced_key("partner").await;
     // The warm-up is counted, and is what the first reset returns.
     let (warm_up, reset_asked) = reset_when_written(&app).await;
     assert!(
@@ -206,8 +205,7 @@ async fn a_price_request_over_the_in_flight_limit_is_refused_overloaded_and_coun
         .await;
     })
     .await;
-    let key = app.key("partner").await;
-    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    let key = app.priced_key("partner").await;
     assert_eq!(app.stress_stats().await["governor_max_in_flight"], 1);
     app.fault(json!({"exchange": "okx", "kind": "slow_rest", "delay_ms": 5000}))
         .await;
@@ -294,8 +292,7 @@ async fn prometheus(app: &TestApp) -> (String, std::collections::BTreeMap<String
 #[tokio::test]
 async fn metrics_export_the_counters_since_start_and_a_stress_reset_leaves_them() {
     let app = spawn_app().await;
-    let key = app.key("partner").await;
-    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    let key = app.priced_key("partner").await;
     for _ in 0..4 {
         assert_eq!(app.get("/price?asset=BTC", Some(&key)).await.status, 200);
     }

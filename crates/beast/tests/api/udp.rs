@@ -26,8 +26,7 @@ pub async fn unanswered(app: &TestApp, socket: &UdpSocket, request: &[u8]) -> bo
 #[tokio::test]
 async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
     let mut app = spawn_app().await;
-    let key = app.key("pro").await;
-    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    let key = app.priced_key("pro").await;
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
 
     let request = json!({"key": key, "asset": "btc", "id": "req-1"}).to_string();
@@ -127,8 +126,7 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
 #[tokio::test]
 async fn a_burst_from_many_sockets_is_answered_once_per_request_and_metered_exactly() {
     let mut app = spawn_app().await;
-    let key = app.key("partner").await;
-    app.wait_fresh("BTC", &key, Duration::from_secs(10)).await;
+    let key = app.priced_key("partner").await;
     // Each socket sends everything before reading anything, so datagrams pile up and are
     // received and answered in batches: 43 good requests, 5 with a wrong key, and 3 garbage
     // and 2 oversized datagrams, interleaved.
