@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Benchmarks a node's price API on loopback, next to two baselines, and checks the metering.
 #
-# In one run: the node (`serve --simulate`, a partner key) is loaded with
+# In one run: the node (`serve --simulate`, KEYS partner keys) is loaded with
 #   (a) wrk on HTTP /price, (b) `beast stress` on HTTP, (c) `beast stress` on UDP (if the
 #   node has a UDP listener), then the same wrk load goes to (d) nginx serving a static copy
 #   of a real /price answer and (e) `beast bench-baseline`, the node's own hyper serving loop
-#   (same time limits) answering the same bytes with no work per request; `beast stress` also loads (e) so its numbers have a baseline too.
+#   (same time limits) answering the same bytes with no work per request; `beast stress` also
+#   loads (e) so its numbers have a baseline too. Every client sends the baselines the very
+#   requests it sends the node, keys and all (they ignore them), so each side costs the client
+#   the same.
 # For each: requests/s, latency p50/p99, server CPU seconds per million requests (net of the
 # node's idle use: the simulator and feeds), server RSS; medians over RUNS runs; the ratios
 # node/nginx, node/hyper and UDP/HTTP, each taken within a run and then the median over runs;
@@ -338,11 +341,11 @@ for i in $(seq "$KEYS"); do
 done >"$WORK/keys.txt"
 KEY=$(head -n 1 "$WORK/keys.txt")
 [ -n "$KEY" ] && [ "$(grep -c . "$WORK/keys.txt")" -eq "$KEYS" ] || die "the keys were not created"
-# wrk's node request: with one key, the same fixed request the baselines get; with more, a
-# script whose threads each take the keys in turn, each from its own share of the list (a
-# request per call costs wrk a little more than a fixed one). Requests are built in init(),
+# wrk's requests, for the node and the baselines alike: with one key, a fixed request; with
+# more, a script whose threads each take the keys in turn, each from its own share of the list
+# (a request per call costs wrk a little more than a fixed one). Requests are built in init(),
 # once wrk knows the Host header.
-NODE_WRK=(-H "Authorization: Bearer $KEY")
+WRK_KEYS=(-H "Authorization: Bearer $KEY")
 if [ "$KEYS" -gt 1 ]; then
     cat >"$WORK/keys.lua" <<LUA
 local threads = 0
@@ -355,14 +358,14 @@ function init(args)
   for key in io.lines("$WORK/keys.txt") do
     requests[#requests + 1] = wrk.format("GET", nil, {["Authorization"] = "Bearer " .. key})
   end
-  next = first * math.floor(#requests / $THREADS)
+  turn = first * math.floor(#requests / $THREADS)
 end
 function request()
-  next = next % #requests + 1
-  return requests[next]
+  turn = turn % #requests + 1
+  return requests[turn]
 end
 LUA
-    NODE_WRK=(-s "$WORK/keys.lua")
+    WRK_KEYS=(-s "$WORK/keys.lua")
 fi
 "$BEAST" serve --simulate --data-dir "$DATA" --roles price \
     --price-http 127.0.0.1:0 --price-health 127.0.0.1:0 --price-udp 127.0.0.1:0 \
@@ -461,16 +464,17 @@ stress_cmd() {
 log "RUNS=$RUNS DURATION=${DURATION}s CONCURRENCY=$CONCURRENCY KEYS=$KEYS (wrk threads $THREADS, UDP $UDP_DEPTH in flight per socket)"
 for run in $(seq "$RUNS"); do
     measure node-http-wrk wrk "$NODE_PID" "$IDLE" \
-        wrk_cmd "${NODE_WRK[@]}" "http://$NODE_HTTP/price?asset=BTC"
+        wrk_cmd "${WRK_KEYS[@]}" "http://$NODE_HTTP/price?asset=BTC"
     measure node-http-stress stress "$NODE_PID" "$IDLE" \
         stress_cmd --target "http://$NODE_HTTP" --keys-file "$WORK/keys.txt" --assets BTC
     measure node-udp-stress stress "$NODE_PID" "$IDLE" \
         stress_cmd --target "udp://$NODE_UDP" --keys-file "$WORK/keys.txt" --assets BTC \
         --udp-depth "$UDP_DEPTH"
-    measure nginx-wrk wrk "tree:$NGINX_PID" 0 wrk_cmd "http://127.0.0.1:$NGINX_PORT/price?asset=BTC"
-    measure hyper-wrk wrk "$HYPER_PID" 0 wrk_cmd "http://$HYPER_ADDR/price?asset=BTC"
+    measure nginx-wrk wrk "tree:$NGINX_PID" 0 \
+        wrk_cmd "${WRK_KEYS[@]}" "http://127.0.0.1:$NGINX_PORT/price?asset=BTC"
+    measure hyper-wrk wrk "$HYPER_PID" 0 wrk_cmd "${WRK_KEYS[@]}" "http://$HYPER_ADDR/price?asset=BTC"
     measure hyper-stress stress "$HYPER_PID" 0 \
-        stress_cmd --target "http://$HYPER_ADDR" --key unused --assets BTC
+        stress_cmd --target "http://$HYPER_ADDR" --keys-file "$WORK/keys.txt" --assets BTC
 done
 
 helper summary "$RESULTS" "$RUNS"

@@ -115,7 +115,7 @@ impl Params {
 
 pub struct Application {
     servers: Vec<(TcpListener, http::Endpoint)>,
-    /// The HTTP listeners' time limits.
+    /// The HTTP listeners' limits (header time and size, stalled writes).
     http: http::HttpLimits,
     /// The UDP price listener's sockets and the state they answer with.
     udp: Option<(Vec<std::net::UdpSocket>, AppState)>,

@@ -39,7 +39,7 @@ pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         async move { Ok::<_, Infallible>(response) }
     });
-    // The node's serving loop and time limits (their defaults), so only the work per request
+    // The node's serving loop and limits (their defaults), so only the work per request
     // differs between the two.
     let for_peer = move |_| service.clone();
     beast_api::http::serve(listener, for_peer, Params::from_rows(&[]).http, stop).await;
