@@ -267,7 +267,7 @@ pub(crate) async fn caught<T>(work: impl Future<Output = T>) -> Result<T, String
 }
 
 /// What a panic said, when it said it with a string.
-fn panic_text(panic: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_text(panic: &(dyn Any + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = panic.downcast_ref::<String>() {

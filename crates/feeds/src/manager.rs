@@ -23,7 +23,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     CompiledDefinition, DefinitionError,
-    connector::{Connection, caught},
+    connector::Connection,
     feed::{Feed, FeedStats, FeedStatus},
     rest::{RestClient, RestError},
 };
@@ -353,16 +353,9 @@ async fn refresh(
                 let rest = &rest;
                 async move {
                     let pair = &feed.pairs[index];
-                    // A panic (reading outside input) costs only this fetch, which backs off as
-                    // a failed one does; the round's other fetches go on.
-                    let fetched = match caught(rest.ticker(&feed.def, &pair.symbol)).await {
-                        Ok(result) => result.map_err(|e| e.to_string()),
-                        Err(panic) => {
-                            tracing::warn!(exchange = %feed.def.def.name, symbol = %pair.symbol, %panic, "REST refresh panicked");
-                            Err(panic)
-                        }
-                    };
-                    match fetched {
+                    // A failure (a panic reading the answer too) costs only this fetch, which
+                    // backs off; the round's other fetches go on.
+                    match rest.ticker(&feed.def, &pair.symbol).await {
                         Ok(update) => {
                             feed.stats.rest_result(true);
                             pair.rest_failures.store(0, Relaxed);

@@ -2,12 +2,15 @@
 //! the price at `rest_price_path` (exact text), the time at `rest_time_path`. Used to refresh
 //! quiet pairs, to stand in while a WebSocket is down, and for on-demand assets.
 
-use std::time::Duration;
+use std::{panic::AssertUnwindSafe, time::Duration};
 
-use beast_core::{TimeFormat, now_ms};
+use beast_core::{Price, TimeFormat, now_ms};
 use serde_json::Value;
+use serde_json_path::JsonPath;
 
-use crate::{CompiledDefinition, extract::positive_price, feed::PriceUpdate, timefmt};
+use crate::{
+    CompiledDefinition, connector::panic_text, extract::positive_price, feed::PriceUpdate, timefmt,
+};
 
 /// Longest REST answer read; tickers are a few kilobytes.
 const MAX_BODY: usize = 256 * 1024;
@@ -85,30 +88,49 @@ impl RestClient {
             body.extend_from_slice(&chunk);
         }
         let received_ms = now_ms();
-        let json: Value = serde_json::from_slice(&body)
-            .map_err(|e| failed(format!("answer is not JSON: {e}")))?;
-        let price = price_path
-            .query(&json)
-            .first()
-            .and_then(positive_price)
-            .ok_or_else(|| {
-                failed(format!(
-                    "no positive decimal at rest_price_path {}",
-                    def.def.rest_price_path
+        // A panic reading the answer (a bug, on outside input) fails this fetch as a bad
+        // answer does, so every caller backs off from it the same way.
+        std::panic::catch_unwind(AssertUnwindSafe(|| read_answer(def, price_path, &body)))
+            .unwrap_or_else(|panic| {
+                Err(format!(
+                    "reading the answer panicked: {}",
+                    panic_text(&*panic)
                 ))
-            })?;
-        let time_exchange_ms = def.rest_time.as_ref().and_then(|path| {
-            path.query(&json)
-                .first()
-                .and_then(|v| rest_time_ms(v, def.def.time_format))
-        });
-        Ok(PriceUpdate {
-            price,
-            time_exchange_ms,
-            received_ms,
-            replayed: false,
-        })
+            })
+            .map(|(price, time_exchange_ms)| PriceUpdate {
+                price,
+                time_exchange_ms,
+                received_ms,
+                replayed: false,
+            })
+            .map_err(failed)
     }
+}
+
+/// The price (and the exchange's time, if it gives one) in a REST ticker's answer.
+fn read_answer(
+    def: &CompiledDefinition,
+    price_path: &JsonPath,
+    body: &[u8],
+) -> Result<(Price, Option<i64>), String> {
+    let json: Value =
+        serde_json::from_slice(body).map_err(|e| format!("answer is not JSON: {e}"))?;
+    let price = price_path
+        .query(&json)
+        .first()
+        .and_then(positive_price)
+        .ok_or_else(|| {
+            format!(
+                "no positive decimal at rest_price_path {}",
+                def.def.rest_price_path
+            )
+        })?;
+    let time_exchange_ms = def.rest_time.as_ref().and_then(|path| {
+        path.query(&json)
+            .first()
+            .and_then(|v| rest_time_ms(v, def.def.time_format))
+    });
+    Ok((price, time_exchange_ms))
 }
 
 /// A REST time in the definition's format, else RFC 3339, else unix time of any unit: REST
