@@ -72,8 +72,8 @@ impl Plan {
 
     /// Validates the arguments and resolves the target's host.
     pub async fn new(args: &StressArgs) -> anyhow::Result<Plan> {
-        let keys = keys(args)?;
-        let keys: Vec<&str> = keys.iter().map(Secret::expose).collect();
+        let secrets = keys(args)?;
+        let keys: Vec<&str> = secrets.iter().map(Secret::expose).collect();
         let assets: Vec<String> = args
             .assets
             .iter()
