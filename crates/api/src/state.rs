@@ -137,7 +137,9 @@ impl AppState {
             Lookup::Stale { .. } | Lookup::NoPrice => {}
         }
         let fresh_now = || matches!(self.book.lookup(asset, pinned, now_ms()), Lookup::Fresh(_));
-        let fetched = self.feeds.fetch_now(asset, pinned, fresh_now).await;
+        // Boxed: this rare path's future is most of the size of every price request's future,
+        // which is boxed and moved whole per request.
+        let fetched = Box::pin(self.feeds.fetch_now(asset, pinned, fresh_now)).await;
         if let Err(e) = &fetched {
             tracing::debug!(asset, error = %e, "no on-demand price");
         }

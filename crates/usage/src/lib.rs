@@ -78,7 +78,8 @@ impl UsageSink {
             Err(TrySendError::Full(event)) => {
                 self.stats.backpressured.fetch_add(1, Relaxed);
                 self.full.notify_one();
-                if self.tx.send(event).await.is_err() {
+                // Boxed: this rare wait's future would otherwise make every request's larger.
+                if Box::pin(self.tx.send(event)).await.is_err() {
                     self.stats.dropped.fetch_add(1, Relaxed);
                     return;
                 }

@@ -131,12 +131,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
         };
         if self.answers_price && request.method() == Method::GET && request.uri().path() == "/price"
         {
-            let state = state.clone();
-            let peer = self.peer;
-            return Box::pin(async move {
-                let (parts, _body) = request.into_parts();
-                Ok(price::answer(&state, &parts.headers, parts.uri.query(), peer).await)
-            });
+            let answering = price::answer(state.clone(), &request.into_parts().0, self.peer);
+            return Box::pin(async move { Ok(answering.await) });
         }
         if let Some(peer) = self.peer
             && let Err(e) = state
@@ -271,6 +267,27 @@ pub fn health_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What [`keyed_price`] needs of a price request's head, read from it at once so the head is
+/// not held while the answer is awaited: hyper reuses a connection's read buffer for the next
+/// request only if nothing points into it by then, and a head held costs a new buffer per
+/// request.
+pub(crate) struct Presented {
+    /// When the request was read.
+    started: Instant,
+    /// The hash of the key it presents (hashed once: a refused key is checked against the
+    /// admin key too), or why it presents none.
+    hash: Result<[u8; 32], ApiError>,
+}
+
+impl Presented {
+    pub(crate) fn read(headers: &HeaderMap) -> Self {
+        Self {
+            started: Instant::now(),
+            hash: presented_key(headers).map(hash_key),
+        }
+    }
+}
+
 /// An HTTP price request (`/price`, `/prices`): governed, then keyed, then `answer` with the
 /// key and when the request started. A request without an active API key is refused here and
 /// not metered (there is no key to meter it to); from `peer` (a request not routed, so not yet
@@ -278,14 +295,12 @@ pub fn health_router(state: AppState) -> Router {
 /// key is the admin key.
 pub(crate) async fn keyed_price<F: Future<Output = Response>>(
     state: &AppState,
-    headers: &HeaderMap,
+    presented: Presented,
     peer: Option<IpAddr>,
     answer: impl FnOnce(Arc<KeyEntry>, Instant) -> F,
 ) -> Response {
+    let Presented { started, hash } = presented;
     governed(&state.counters, async {
-        let started = Instant::now();
-        // Hashed once: a refused key is checked against the admin key too.
-        let hash = presented_key(headers).map(hash_key);
         match state.authenticate_hash(hash.as_ref()) {
             Ok(key) => answer(key, started).await,
             Err(e) => {
@@ -300,7 +315,7 @@ pub(crate) async fn keyed_price<F: Future<Output = Response>>(
 }
 
 /// Counts a price request, runs `answer` only while the node is under its in-flight limit
-/// (503 `overloaded` otherwise, before any other work), and counts its status.
+/// (503 `overloaded` otherwise, before the key is looked up), and counts its status.
 async fn governed(counters: &RuntimeCounters, answer: impl Future<Output = Response>) -> Response {
     counters.tcp_request();
     let response = match counters.enter() {

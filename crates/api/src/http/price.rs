@@ -2,7 +2,7 @@
 
 use axum::{
     extract::{Request, State},
-    http::{HeaderMap, StatusCode},
+    http::{StatusCode, request::Parts},
     response::Response,
 };
 use std::{net::IpAddr, time::Instant};
@@ -10,7 +10,7 @@ use std::{net::IpAddr, time::Instant};
 use beast_core::{ApiError, Protocol, now_ms};
 use serde::Deserialize;
 
-use super::{error_response, json_response, keyed_price, parse_query};
+use super::{Presented, error_response, json_response, keyed_price, parse_query};
 use crate::{AppState, keys::KeyEntry, state::normalize_asset};
 
 #[derive(Debug, Deserialize)]
@@ -23,40 +23,43 @@ pub struct PriceQuery {
 
 /// The `/price` route, for what the price listener does not answer before routing (`HEAD`).
 pub async fn price(State(state): State<AppState>, request: Request) -> Response {
-    let (head, _) = request.into_parts();
-    answer(&state, &head.headers, head.uri.query(), None).await
+    let answering = answer(state, &request.into_parts().0, None);
+    answering.await
 }
 
 /// `GET /price`, whole: governed and counted like every price request, keyed, metered. A
-/// request from `peer` without a valid key spends one of its address's unpaid requests.
-pub(crate) async fn answer(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: Option<&str>,
+/// request from `peer` without a valid key spends one of its address's unpaid requests. `head`
+/// is read at once and not held (see [`Presented`]).
+pub(crate) fn answer(
+    state: AppState,
+    head: &Parts,
     peer: Option<IpAddr>,
-) -> Response {
-    keyed_price(state, headers, peer, async |key, started| {
-        let query = parse_query::<PriceQuery>(query);
-        let (asset, source) = match &query {
-            Ok(q) => (required_asset(q.asset.as_deref()), q.source.as_deref()),
-            Err(e) => (Err(e.clone()), None),
-        };
-        match metered_price(
-            state,
-            &key,
-            asset,
-            source,
-            Protocol::Http,
-            started,
-            Vec::new(),
-        )
+) -> impl Future<Output = Response> + Send + 'static {
+    let presented = Presented::read(&head.headers);
+    let query = parse_query::<PriceQuery>(head.uri.query());
+    async move {
+        keyed_price(&state, presented, peer, async |key, started| {
+            let (asset, source) = match &query {
+                Ok(q) => (required_asset(q.asset.as_deref()), q.source.as_deref()),
+                Err(e) => (Err(e.clone()), None),
+            };
+            match metered_price(
+                &state,
+                &key,
+                asset,
+                source,
+                Protocol::Http,
+                started,
+                Vec::new(),
+            )
+            .await
+            {
+                Ok(body) => json_response(StatusCode::OK, body),
+                Err(e) => error_response(&e),
+            }
+        })
         .await
-        {
-            Ok(body) => json_response(StatusCode::OK, body),
-            Err(e) => error_response(&e),
-        }
-    })
-    .await
+    }
 }
 
 /// The asset a price request names; none is a bad request.

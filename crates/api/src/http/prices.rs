@@ -12,7 +12,7 @@ use beast_core::{ApiError, Protocol, now_ms};
 use futures_util::future::join_all;
 use serde::Deserialize;
 
-use super::{error_response, json_response, keyed_price, parse_query};
+use super::{Presented, error_response, json_response, keyed_price, parse_query};
 use crate::{AppState, keys::KeyEntry, state::normalize_asset};
 
 /// Most assets in one request.
@@ -51,16 +51,30 @@ pub(crate) fn asset_list<'a>(
     Ok(assets)
 }
 
-/// `GET /prices`: the request's head read in place (no copy of its headers or query).
+/// `GET /prices`: the request's head read at once and not held (see [`Presented`]).
 pub async fn prices(State(state): State<AppState>, request: Request) -> Response {
     let (head, _) = request.into_parts();
-    keyed_price(&state, &head.headers, None, async |key, started| {
-        let assets = requested_assets(parse_query(head.uri.query()));
-        match metered_prices(&state, &key, assets, Protocol::Http, started, Vec::new()).await {
+    let presented = Presented::read(&head.headers);
+    let assets = requested_assets(parse_query(head.uri.query()));
+    drop(head);
+    keyed_price(
+        &state,
+        presented,
+        None,
+        async |key, started| match metered_prices(
+            &state,
+            &key,
+            assets,
+            Protocol::Http,
+            started,
+            Vec::new(),
+        )
+        .await
+        {
             Ok((status, body)) => json_response(status, body),
             Err(e) => error_response(&e),
-        }
-    })
+        },
+    )
     .await
 }
 
