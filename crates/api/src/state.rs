@@ -155,9 +155,10 @@ impl AppState {
         }
     }
 
-    /// Records one metered answer for `key`. An answer carries its asset (no allocation); an
-    /// error row records `asset` as given (the normalized name when the request had a valid
-    /// one), cut to a sane length.
+    /// Records one metered answer for `key`, admitted at `now_ms` (the row's time; the clock
+    /// is read once per request). An answer carries its asset (no allocation); an error row
+    /// records `asset` as given (the normalized name when the request had a valid one), cut to
+    /// a sane length.
     pub async fn meter(
         &self,
         key: &KeyEntry,
@@ -165,6 +166,7 @@ impl AppState {
         outcome: Result<&Served, &ApiError>,
         protocol: Protocol,
         started: Instant,
+        now_ms: i64,
     ) {
         let (asset, status, source, tier) = match outcome {
             Ok((answer, tier)) => (
@@ -181,7 +183,7 @@ impl AppState {
         self.counters.metered(outcome.map(|(_, tier)| *tier));
         self.usage
             .record(UsageEvent {
-                ts_ms: now_ms(),
+                ts_ms: now_ms,
                 key_id: key.id,
                 asset,
                 source,

@@ -96,7 +96,7 @@ pub(crate) async fn metered_price(
         Err(_) => given.unwrap_or(""),
     };
     state
-        .meter(key, recorded, outcome.as_ref(), protocol, started)
+        .meter(key, recorded, outcome.as_ref(), protocol, started, now)
         .await;
     outcome.map(|(answer, _)| {
         answer.template.render_into(now, &mut out);

@@ -95,7 +95,7 @@ pub(crate) async fn metered_prices(
     let assets = match key.admit(now, wanted).and(assets) {
         Ok(assets) => assets,
         Err(e) => {
-            state.meter(key, "", Err(&e), protocol, started).await;
+            state.meter(key, "", Err(&e), protocol, started, now).await;
             return Err(e);
         }
     };
@@ -129,7 +129,7 @@ pub(crate) async fn metered_prices(
     key.count_success(served as u64);
     for (asset, result) in &results {
         state
-            .meter(key, asset, result.as_ref(), protocol, started)
+            .meter(key, asset, result.as_ref(), protocol, started, now)
             .await;
     }
     let status = match results.iter().find_map(|(_, r)| r.as_ref().err()) {
