@@ -64,8 +64,9 @@ pub fn price_router(state: AppState) -> Router {
 /// boxing and extractors cost it more than its own work.
 ///
 /// On a public listener (price, report), a request that presents no valid key spends one of
-/// its address's unpaid requests ([`crate::peers`]): before routing, or for `GET /price` once
-/// its key is refused ([`keyed_price`]); with none left it is answered 429.
+/// its address's unpaid requests ([`crate::peers`]); with none left it is answered 429. A
+/// price request (`/price`, `/prices`) spends it once its key is refused ([`keyed_price`]), so
+/// it is counted as every refused price request is; any other request before routing.
 #[derive(Clone)]
 pub struct Endpoint {
     router: Router,
@@ -124,7 +125,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
-    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
         // A router is shared behind an `Arc`: the clone is what calling it needs.
         let Some(state) = &self.public else {
             return Box::pin(self.router.clone().call(request));
@@ -134,12 +135,18 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
             let answering = price::answer(state.clone(), &request.into_parts().0, self.peer);
             return Box::pin(async move { Ok(answering.await) });
         }
-        if let Some(peer) = self.peer
-            && let Err(e) = state
+        if let Some(peer) = self.peer {
+            if self.answers_price
+                && matches!(*request.method(), Method::GET | Method::HEAD)
+                && matches!(request.uri().path(), "/price" | "/prices")
+            {
+                request.extensions_mut().insert(Peer(peer));
+            } else if let Err(e) = state
                 .peers
                 .admit(peer, || presents_valid_key(state, request.headers()))
-        {
-            return Box::pin(std::future::ready(Ok(error_response(&e))));
+            {
+                return Box::pin(std::future::ready(Ok(error_response(&e))));
+            }
         }
         Box::pin(self.router.clone().call(request))
     }
@@ -267,6 +274,17 @@ pub fn health_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The client address of a routed price request on a public listener, for [`keyed_price`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) IpAddr);
+
+impl Peer {
+    /// The address a routed request was sent from, if its listener limits by address.
+    pub(crate) fn of(head: &axum::http::request::Parts) -> Option<IpAddr> {
+        head.extensions.get::<Peer>().map(|peer| peer.0)
+    }
+}
+
 /// What [`keyed_price`] needs of a price request's head, read from it at once so the head is
 /// not held while the answer is awaited: hyper reuses a connection's read buffer for the next
 /// request only if nothing points into it by then, and a head held costs a new buffer per
@@ -290,9 +308,8 @@ impl Presented {
 
 /// An HTTP price request (`/price`, `/prices`): governed, then keyed, then `answer` with the
 /// key and when the request started. A request without an active API key is refused here and
-/// not metered (there is no key to meter it to); from `peer` (a request not routed, so not yet
-/// limited by [`Endpoint`]) it also spends one of the address's unpaid requests, unless its
-/// key is the admin key.
+/// not metered (there is no key to meter it to); from `peer` (on a public listener) it also
+/// spends one of the address's unpaid requests, unless its key is the admin key.
 pub(crate) async fn keyed_price<F: Future<Output = Response>>(
     state: &AppState,
     presented: Presented,

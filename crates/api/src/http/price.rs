@@ -10,7 +10,7 @@ use std::{net::IpAddr, time::Instant};
 use beast_core::{ApiError, Protocol, now_ms};
 use serde::Deserialize;
 
-use super::{Presented, error_response, json_response, keyed_price, parse_query};
+use super::{Peer, Presented, error_response, json_response, keyed_price, parse_query};
 use crate::{AppState, keys::KeyEntry, state::normalize_asset};
 
 #[derive(Debug, Deserialize)]
@@ -23,7 +23,9 @@ pub struct PriceQuery {
 
 /// The `/price` route, for what the price listener does not answer before routing (`HEAD`).
 pub async fn price(State(state): State<AppState>, request: Request) -> Response {
-    let answering = answer(state, &request.into_parts().0, None);
+    let (head, _) = request.into_parts();
+    let answering = answer(state, &head, Peer::of(&head));
+    drop(head);
     answering.await
 }
 

@@ -12,7 +12,7 @@ use beast_core::{ApiError, Protocol, now_ms};
 use futures_util::future::join_all;
 use serde::Deserialize;
 
-use super::{Presented, error_response, json_response, keyed_price, parse_query};
+use super::{Peer, Presented, error_response, json_response, keyed_price, parse_query};
 use crate::{AppState, keys::KeyEntry, state::normalize_asset};
 
 /// Most assets in one request.
@@ -56,11 +56,12 @@ pub async fn prices(State(state): State<AppState>, request: Request) -> Response
     let (head, _) = request.into_parts();
     let presented = Presented::read(&head.headers);
     let assets = requested_assets(parse_query(head.uri.query()));
+    let peer = Peer::of(&head);
     drop(head);
     keyed_price(
         &state,
         presented,
-        None,
+        peer,
         async |key, started| match metered_prices(
             &state,
             &key,

@@ -362,6 +362,7 @@ async fn requests_no_key_pays_for_are_limited_per_address_and_keyed_ones_are_not
         (app.price, "/exchanges", None),
         (app.price, "/price?asset=BTC", None),
         (app.price, "/price?asset=BTC", Some("wrong")),
+        (app.price, "/prices?assets=BTC", Some("wrong")),
         (app.price, "/admin/stress-stats", Some("wrong")),
         (app.report, "/reports/summary", Some("wrong")),
         (app.report, "/nowhere", None),
@@ -372,6 +373,18 @@ async fn requests_no_key_pays_for_are_limited_per_address_and_keyed_ones_are_not
         assert_eq!(body["error"]["code"], "rate_limited", "{path}: {body}");
         let wait: u64 = retry_after.expect("a Retry-After").parse().unwrap();
         assert!((1..=15).contains(&wait), "{path}: retry after {wait}");
+    }
+    // A price request refused for its address is counted as every refused price request is,
+    // routed (`/prices`) or not (`GET /price`): as a request, a refused key and a 4xx answer.
+    let before = app.stress_stats().await["counters"].clone();
+    for path in ["/price?asset=BTC", "/prices?assets=BTC"] {
+        let (status, _, body) = ask_keyed(one, app.price, path, Some("wrong")).await;
+        assert_eq!(status, LIMITED, "{path}: {body}");
+    }
+    let after = app.stress_stats().await["counters"].clone();
+    for counter in ["tcp_requests", "auth_failures", "errors_4xx"] {
+        let added = after[counter].as_u64().unwrap() - before[counter].as_u64().unwrap();
+        assert_eq!(added, 2, "{counter}: {before} then {after}");
     }
     // Requests a key pays for are not limited by their address.
     let admin = app.admin_key.as_str();
