@@ -155,7 +155,7 @@ impl AppState {
         }
     }
 
-    /// Records one metered answer for `key`, admitted at `now_ms` (the row's time; the clock
+    /// Records one metered answer for `key`, admitted at `ts_ms` (the row's time; the clock
     /// is read once per request). An answer carries its asset (no allocation); an error row
     /// records `asset` as given (the normalized name when the request had a valid one), cut to
     /// a sane length.
@@ -166,7 +166,7 @@ impl AppState {
         outcome: Result<&Served, &ApiError>,
         protocol: Protocol,
         started: Instant,
-        now_ms: i64,
+        ts_ms: i64,
     ) {
         let (asset, status, source, tier) = match outcome {
             Ok((answer, tier)) => (
@@ -183,7 +183,7 @@ impl AppState {
         self.counters.metered(outcome.map(|(_, tier)| *tier));
         self.usage
             .record(UsageEvent {
-                ts_ms: now_ms,
+                ts_ms,
                 key_id: key.id,
                 asset,
                 source,

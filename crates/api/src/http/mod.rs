@@ -46,7 +46,9 @@ use crate::{AppState, counters::RuntimeCounters, keys::KeyEntry};
 
 /// The price listener's routes, with the admin API under `/admin`. Served through
 /// [`Endpoint::price`], which answers `GET /price` before routing: a layer added here would
-/// not see that request, so one meant for every request goes on the listener instead.
+/// not see that request, so one meant for every request goes on the listener instead. Its
+/// price routes (`/price`, `/prices`) apply the per-address limit themselves, with the
+/// [`Peer`] the endpoint gives them: a handler put there must do so too.
 pub fn price_router(state: AppState) -> Router {
     Router::new()
         .nest("/admin", crate::admin::router(state.clone()))
@@ -66,7 +68,8 @@ pub fn price_router(state: AppState) -> Router {
 /// On a public listener (price, report), a request that presents no valid key spends one of
 /// its address's unpaid requests ([`crate::peers`]); with none left it is answered 429. A
 /// price request (`/price`, `/prices`) spends it once its key is refused ([`keyed_price`]), so
-/// it is counted as every refused price request is; any other request before routing.
+/// it is counted as every refused price request is (and, as every one, is answered 503 first
+/// when the node is at its in-flight limit); any other request before routing.
 #[derive(Clone)]
 pub struct Endpoint {
     router: Router,
@@ -290,7 +293,7 @@ impl Peer {
 /// request only if nothing points into it by then, and a head held costs a new buffer per
 /// request.
 pub(crate) struct Presented {
-    /// When the request was read.
+    /// When its head was read.
     started: Instant,
     /// The hash of the key it presents (hashed once: a refused key is checked against the
     /// admin key too), or why it presents none.
@@ -332,7 +335,8 @@ pub(crate) async fn keyed_price<F: Future<Output = Response>>(
 }
 
 /// Counts a price request, runs `answer` only while the node is under its in-flight limit
-/// (503 `overloaded` otherwise, before the key is looked up), and counts its status.
+/// (503 `overloaded` otherwise, before the key is looked up; it was hashed as the request was
+/// read), and counts its status.
 async fn governed(counters: &RuntimeCounters, answer: impl Future<Output = Response>) -> Response {
     counters.tcp_request();
     let response = match counters.enter() {

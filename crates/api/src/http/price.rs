@@ -29,9 +29,10 @@ pub async fn price(State(state): State<AppState>, request: Request) -> Response 
     answering.await
 }
 
-/// `GET /price`, whole: governed and counted like every price request, keyed, metered. A
-/// request from `peer` without a valid key spends one of its address's unpaid requests. `head`
-/// is read at once and not held (see [`Presented`]).
+/// `/price`, whole: governed and counted like every price request, keyed, metered. A request
+/// from `peer` without a valid key spends one of its address's unpaid requests. `head` is read
+/// at once and not held (see [`Presented`]): its query has two fields, so parsing it before
+/// the key is checked costs one scan of it.
 pub(crate) fn answer(
     state: AppState,
     head: &Parts,

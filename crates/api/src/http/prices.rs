@@ -51,31 +51,18 @@ pub(crate) fn asset_list<'a>(
     Ok(assets)
 }
 
-/// `GET /prices`: the request's head read at once and not held (see [`Presented`]).
+/// `GET /prices`. Its list of assets is read only once its key is accepted: it may name
+/// thousands.
 pub async fn prices(State(state): State<AppState>, request: Request) -> Response {
     let (head, _) = request.into_parts();
-    let presented = Presented::read(&head.headers);
-    let assets = requested_assets(parse_query(head.uri.query()));
-    let peer = Peer::of(&head);
-    drop(head);
-    keyed_price(
-        &state,
-        presented,
-        peer,
-        async |key, started| match metered_prices(
-            &state,
-            &key,
-            assets,
-            Protocol::Http,
-            started,
-            Vec::new(),
-        )
-        .await
-        {
+    let (presented, peer) = (Presented::read(&head.headers), Peer::of(&head));
+    keyed_price(&state, presented, peer, async |key, started| {
+        let assets = requested_assets(parse_query(head.uri.query()));
+        match metered_prices(&state, &key, assets, Protocol::Http, started, Vec::new()).await {
             Ok((status, body)) => json_response(status, body),
             Err(e) => error_response(&e),
-        },
-    )
+        }
+    })
     .await
 }
 

@@ -278,7 +278,7 @@ async fn a_reader_that_stops_reading_is_closed_at_the_write_limit_but_a_slow_one
 async fn padded_status(app: &TestApp, key: &str, padding: usize) -> String {
     let padding = "p".repeat(padding);
     let headers = [("X-API-Key", key), ("X-Padding", padding.as_str())];
-    ask_from("127.0.0.1", app.price, "/price?asset=BTC", &headers)
+    ask_from("127.0.0.1", app.price, "GET", "/price?asset=BTC", &headers)
         .await
         .0
 }
@@ -299,11 +299,12 @@ async fn a_header_longer_than_the_limit_is_answered_431_and_the_node_serves_on()
     assert_eq!(padded_status(&app, &key, 12_000).await, TOO_LONG);
 }
 
-/// One request to `target` from the local address `from` (any of 127.0.0.0/8), with `headers`,
-/// on a connection of its own: the answer's status line, `Retry-After` and body.
+/// One `method` request to `target` from the local address `from` (any of 127.0.0.0/8), with
+/// `headers`, on a connection of its own: the answer's status line, `Retry-After` and body.
 async fn ask_from(
     from: &str,
     target: SocketAddr,
+    method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (String, Option<String>, String) {
@@ -315,7 +316,7 @@ async fn ask_from(
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
     let request =
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n");
+        format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n");
     // The node may close before reading a request it refuses: a failed write is read past.
     let _ = stream.write_all(request.as_bytes()).await;
     let got = read_until_closed(&mut stream, Duration::from_secs(5)).await;
@@ -329,7 +330,7 @@ async fn ask_from(
     )
 }
 
-/// `ask_from` with an `X-API-Key` header if `key` is some.
+/// `ask_from` a `GET` with an `X-API-Key` header if `key` is some.
 async fn ask_keyed(
     from: &str,
     target: SocketAddr,
@@ -337,7 +338,7 @@ async fn ask_keyed(
     key: Option<&str>,
 ) -> (String, Option<String>, String) {
     let headers: Vec<(&str, &str)> = key.map(|k| ("X-API-Key", k)).into_iter().collect();
-    ask_from(from, target, path, &headers).await
+    ask_from(from, target, "GET", path, &headers).await
 }
 
 #[tokio::test]
@@ -374,6 +375,10 @@ async fn requests_no_key_pays_for_are_limited_per_address_and_keyed_ones_are_not
         let wait: u64 = retry_after.expect("a Retry-After").parse().unwrap();
         assert!((1..=15).contains(&wait), "{path}: retry after {wait}");
     }
+    // So is `HEAD /price`, routed (its answer has no body).
+    let wrong = [("X-API-Key", "wrong")];
+    let (status, _, _) = ask_from(one, app.price, "HEAD", "/price?asset=BTC", &wrong).await;
+    assert_eq!(status, LIMITED);
     // A price request refused for its address is counted as every refused price request is,
     // routed (`/prices`) or not (`GET /price`): as a request, a refused key and a 4xx answer.
     let before = app.stress_stats().await["counters"].clone();
