@@ -11,32 +11,26 @@
 
 use std::{
     cmp::Ordering,
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     path::Path,
     sync::{Mutex, PoisonError},
     time::Duration,
 };
 
-use beast_core::{UsageEvent, day_start_ms, month_of};
-use rusqlite::{Connection, Statement, Transaction, TransactionBehavior};
+use beast_core::{UsageEvent, day_start_ms, month_of, next_month_start_ms};
+use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, types::ToSqlOutput};
 
 use crate::{Result, StoreError};
-
-/// Rows per INSERT (900 values). Statements of 10 to 1,000 rows measured the same per row;
-/// one row per statement cost 1.5–1.6 µs a row.
-const ROWS_PER_INSERT: usize = 100;
-/// Keys per counter update: 3,000 values, well under SQLite's 32,766.
-const KEYS_PER_UPDATE: usize = 1000;
-const INSERT: &str = "INSERT INTO usage_logs \
-    (ts_ms, key_id, asset, source, protocol, node, status, latency_us, cache_tier) VALUES ";
-const ROW: &str = "(?,?,?,?,?,?,?,?,?)";
 
 /// Appends usage rows and folds them into the per-key monthly counters.
 pub(crate) struct UsageAppender {
     /// `None` once closed.
     connection: Mutex<Option<Connection>>,
-    /// The full chunk's INSERT, written once: it is looked up for every 100 rows.
-    full_insert: String,
+    /// The rows, 100 per INSERT (900 values). Statements of 10 to 1,000 rows measured the
+    /// same per row; one row per statement cost 1.5–1.6 µs a row.
+    rows: Chunked,
+    /// The counters, 1,000 keys per update (3,000 values, well under SQLite's 32,766).
+    counters: Chunked,
 }
 
 impl UsageAppender {
@@ -48,7 +42,21 @@ impl UsageAppender {
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(Self {
             connection: Mutex::new(Some(connection)),
-            full_insert: values(INSERT, ROW, ROWS_PER_INSERT),
+            rows: Chunked::new(
+                "INSERT INTO usage_logs (ts_ms, key_id, asset, source, protocol, node, status, \
+                 latency_us, cache_tier) VALUES ",
+                9,
+                "",
+                100,
+            ),
+            counters: Chunked::new(
+                "WITH c(id, month, n) AS (VALUES ",
+                3,
+                ") UPDATE api_keys SET usage_count = CASE WHEN api_keys.usage_month = c.month \
+                 THEN api_keys.usage_count + c.n ELSE c.n END, usage_month = c.month \
+                 FROM c WHERE api_keys.id = c.id AND api_keys.usage_month <= c.month",
+                1000,
+            ),
         })
     }
 
@@ -76,91 +84,152 @@ impl UsageAppender {
             connection.execute_batch("ROLLBACK")?;
         }
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for chunk in events.chunks(ROWS_PER_INSERT) {
-            // Only a full chunk's statement stays prepared; a batch's tail has a length of its
-            // own each time.
-            let (mut kept, mut once);
-            let insert: &mut Statement = if chunk.len() == ROWS_PER_INSERT {
-                kept = tx.prepare_cached(&self.full_insert)?;
-                &mut kept
-            } else {
-                once = tx.prepare(&values(INSERT, ROW, chunk.len()))?;
-                &mut once
-            };
-            for (row, e) in chunk.iter().enumerate() {
-                let at = row * 9;
-                insert.raw_bind_parameter(at + 1, e.ts_ms)?;
-                insert.raw_bind_parameter(at + 2, e.key_id)?;
-                insert.raw_bind_parameter(at + 3, &*e.asset)?;
-                insert.raw_bind_parameter(at + 4, &*e.source)?;
-                insert.raw_bind_parameter(at + 5, e.protocol.as_str())?;
-                insert.raw_bind_parameter(at + 6, &*e.node)?;
-                insert.raw_bind_parameter(at + 7, e.status)?;
-                insert.raw_bind_parameter(at + 8, e.latency_us)?;
-                insert.raw_bind_parameter(at + 9, e.cache_tier.as_str())?;
-            }
-            insert.raw_execute()?;
-        }
-        fold_counters(&tx, events)?;
+        self.rows.run(&tx, events, |e| {
+            [
+                e.ts_ms.into(),
+                e.key_id.into(),
+                (*e.asset).into(),
+                (*e.source).into(),
+                e.protocol.as_str().into(),
+                (*e.node).into(),
+                e.status.into(),
+                e.latency_us.into(),
+                e.cache_tier.as_str().into(),
+            ]
+        })?;
+        let (counts, months) = fold_counters(events);
+        self.counters.run(&tx, &counts, |c| {
+            // Every month counted has its label.
+            let label = months.get(&c.month_end).map_or("", String::as_str);
+            [c.key_id.into(), label.into(), c.n.into()]
+        })?;
         tx.commit()?;
         Ok(())
     }
 }
 
-/// The per-key monthly counters, one set-based update per 1,000 keys of the batch. A counter
-/// counts one month, its key's latest: a batch that spans a month's end adds only the new
-/// month's requests, and requests of a month before the stored one (older rows written late)
-/// leave it alone.
-fn fold_counters(tx: &Transaction<'_>, events: &[UsageEvent]) -> Result<()> {
-    // Months by day: a batch spans a day or two, so each is worked out once.
-    let mut months: HashMap<i64, String> = HashMap::new();
-    // Per key: its latest month in the batch, and its successful requests of that month.
-    let mut per_key: HashMap<i64, (String, i64)> = HashMap::new();
-    for e in events.iter().filter(|e| e.status == 200) {
-        let month = months
-            .entry(day_start_ms(e.ts_ms))
-            .or_insert_with(|| month_of(e.ts_ms));
-        let (latest, n) = per_key
-            .entry(e.key_id)
-            .or_insert_with(|| (month.clone(), 0));
-        match month.as_str().cmp(latest.as_str()) {
-            Ordering::Equal => *n += 1,
-            Ordering::Greater => (*latest, *n) = (month.clone(), 1),
-            Ordering::Less => {}
+/// A multi-row statement run in chunks: `head`, up to `per` groups of `width` values, `tail`.
+/// Full chunks run through one statement, prepared once per batch and kept between batches;
+/// the shorter last chunk has a length of its own each time and is prepared for itself.
+struct Chunked {
+    head: &'static str,
+    width: usize,
+    tail: &'static str,
+    per: usize,
+    /// A full chunk's text, written once.
+    full: String,
+}
+
+impl Chunked {
+    fn new(head: &'static str, width: usize, tail: &'static str, per: usize) -> Self {
+        let mut chunked = Self {
+            head,
+            width,
+            tail,
+            per,
+            full: String::new(),
+        };
+        chunked.full = chunked.sql(per);
+        chunked
+    }
+
+    /// The statement for `rows` groups.
+    fn sql(&self, rows: usize) -> String {
+        let group = format!("({})", vec!["?"; self.width].join(","));
+        let mut sql =
+            String::with_capacity(self.head.len() + rows * (group.len() + 1) + self.tail.len());
+        sql.push_str(self.head);
+        for i in 0..rows {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&group);
+        }
+        sql.push_str(self.tail);
+        sql
+    }
+
+    /// Runs the statement over `items`, binding each item's `width` values from `values`.
+    fn run<'a, T, const N: usize>(
+        &self,
+        tx: &Transaction<'_>,
+        items: &'a [T],
+        values: impl Fn(&'a T) -> [ToSqlOutput<'a>; N],
+    ) -> Result<()> {
+        debug_assert_eq!(N, self.width);
+        let chunks = items.chunks_exact(self.per);
+        let tail = chunks.remainder();
+        if chunks.len() > 0 {
+            let mut full = tx.prepare_cached(&self.full)?;
+            for chunk in chunks {
+                execute(&mut full, chunk, &values)?;
+            }
+        }
+        if !tail.is_empty() {
+            execute(&mut tx.prepare(&self.sql(tail.len()))?, tail, &values)?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds `chunk`'s values in order and runs `statement` once.
+fn execute<'a, T, const N: usize>(
+    statement: &mut Statement<'_>,
+    chunk: &'a [T],
+    values: impl Fn(&'a T) -> [ToSqlOutput<'a>; N],
+) -> Result<()> {
+    for (row, item) in chunk.iter().enumerate() {
+        for (i, value) in values(item).into_iter().enumerate() {
+            statement.raw_bind_parameter(row * N + i + 1, value)?;
         }
     }
-    let folded: Vec<(i64, (String, i64))> = per_key.into_iter().collect();
-    for chunk in folded.chunks(KEYS_PER_UPDATE) {
-        let sql = format!(
-            "{}) UPDATE api_keys SET usage_count = CASE WHEN api_keys.usage_month = c.month \
-             THEN api_keys.usage_count + c.n ELSE c.n END, usage_month = c.month \
-             FROM c WHERE api_keys.id = c.id AND api_keys.usage_month <= c.month",
-            values("WITH c(id, month, n) AS (VALUES ", "(?,?,?)", chunk.len())
-        );
-        // Not kept: a batch's key count varies, and only batches with many keys have more
-        // than one chunk.
-        let mut update = tx.prepare(&sql)?;
-        for (i, (id, (month, n))) in chunk.iter().enumerate() {
-            update.raw_bind_parameter(i * 3 + 1, id)?;
-            update.raw_bind_parameter(i * 3 + 2, month)?;
-            update.raw_bind_parameter(i * 3 + 3, n)?;
-        }
-        update.raw_execute()?;
-    }
+    statement.raw_execute()?;
     Ok(())
 }
 
-/// `head` followed by `rows` copies of `row`, comma-separated.
-fn values(head: &str, row: &str, rows: usize) -> String {
-    let mut sql = String::with_capacity(head.len() + rows * (row.len() + 1));
-    sql.push_str(head);
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
+/// What a batch adds to one key's monthly counter: its successful requests of its latest month
+/// in the batch, that month given by when it ends.
+struct Count {
+    key_id: i64,
+    month_end: i64,
+    n: i64,
+}
+
+/// The per-key monthly counters a batch adds to, with each month's label (`2026-11`) by when
+/// it ends. A counter counts one month, its key's latest: a batch that spans a month's end
+/// adds only the new month's requests, and requests of a month before the stored one (older
+/// rows written late) leave it alone (the update's `usage_month <= c.month`).
+fn fold_counters(events: &[UsageEvent]) -> (Vec<Count>, BTreeMap<i64, String>) {
+    // A batch spans a day or two: each day's month is worked out once in a row of that day.
+    let mut day = None;
+    let mut per_key: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut months = BTreeMap::new();
+    for e in events.iter().filter(|e| e.status == 200) {
+        let month = match day {
+            Some((start, month)) if start == day_start_ms(e.ts_ms) => month,
+            _ => {
+                let month = next_month_start_ms(e.ts_ms);
+                day = Some((day_start_ms(e.ts_ms), month));
+                months.entry(month).or_insert_with(|| month_of(e.ts_ms));
+                month
+            }
+        };
+        let (latest, n) = per_key.entry(e.key_id).or_insert((month, 0));
+        match month.cmp(latest) {
+            Ordering::Equal => *n += 1,
+            Ordering::Greater => (*latest, *n) = (month, 1),
+            Ordering::Less => {}
         }
-        sql.push_str(row);
     }
-    sql
+    let counts = per_key
+        .into_iter()
+        .map(|(key_id, (month_end, n))| Count {
+            key_id,
+            month_end,
+            n,
+        })
+        .collect();
+    (counts, months)
 }
 
 #[cfg(test)]
