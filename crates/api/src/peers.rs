@@ -9,10 +9,9 @@
 use std::{
     net::{IpAddr, Ipv6Addr},
     num::NonZeroU32,
+    sync::Arc,
     time::Duration,
 };
-
-use std::sync::Arc;
 
 use beast_core::{ApiError, Ticks};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};

@@ -79,8 +79,8 @@ pub fn normalize_asset(raw: &str) -> Result<String, ApiError> {
 }
 
 impl AppState {
-    /// The active key a request presents (as [`key_text`] reads it), whatever the protocol;
-    /// every refusal is counted.
+    /// The active key a request presents (as [`key_text`] reads it; UDP, where the key is
+    /// checked against API keys only); every refusal is counted.
     pub fn authenticate(
         &self,
         presented: Result<&str, ApiError>,

@@ -43,13 +43,13 @@ impl AdminKey {
         }
     }
 
-    /// Constant-time: comparing fixed-length hashes with `subtle` leaks neither the key nor
-    /// its length.
+    /// Whether `presented` is the admin key ([`AdminKey::verify_hash`] of its hash).
     pub(crate) fn verify(&self, presented: &str) -> bool {
         self.verify_hash(&hash_key(presented))
     }
 
-    /// Whether a presented key with this hash is the admin key.
+    /// Whether a presented key with this hash is the admin key. Constant-time: comparing
+    /// fixed-length hashes with `subtle` leaks neither the key nor its length.
     pub(crate) fn verify_hash(&self, hash: &[u8; 32]) -> bool {
         hash.ct_eq(&self.hash).into()
     }

@@ -1,8 +1,8 @@
 //! The HTTP API, one file per endpoint. Keyed endpoints: `/price`, `/prices`. Public:
 //! `/exchanges`, `/assets`, `/health`. Every error is JSON from the one error table. Keyed
-//! price requests pass the in-flight governor first and are counted ([`keyed_price`]); the price
-//! listener answers `GET /price` before routing ([`Endpoint`]), and public listeners limit
-//! requests without a valid key per address ([`crate::peers`]). Every listener is served by
+//! price requests pass the in-flight governor before their key is looked up, and are counted
+//! ([`keyed_price`]); the price listener answers `GET /price` before routing ([`Endpoint`]),
+//! and public listeners limit requests without a valid key per address ([`crate::peers`]). Every listener is served by
 //! [`serve`]: HTTP/1.1 with keep-alive, and limits on each request's header (time and size) and
 //! on stalled writes ([`HttpLimits`]).
 
@@ -133,16 +133,15 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
         let Some(state) = &self.public else {
             return Box::pin(self.router.clone().call(request));
         };
-        if self.answers_price && request.method() == Method::GET && request.uri().path() == "/price"
-        {
+        let price_path = self.answers_price
+            && matches!(*request.method(), Method::GET | Method::HEAD)
+            && matches!(request.uri().path(), "/price" | "/prices");
+        if price_path && request.method() == Method::GET && request.uri().path() == "/price" {
             let answering = price::answer(state.clone(), &request.into_parts().0, self.peer);
             return Box::pin(async move { Ok(answering.await) });
         }
         if let Some(peer) = self.peer {
-            if self.answers_price
-                && matches!(*request.method(), Method::GET | Method::HEAD)
-                && matches!(request.uri().path(), "/price" | "/prices")
-            {
+            if price_path {
                 request.extensions_mut().insert(Peer(peer));
             } else if let Err(e) = state
                 .peers
@@ -279,7 +278,7 @@ pub fn health_router(state: AppState) -> Router {
 
 /// The client address of a routed price request on a public listener, for [`keyed_price`].
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(pub(crate) IpAddr);
+pub(crate) struct Peer(IpAddr);
 
 impl Peer {
     /// The address a routed request was sent from, if its listener limits by address.
@@ -335,8 +334,8 @@ pub(crate) async fn keyed_price<F: Future<Output = Response>>(
 }
 
 /// Counts a price request, runs `answer` only while the node is under its in-flight limit
-/// (503 `overloaded` otherwise, before the key is looked up; it was hashed as the request was
-/// read), and counts its status.
+/// (503 `overloaded` otherwise, before the key is looked up; it was hashed, and a `GET /price`
+/// query parsed, as the request was read), and counts its status.
 async fn governed(counters: &RuntimeCounters, answer: impl Future<Output = Response>) -> Response {
     counters.tcp_request();
     let response = match counters.enter() {

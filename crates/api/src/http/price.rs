@@ -31,8 +31,8 @@ pub async fn price(State(state): State<AppState>, request: Request) -> Response 
 
 /// `/price`, whole: governed and counted like every price request, keyed, metered. A request
 /// from `peer` without a valid key spends one of its address's unpaid requests. `head` is read
-/// at once and not held (see [`Presented`]): its query has two fields, so parsing it before
-/// the key is checked costs one scan of it.
+/// at once and not held (see [`Presented`]): its query is parsed before the key is checked,
+/// so a refused request pays for it too (a scan, and its asset and source copied).
 pub(crate) fn answer(
     state: AppState,
     head: &Parts,
