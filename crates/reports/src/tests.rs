@@ -73,7 +73,7 @@ async fn a_day_rolled_up_and_pruned_elsewhere_is_never_rolled_again_from_nothing
     let events: Vec<_> = (0..3)
         .map(|i| event(day + i * 1000, 100 + i as u32))
         .collect();
-    store.insert_usage(events.as_slice().into()).await.unwrap();
+    store.insert_usage(events.into()).await.unwrap();
 
     // A node lists the day as due; meanwhile `beast sync` rolls it up and prunes its rows.
     let stale = rollup::pending_days(&store, now_ms(), 0).await.unwrap();
@@ -128,7 +128,7 @@ async fn usage_streams_across_read_batches_in_order_without_gaps_or_repeats() {
             ..event(base + i / 3, i as u32)
         })
         .collect();
-    store.insert_usage(events.as_slice().into()).await.unwrap();
+    store.insert_usage(events.into()).await.unwrap();
     let key1 = UsageFilter {
         key_id: Some(1),
         to_ms: i64::MAX,
@@ -190,7 +190,7 @@ async fn an_export_counts_only_the_rows_it_handed_over() {
     let store = SqliteStore::open(dir.path()).await.unwrap();
     let base = now_ms() - DAY_MS;
     let events: Vec<_> = (0..3).map(|i| event(base + i, 100)).collect();
-    store.insert_usage(events.as_slice().into()).await.unwrap();
+    store.insert_usage(events.into()).await.unwrap();
     let request = crate::ReportRequest {
         filter: UsageFilter {
             to_ms: i64::MAX,
