@@ -255,7 +255,7 @@ impl Connection {
     }
 }
 
-/// Runs `work` (a connection's session, a round of REST refreshes), turning a panic inside it
+/// Runs `work` (a connection's session, reading a REST answer), turning a panic inside it
 /// into `Err` with what the panic said, so the task that runs it goes on instead of ending for
 /// good. What a panic may leave half done is that work's own state and the book's latest
 /// update, which the next update rebuilds; the locks do not poison.
@@ -267,7 +267,7 @@ pub(crate) async fn caught<T>(work: impl Future<Output = T>) -> Result<T, String
 }
 
 /// What a panic said, when it said it with a string.
-pub(crate) fn panic_text(panic: &(dyn Any + Send)) -> String {
+fn panic_text(panic: &(dyn Any + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = panic.downcast_ref::<String>() {

@@ -2,14 +2,14 @@
 //! the price at `rest_price_path` (exact text), the time at `rest_time_path`. Used to refresh
 //! quiet pairs, to stand in while a WebSocket is down, and for on-demand assets.
 
-use std::{panic::AssertUnwindSafe, time::Duration};
+use std::time::Duration;
 
 use beast_core::{Price, TimeFormat, now_ms};
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
 use crate::{
-    CompiledDefinition, connector::panic_text, extract::positive_price, feed::PriceUpdate, timefmt,
+    CompiledDefinition, connector::caught, extract::positive_price, feed::PriceUpdate, timefmt,
 };
 
 /// Longest REST answer read; tickers are a few kilobytes.
@@ -90,13 +90,9 @@ impl RestClient {
         let received_ms = now_ms();
         // A panic reading the answer (a bug, on outside input) fails this fetch as a bad
         // answer does, so every caller backs off from it the same way.
-        std::panic::catch_unwind(AssertUnwindSafe(|| read_answer(def, price_path, &body)))
-            .unwrap_or_else(|panic| {
-                Err(format!(
-                    "reading the answer panicked: {}",
-                    panic_text(&*panic)
-                ))
-            })
+        caught(async { read_answer(def, price_path, &body) })
+            .await
+            .unwrap_or_else(|panic| Err(format!("reading the answer panicked: {panic}")))
             .map(|(price, time_exchange_ms)| PriceUpdate {
                 price,
                 time_exchange_ms,
