@@ -5,7 +5,7 @@
 #   (a) wrk on HTTP /price, (b) `beast stress` on HTTP, (c) `beast stress` on UDP (if the
 #   node has a UDP listener), then the same wrk load goes to (d) nginx serving a static copy
 #   of a real /price answer and (e) `beast bench-baseline`, the node's own hyper serving loop
-#   (same time limits) answering the same bytes with no work per request; `beast stress` also
+#   (same limits) answering the same bytes with no work per request; `beast stress` also
 #   loads (e) so its numbers have a baseline too. Every client sends the baselines the very
 #   requests it sends the node, keys and all (they ignore them), so each side costs the client
 #   the same.
@@ -343,7 +343,8 @@ KEY=$(head -n 1 "$WORK/keys.txt")
 [ -n "$KEY" ] && [ "$(grep -c . "$WORK/keys.txt")" -eq "$KEYS" ] || die "the keys were not created"
 # wrk's requests, for the node and the baselines alike: with one key, a fixed request; with
 # more, a script whose threads each take the keys in turn, each from its own share of the list
-# (a request per call costs wrk a little more than a fixed one). Requests are built in init(),
+# (all from the first key when there are fewer keys than threads; a request per call costs wrk
+# a little more than a fixed one). Requests are built in init(),
 # once wrk knows the Host header.
 WRK_KEYS=(-H "Authorization: Bearer $KEY")
 if [ "$KEYS" -gt 1 ]; then

@@ -145,8 +145,9 @@ pub struct StressArgs {
     /// API key sent with every request (required unless --keys-file is given).
     #[arg(long, env = "BEAST_STRESS_KEY", hide_env_values = true)]
     pub key: Option<KeyFlag>,
-    /// A file of API keys, one per line, taken in turn request by request, so that many keys
-    /// are active at once as on a node with many customers. Takes precedence over --key.
+    /// A file of API keys, one per line, taken in turn (every asset, then the next key), so
+    /// that many keys are active at once as on a node with many customers. Takes precedence
+    /// over --key.
     #[arg(long)]
     pub keys_file: Option<std::path::PathBuf>,
     /// Assets asked for, in turn.

@@ -20,7 +20,7 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{engine::Tally, engine::Worker, scan};
+use super::{engine::Tally, engine::Worker, plan::in_turn, scan};
 
 /// How long a connect before the level starts may take.
 const WARMUP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,15 +56,20 @@ impl Requests {
                     .with_context(|| format!("--path {path:?} is not a valid request path"))
             })
             .collect::<anyhow::Result<_>>()?;
-        let mut prepared = Vec::with_capacity(keys.len() * uris.len());
-        for key in keys {
-            let mut authorization =
-                HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                    anyhow::anyhow!("a key holds characters an HTTP header cannot carry")
-                })?;
-            authorization.set_sensitive(true);
-            prepared.extend(uris.iter().map(|uri| (authorization.clone(), uri.clone())));
-        }
+        let authorizations: Vec<HeaderValue> = keys
+            .iter()
+            .map(|key| {
+                let mut authorization =
+                    HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                        anyhow::anyhow!("a key holds characters an HTTP header cannot carry")
+                    })?;
+                authorization.set_sensitive(true);
+                Ok(authorization)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let prepared = in_turn(&authorizations, &uris, |authorization, uri| {
+            (authorization.clone(), uri.clone())
+        });
         Ok(Requests {
             addr,
             path: path.to_owned(),

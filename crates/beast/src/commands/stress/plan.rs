@@ -214,3 +214,11 @@ async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
         .next()
         .with_context(|| format!("{host} resolves to no address"))
 }
+
+/// The order requests take keys and assets in: every asset, then the next key (`make` builds
+/// one request from a key's and an asset's prepared parts).
+pub fn in_turn<K, A, R>(keys: &[K], assets: &[A], make: impl Fn(&K, &A) -> R) -> Vec<R> {
+    keys.iter()
+        .flat_map(|key| assets.iter().map(|asset| make(key, asset)))
+        .collect()
+}

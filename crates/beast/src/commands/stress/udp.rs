@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     engine::{Tally, Worker},
+    plan::in_turn,
     scan,
 };
 
@@ -46,13 +47,13 @@ impl Requests {
             .iter()
             .map(|asset| serde_json::to_string(asset).context("encoding an asset"))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut prefixes = Vec::with_capacity(keys.len() * assets.len());
-        for key in keys {
-            let key = serde_json::to_string(key).context("encoding a key")?;
-            for asset in &assets {
-                prefixes.push(format!(r#"{{"key":{key},"asset":{asset},"id":""#).into_bytes());
-            }
-        }
+        let keys = keys
+            .iter()
+            .map(|key| serde_json::to_string(key).context("encoding a key"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let prefixes = in_turn(&keys, &assets, |key, asset| {
+            format!(r#"{{"key":{key},"asset":{asset},"id":""#).into_bytes()
+        });
         Ok(Requests { addr, prefixes })
     }
 
