@@ -31,6 +31,8 @@ mod simulate;
 mod stress;
 mod sync;
 
+use anyhow::Context as _;
+
 use crate::cli::{Cli, Command};
 
 /// The reader of our standard output has gone: what it read was all it wanted.
@@ -93,35 +95,33 @@ async fn with_store<T>(
     result
 }
 
-/// A token cancelled on SIGTERM or Ctrl-C, with `then` run first (a log line, say).
-fn stop_on_signal(then: impl FnOnce() + Send + 'static) -> tokio_util::sync::CancellationToken {
+/// A token cancelled on SIGTERM or Ctrl-C, with `then` run first (a log line, say). Call it
+/// before announcing anything a caller may answer with a signal (see [`shutdown_signal`]).
+fn stop_on_signal(
+    then: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<tokio_util::sync::CancellationToken> {
+    let signal = shutdown_signal()?;
     let stop = tokio_util::sync::CancellationToken::new();
     let trigger = stop.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         then();
         trigger.cancel();
     });
-    stop
+    Ok(stop)
 }
 
-/// Waits for SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// A future that ends on SIGTERM or Ctrl-C. Both are caught from this call on, not from the
+/// future's first poll: a signal sent as soon as a listener is announced must stop the
+/// process gracefully, not kill it by the default action.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("catching Ctrl-C")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
+    })
 }

@@ -12,7 +12,7 @@ pub async fn run(config: &ConfigArgs, args: &ServeArgs) -> anyhow::Result<()> {
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("installing the TLS crypto provider"))?;
+    let stop = super::stop_on_signal(|| tracing::info!("shutdown requested"))?;
     let app = Application::build(settings).await?;
-    let stop = super::stop_on_signal(|| tracing::info!("shutdown requested"));
     app.run_until_stopped(stop).await
 }

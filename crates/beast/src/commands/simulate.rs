@@ -34,6 +34,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         return inject(url, &request).await;
     }
     telemetry::init("text")?;
+    let signal = super::shutdown_signal()?;
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let options = SimulatorOptions {
@@ -57,7 +58,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     if let Err(e) = say!("{}", listing.trim_end()) {
         tracing::debug!(error = %e, "stdout closed; the simulator runs on");
     }
-    super::shutdown_signal().await;
+    signal.await;
     stop.cancel();
     tracker.close();
     tracker.wait().await;

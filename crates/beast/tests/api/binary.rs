@@ -315,6 +315,24 @@ async fn roles_and_addresses_come_from_file_environment_and_flags_in_that_order(
     );
 }
 
+/// SIGTERM sent the moment the listeners are announced stops the node gracefully (exit 0):
+/// the signal is caught before any listener is bound, so the default action never kills it.
+#[tokio::test]
+async fn a_sigterm_sent_as_soon_as_the_listeners_are_announced_is_a_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("beast.toml"),
+        "report_http = \"127.0.0.1:0\"\nreport_health = \"127.0.0.1:0\"\nreport_udp = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    // Before the fix, about half of these starts were killed by the signal.
+    for start in 0..5 {
+        let node = Node::start(dir.path(), &["serve", "--roles", "report"], &[], 3);
+        let status = node.terminate();
+        assert!(status.success(), "start {start}: {status}");
+    }
+}
+
 /// `BEAST_ADMIN_KEY`, when set, is the admin key (trimmed): the key file's is not taken.
 #[tokio::test]
 async fn the_admin_key_comes_from_the_environment_when_set() {

@@ -19,6 +19,7 @@ use crate::{app::Params, cli::BenchBaselineArgs};
 pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
     // Accept errors are logged (on stderr) by the node's serving loop.
     crate::telemetry::init("text")?;
+    let stop = crate::commands::stop_on_signal(|| {})?;
     let body = Bytes::from(
         std::fs::read(&args.body_file)
             .with_context(|| format!("reading {}", args.body_file.display()))?,
@@ -31,7 +32,6 @@ pub async fn run(args: &BenchBaselineArgs) -> anyhow::Result<()> {
     writeln!(stdout, "listening on {addr}")?;
     stdout.flush()?;
 
-    let stop = crate::commands::stop_on_signal(|| {});
     let service = service_fn(move |_request| {
         let mut response = Response::new(Full::new(body.clone()));
         response
