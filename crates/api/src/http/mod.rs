@@ -30,7 +30,7 @@ use axum::{
 };
 use beast_core::ApiError;
 use beast_store::keys::hash_key;
-use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, future::BoxFuture};
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
@@ -42,7 +42,7 @@ use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::{AppState, counters::RuntimeCounters, keys::KeyEntry};
+use crate::{AppState, keys::KeyEntry};
 
 /// The price listener's routes, with the admin API under `/admin`. Served through
 /// [`Endpoint::price`], which answers `GET /price` before routing: a layer added here would
@@ -137,8 +137,12 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
             && matches!(*request.method(), Method::GET | Method::HEAD)
             && matches!(request.uri().path(), "/price" | "/prices");
         if price_path && request.method() == Method::GET && request.uri().path() == "/price" {
-            let answering = price::answer(state.clone(), &request.into_parts().0, self.peer);
-            return Box::pin(async move { Ok(answering.await) });
+            // Allocated per request: `map`, not an `async` block awaiting it, which would hold
+            // the future twice (3,960 bytes then, 1,024 now: within glibc's per-thread cache of
+            // small blocks, which ends at 1,032).
+            return Box::pin(
+                price::answer(state.clone(), &request.into_parts().0, self.peer).map(Ok),
+            );
         }
         if let Some(peer) = self.peer {
             if price_path {
@@ -308,39 +312,43 @@ impl Presented {
     }
 }
 
-/// An HTTP price request (`/price`, `/prices`): governed, then keyed, then `answer` with the
-/// key and when the request started. A request without an active API key is refused here and
-/// not metered (there is no key to meter it to); from `peer` (on a public listener) it also
-/// spends one of the address's unpaid requests, unless its key is the admin key.
+/// An HTTP price request (`/price`, `/prices`): counted, governed, keyed, then `answer` with
+/// the key and when the request started, and its status counted.
+///
+/// Governed: only while the node is under its in-flight limit (503 `overloaded` otherwise,
+/// before the key is looked up; it was hashed, and a `GET /price` query parsed, as the request
+/// was read). Keyed: a request without an active API key is refused here and not metered
+/// (there is no key to meter it to); from `peer` (on a public listener) it also spends one of
+/// the address's unpaid requests, unless its key is the admin key.
+///
+/// One function, not a governor wrapping a keyed future: a future passed to an `async fn` and
+/// awaited there is stored twice in its state (once as an argument, once being awaited), and
+/// every price request's state is allocated and moved whole.
 pub(crate) async fn keyed_price<F: Future<Output = Response>>(
     state: &AppState,
     presented: Presented,
     peer: Option<IpAddr>,
     answer: impl FnOnce(Arc<KeyEntry>, Instant) -> F,
 ) -> Response {
-    let Presented { started, hash } = presented;
-    governed(&state.counters, async {
-        match state.authenticate_hash(hash.as_ref()) {
-            Ok(key) => answer(key, started).await,
+    let counters = &state.counters;
+    counters.tcp_request();
+    // Early `break`s, not matches around the `await`: what a match inspects is held across it.
+    let response = 'answered: {
+        let _in_flight = match counters.enter() {
+            Ok(in_flight) => in_flight,
+            Err(e) => break 'answered error_response(&e),
+        };
+        let hash = presented.hash.as_ref();
+        let key = match state.authenticate_hash(hash) {
+            Ok(key) => key,
             Err(e) => {
                 // Refused as an API key; the admin key still pays (as on every path).
-                let admin = || hash.as_ref().is_ok_and(|h| state.admin.verify_hash(h));
+                let admin = || hash.is_ok_and(|h| state.admin.verify_hash(h));
                 let limited = peer.and_then(|p| state.peers.admit(p, admin).err());
-                error_response(limited.as_ref().unwrap_or(&e))
+                break 'answered error_response(limited.as_ref().unwrap_or(&e));
             }
-        }
-    })
-    .await
-}
-
-/// Counts a price request, runs `answer` only while the node is under its in-flight limit
-/// (503 `overloaded` otherwise, before the key is looked up; it was hashed, and a `GET /price`
-/// query parsed, as the request was read), and counts its status.
-async fn governed(counters: &RuntimeCounters, answer: impl Future<Output = Response>) -> Response {
-    counters.tcp_request();
-    let response = match counters.enter() {
-        Ok(_in_flight) => answer.await,
-        Err(e) => error_response(&e),
+        };
+        answer(key, presented.started).await
     };
     counters.answered(response.status().as_u16());
     response
