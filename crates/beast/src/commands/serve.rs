@@ -12,7 +12,12 @@ pub async fn run(config: &ConfigArgs, args: &ServeArgs) -> anyhow::Result<()> {
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("installing the TLS crypto provider"))?;
+    // Caught from here on: a signal while the node starts (opening its store, binding) ends the
+    // start, which has nothing to flush yet.
     let stop = super::stop_on_signal(|| tracing::info!("shutdown requested"))?;
-    let app = Application::build(settings).await?;
+    let app = tokio::select! {
+        app = Application::build(settings) => app?,
+        _ = stop.cancelled() => return Ok(()),
+    };
     app.run_until_stopped(stop).await
 }
