@@ -7,14 +7,14 @@ use crate::{
 };
 
 pub async fn run(config: &ConfigArgs, args: &ServeArgs) -> anyhow::Result<()> {
+    // Caught from the first moment: a signal while the node starts (reading its settings,
+    // opening its store, binding) ends the start, which has nothing to flush yet.
+    let stop = super::stop_on_signal(|| tracing::info!("shutdown requested"))?;
     let settings = config.settings(args)?;
     telemetry::init(&settings.log_format)?;
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("installing the TLS crypto provider"))?;
-    // Caught from here on: a signal while the node starts (opening its store, binding) ends the
-    // start, which has nothing to flush yet.
-    let stop = super::stop_on_signal(|| tracing::info!("shutdown requested"))?;
     let app = tokio::select! {
         app = Application::build(settings) => app?,
         _ = stop.cancelled() => return Ok(()),

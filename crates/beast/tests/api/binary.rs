@@ -333,6 +333,63 @@ async fn a_sigterm_sent_as_soon_as_the_listeners_are_announced_is_a_graceful_sto
     }
 }
 
+/// SIGTERM while the node starts ends the start with exit 0. Here the start waits for the
+/// store, whose write lock another connection holds (the node would wait its 10 s busy
+/// timeout, then fail); the signal is sent once the node catches it (`SigCgt`).
+#[tokio::test]
+async fn a_sigterm_while_the_node_starts_ends_it_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    beast_ok(&data, &["keys", "create", "--tier", "free"]).await;
+    let url = format!("sqlite://{}", data.join("beast.sqlite3").display());
+    let mut holder = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let child = bin()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--roles", "report", "--report-http", "127.0.0.1:0"])
+        .args([
+            "--report-health",
+            "127.0.0.1:0",
+            "--report-udp",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let catches_sigterm = || {
+        std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|s| {
+                let mask = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+                u64::from_str_radix(mask.trim(), 16).ok()
+            })
+            .is_some_and(|mask| mask & (1 << (15 - 1)) != 0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !catches_sigterm() {
+        assert!(Instant::now() < deadline, "the node never caught SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Let the start reach the store (it cannot get past it).
+    std::thread::sleep(Duration::from_millis(300));
+    let node = Node {
+        child,
+        listeners: HashMap::new(),
+    };
+    let status = node.terminate();
+    assert!(status.success(), "{status}");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+}
+
 /// `BEAST_ADMIN_KEY`, when set, is the admin key (trimmed): the key file's is not taken.
 #[tokio::test]
 async fn the_admin_key_comes_from_the_environment_when_set() {
