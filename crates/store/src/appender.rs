@@ -254,6 +254,23 @@ mod tests {
         }
     }
 
+    /// The bundled SQLite is built as `.cargo/config.toml` says (an exported
+    /// `LIBSQLITE3_FLAGS`, or a build from outside the repository, would lose it).
+    #[test]
+    fn sqlite_keeps_no_memory_statistics() {
+        let connection = rusqlite::Connection::open_in_memory().unwrap();
+        let mut statement = connection.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_key_counts_its_latest_month_only() {
         let dir = tempfile::tempdir().unwrap();
