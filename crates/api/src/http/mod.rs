@@ -133,19 +133,20 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
         let Some(state) = &self.public else {
             return Box::pin(self.router.clone().call(request));
         };
-        let price_path = self.answers_price
-            && matches!(*request.method(), Method::GET | Method::HEAD)
-            && matches!(request.uri().path(), "/price" | "/prices");
-        if price_path && request.method() == Method::GET && request.uri().path() == "/price" {
-            // Allocated per request: `map`, not an `async` block awaiting it, which would hold
-            // the future twice (3,960 bytes then, 1,024 now: within glibc's per-thread cache of
-            // small blocks, which ends at 1,032).
-            return Box::pin(
-                price::answer(state.clone(), &request.into_parts().0, self.peer).map(Ok),
-            );
-        }
+        let routed_price = match (request.method(), request.uri().path()) {
+            (&Method::GET, "/price") if self.answers_price => {
+                // Allocated per request: `map`, not an `async` block awaiting it, which would
+                // hold the future twice (3,960 bytes then, 1,024 now: within glibc's per-thread
+                // cache of small blocks, which ends at 1,032).
+                return Box::pin(
+                    price::answer(state.clone(), &request.into_parts().0, self.peer).map(Ok),
+                );
+            }
+            (&Method::GET | &Method::HEAD, "/price" | "/prices") => self.answers_price,
+            _ => false,
+        };
         if let Some(peer) = self.peer {
-            if price_path {
+            if routed_price {
                 request.extensions_mut().insert(Peer(peer));
             } else if let Err(e) = state
                 .peers
