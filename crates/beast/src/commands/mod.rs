@@ -95,33 +95,25 @@ async fn with_store<T>(
     result
 }
 
-/// A token cancelled on SIGTERM or Ctrl-C, with `then` run first (a log line, say). Call it
-/// before announcing anything a caller may answer with a signal (see [`shutdown_signal`]).
+/// A token cancelled on SIGTERM or Ctrl-C, with `then` run first (a log line, say). Both
+/// signals are caught from this call on, not from a task's first poll: call it before
+/// announcing anything, so a signal sent as soon as a listener is announced stops the process
+/// gracefully instead of killing it by the default action.
 fn stop_on_signal(
     then: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<tokio_util::sync::CancellationToken> {
-    let signal = shutdown_signal()?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let trigger = stop.clone();
-    tokio::spawn(async move {
-        signal.await;
-        then();
-        trigger.cancel();
-    });
-    Ok(stop)
-}
-
-/// A future that ends on SIGTERM or Ctrl-C. Both are caught from this call on, not from the
-/// future's first poll: a signal sent as soon as a listener is announced must stop the
-/// process gracefully, not kill it by the default action.
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("catching SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("catching Ctrl-C")?;
-    Ok(async move {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = interrupt.recv() => {}
         }
-    })
+        then();
+        trigger.cancel();
+    });
+    Ok(stop)
 }

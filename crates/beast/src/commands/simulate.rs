@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use beast_simulator::{Simulator, SimulatorOptions};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::task::TaskTracker;
 
 use anyhow::{Context, bail};
 use beast_simulator::FaultRequest;
@@ -34,8 +34,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         return inject(url, &request).await;
     }
     telemetry::init("text")?;
-    let signal = super::shutdown_signal()?;
-    let stop = CancellationToken::new();
+    let stop = super::stop_on_signal(|| {})?;
     let tracker = TaskTracker::new();
     let options = SimulatorOptions {
         bind: args.bind,
@@ -58,8 +57,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     if let Err(e) = say!("{}", listing.trim_end()) {
         tracing::debug!(error = %e, "stdout closed; the simulator runs on");
     }
-    signal.await;
-    stop.cancel();
+    stop.cancelled().await;
     tracker.close();
     tracker.wait().await;
     Ok(())
