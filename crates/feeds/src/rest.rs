@@ -89,10 +89,14 @@ impl RestClient {
         }
         let received_ms = now_ms();
         // A panic reading the answer (a bug, on outside input) fails this fetch as a bad
-        // answer does, so every caller backs off from it the same way.
+        // answer does, so every caller backs off from it the same way; being a bug, it is
+        // logged as a warning here (callers log failed fetches at debug).
         caught(async { read_answer(def, price_path, &body) })
             .await
-            .unwrap_or_else(|panic| Err(format!("reading the answer panicked: {panic}")))
+            .unwrap_or_else(|panic| {
+                tracing::warn!(%exchange, symbol, %panic, "reading a REST ticker answer panicked");
+                Err(format!("reading the answer panicked: {panic}"))
+            })
             .map(|(price, time_exchange_ms)| PriceUpdate {
                 price,
                 time_exchange_ms,
