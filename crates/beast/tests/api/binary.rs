@@ -350,7 +350,7 @@ async fn a_sigterm_while_the_node_starts_ends_it_with_exit_0() {
         .await
         .unwrap();
 
-    let child = bin()
+    let mut child = bin()
         .arg("--data-dir")
         .arg(&data)
         .args(["serve", "--roles", "report", "--report-http", "127.0.0.1:0"])
@@ -361,9 +361,10 @@ async fn a_sigterm_while_the_node_starts_ends_it_with_exit_0() {
             "127.0.0.1:0",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut log = child.stderr.take().unwrap();
     let status_file = format!("/proc/{}/status", child.id());
     let catches_sigterm = || {
         std::fs::read_to_string(&status_file)
@@ -386,7 +387,14 @@ async fn a_sigterm_while_the_node_starts_ends_it_with_exit_0() {
         listeners: HashMap::new(),
     };
     let status = node.terminate();
-    assert!(status.success(), "{status}");
+    let mut logged = String::new();
+    log.read_to_string(&mut logged).unwrap();
+    assert!(status.success(), "{status}: {logged}");
+    // Stopped by its handler while starting: it never got as far as listening.
+    assert!(
+        logged.contains("shutdown requested") && !logged.contains("listening"),
+        "{logged}"
+    );
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
 }
 
