@@ -455,27 +455,25 @@ measure() {
     helper record "$name" "$run" "$kind" "$WORK/out.txt" "$c0" "$c1" "$t0" "$t1" "$rss" \
         "$idle" >>"$RESULTS"
 }
-wrk_cmd() {
-    wrk -t"$THREADS" -c"$CONCURRENCY" -d"${DURATION}s" --latency "$@"
+# Every target gets the very same requests: /price?asset=BTC with the keys in turn.
+wrk_cmd() { # BASE_URL
+    wrk -t"$THREADS" -c"$CONCURRENCY" -d"${DURATION}s" --latency "${WRK_KEYS[@]}" \
+        "$1/price?asset=BTC"
 }
-stress_cmd() {
-    "$BEAST" stress --levels "$CONCURRENCY" --duration-s "$DURATION" --json "$@"
+stress_cmd() { # TARGET [FLAG...]
+    "$BEAST" stress --levels "$CONCURRENCY" --duration-s "$DURATION" --json \
+        --keys-file "$WORK/keys.txt" --assets BTC --target "$@"
 }
 
 log "RUNS=$RUNS DURATION=${DURATION}s CONCURRENCY=$CONCURRENCY KEYS=$KEYS (wrk threads $THREADS, UDP $UDP_DEPTH in flight per socket)"
 for run in $(seq "$RUNS"); do
-    measure node-http-wrk wrk "$NODE_PID" "$IDLE" \
-        wrk_cmd "${WRK_KEYS[@]}" "http://$NODE_HTTP/price?asset=BTC"
-    measure node-http-stress stress "$NODE_PID" "$IDLE" \
-        stress_cmd --target "http://$NODE_HTTP" --keys-file "$WORK/keys.txt" --assets BTC
+    measure node-http-wrk wrk "$NODE_PID" "$IDLE" wrk_cmd "http://$NODE_HTTP"
+    measure node-http-stress stress "$NODE_PID" "$IDLE" stress_cmd "http://$NODE_HTTP"
     measure node-udp-stress stress "$NODE_PID" "$IDLE" \
-        stress_cmd --target "udp://$NODE_UDP" --keys-file "$WORK/keys.txt" --assets BTC \
-        --udp-depth "$UDP_DEPTH"
-    measure nginx-wrk wrk "tree:$NGINX_PID" 0 \
-        wrk_cmd "${WRK_KEYS[@]}" "http://127.0.0.1:$NGINX_PORT/price?asset=BTC"
-    measure hyper-wrk wrk "$HYPER_PID" 0 wrk_cmd "${WRK_KEYS[@]}" "http://$HYPER_ADDR/price?asset=BTC"
-    measure hyper-stress stress "$HYPER_PID" 0 \
-        stress_cmd --target "http://$HYPER_ADDR" --keys-file "$WORK/keys.txt" --assets BTC
+        stress_cmd "udp://$NODE_UDP" --udp-depth "$UDP_DEPTH"
+    measure nginx-wrk wrk "tree:$NGINX_PID" 0 wrk_cmd "http://127.0.0.1:$NGINX_PORT"
+    measure hyper-wrk wrk "$HYPER_PID" 0 wrk_cmd "http://$HYPER_ADDR"
+    measure hyper-stress stress "$HYPER_PID" 0 stress_cmd "http://$HYPER_ADDR"
 done
 
 helper summary "$RESULTS" "$RUNS"
