@@ -2,18 +2,18 @@
 # Benchmarks a node's price API on loopback, next to two baselines, and checks the metering.
 #
 # In one run: the node (`serve --simulate`, KEYS partner keys) is loaded with
-#   (a) wrk on HTTP /price, (b) `beast stress` on HTTP, (c) `beast stress` on UDP (if the
-#   node has a UDP listener), then the same wrk load goes to (d) nginx serving a static copy
-#   of a real /price answer and (e) `beast bench-baseline`, the node's own hyper serving loop
-#   (same limits) answering the same bytes with no work per request; `beast stress` also
-#   loads (e) so its numbers have a baseline too. Every client sends the baselines the very
+#   (a) wrk on HTTP /price, (b) `beast stress` on HTTP, (c) `beast stress` on UDP; the same
+#   wrk load goes to (d) nginx serving a static copy of a real /price answer and (e)
+#   `beast bench-baseline`, the node's own hyper serving loop (same limits) answering the same
+#   bytes with no work per request; `beast stress` also loads (e) so its numbers have a
+#   baseline too. The first run measures them in that order; each later run starts one
+#   measurement further on. Every client sends the baselines the very
 #   requests it sends the node, keys and all (they ignore them), so each side costs the client
 #   the same.
 # For each: requests/s, latency p50/p99, server CPU seconds per million requests (net of the
 # node's idle use: the simulator and feeds), server RSS; medians over RUNS runs; the ratios
-# node/nginx, node/hyper and UDP/HTTP, each taken within a run and then the median over runs
-# (each run starts one measurement further on); and the share of UDP requests lost (never
-# answered).
+# node/nginx, node/hyper and UDP/HTTP, each taken within a run and then the median over runs;
+# and the share of UDP requests lost (never answered).
 # Then the node is stopped and its usage_logs rows are compared with the requests the clients
 # counted.
 #
@@ -483,7 +483,8 @@ MEASUREMENTS=(node_http_wrk node_http_stress node_udp_stress nginx_wrk hyper_wrk
 for run in $(seq "$RUNS"); do
     # Each run starts one measurement further on, so that no target always takes the same
     # place in a run: in alternating wrk rounds of two builds of this node, swapping which one
-    # went first moved their median req/s ratio by about 3% (8 pairs each way).
+    # went first moved their median req/s ratio from 1.05 to 1.00 (13 pairs one way, 8 the
+    # other).
     for i in "${!MEASUREMENTS[@]}"; do
         "${MEASUREMENTS[$(((i + run - 1) % ${#MEASUREMENTS[@]}))]}"
     done

@@ -2,9 +2,9 @@
 //! `/exchanges`, `/assets`, `/health`. Every error is JSON from the one error table. Keyed
 //! price requests pass the in-flight governor before their key is looked up, and are counted
 //! ([`keyed_price`]); the price listener answers `GET /price` before routing ([`Endpoint`]),
-//! and public listeners limit requests without a valid key per address ([`crate::peers`]). Every listener is served by
-//! [`serve`]: HTTP/1.1 with keep-alive, and limits on each request's header (time and size) and
-//! on stalled writes ([`HttpLimits`]).
+//! and public listeners limit requests without a valid key per address ([`crate::peers`]).
+//! Every listener is served by [`serve`]: HTTP/1.1 with keep-alive, and limits on each
+//! request's header (time and size) and on stalled writes ([`HttpLimits`]).
 
 mod assets;
 mod exchanges;
