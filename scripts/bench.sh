@@ -13,9 +13,9 @@
 # For each: requests/s, latency p50/p99, server CPU seconds per million requests (net of the
 # node's idle use: the simulator and feeds), server RSS; medians over RUNS runs; the ratios
 # node/nginx, node/hyper and UDP/HTTP, each taken within a run and then the median over runs;
-# and the share of UDP requests lost (never answered).
+# the targets, each marked met or NOT MET; and the share of UDP requests lost (never answered).
 # Then the node is stopped and its usage_logs rows are compared with the requests the clients
-# counted.
+# counted: a mismatch, not a missed target, fails the script.
 #
 # Environment: RUNS (default 3), DURATION seconds per measurement (default 10),
 # CONCURRENCY (default 64), THREADS for wrk (default 2), UDP_DEPTH requests in flight per UDP
@@ -206,12 +206,25 @@ def median(rows, key):
     vals = [r[key] for r in rows if r.get(key) is not None]
     return statistics.median(vals) if vals else None
 
+def medians(rows):
+    names = dict.fromkeys(r["name"] for r in rows)
+    return {n: {k: median([r for r in rows if r["name"] == n], k)
+                for k in ("rps", "p50_us", "p99_us", "cpu_s_per_million", "rss_mb")}
+            for n in names}
+
+def run_ratios(rows, ours, base, k):
+    """ours / base of figure k, taken within each run (both sides measured within the same few
+    minutes, so a machine that slows down for a while slows both); one per run."""
+    by_run = {(r["name"], r["run"]): r for r in rows}
+    return [by_run[(ours, n)][k] / by_run[(base, n)][k]
+            for n in sorted({r["run"] for r in rows})
+            if (ours, n) in by_run and (base, n) in by_run
+            and by_run[(ours, n)].get(k) is not None and by_run[(base, n)].get(k)]
+
 def summary(results, runs):
     rows = [json.loads(l) for l in open(results)]
-    names = list(dict.fromkeys(r["name"] for r in rows))
-    med = {n: {k: median([r for r in rows if r["name"] == n], k)
-               for k in ("rps", "p50_us", "p99_us", "cpu_s_per_million", "rss_mb")}
-           for n in names}
+    med = medians(rows)
+    names = list(med)
     print(f"\nmedians over {runs} run(s)")
     print(f"{'':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'cpu s/M':>10}{'rss MB':>9}")
     for n in names:
@@ -220,17 +233,10 @@ def summary(results, runs):
         print(f"{n:<22}{f(m['rps'], 0):>10}{f(m['p50_us'] and m['p50_us'] / 1000, 3):>10}"
               f"{f(m['p99_us'] and m['p99_us'] / 1000, 3):>10}"
               f"{f(m['cpu_s_per_million'], 2):>10}{f(m['rss_mb'], 1):>9}")
-    # A ratio is taken within each run (both sides measured within the same few minutes, so a machine that
-    # slows down for a while slows both), then the median over runs; req/s lists each run's.
+    # A ratio is the median over runs of each run's; req/s lists each run's.
     pairs = [("node-http-wrk", "nginx-wrk"), ("node-http-wrk", "hyper-wrk"),
              ("node-http-stress", "hyper-stress"),
              ("node-udp-stress", "node-http-stress"), ("node-udp-stress", "node-http-wrk")]
-    by_run = {(r["name"], r["run"]): r for r in rows}
-    def per_run(ours, base, k):
-        return [by_run[(ours, n)][k] / by_run[(base, n)][k]
-                for n in sorted({r["run"] for r in rows})
-                if (ours, n) in by_run and (base, n) in by_run
-                and by_run[(ours, n)].get(k) is not None and by_run[(base, n)].get(k)]
     print("\nratios (ours / baseline, the median of each run's; req/s higher is better, the rest lower)")
     for ours, base in pairs:
         if ours not in med or base not in med:
@@ -242,12 +248,51 @@ def summary(results, runs):
         if ours.split("-")[0] != base.split("-")[0]:
             figures.append(("rss_mb", "rss"))
         for k, label in figures:
-            vals = per_run(ours, base, k)
+            vals = run_ratios(rows, ours, base, k)
             text = f"{label} {statistics.median(vals):.2f}" if vals else f"{label} -"
             if k == "rps" and len(vals) > 1:
                 text += " (" + " ".join(f"{v:.2f}" for v in vals) + ")"
             parts.append(text)
         print(f"{ours + ' / ' + base:<36} " + "  ".join(parts))
+
+def targets(results, concurrency):
+    """The project's speed and memory targets against the medians over runs. Reported, not
+    enforced: the figures move with the machine (the exit status is for the metering check)."""
+    rows = [json.loads(l) for l in open(results)]
+    med = medians(rows)
+    def ratio(ours, base):
+        vals = run_ratios(rows, ours, base, "rps")
+        return statistics.median(vals) if vals else None
+    def p99_ms(name):
+        us = med.get(name, {}).get("p99_us")
+        return us and us / 1000
+    node_rss = [r["rss_mb"] for r in rows
+                if r["name"].startswith("node-") and r.get("rss_mb") is not None]
+    # The p99 target is set at 64 in flight: at any other CONCURRENCY it is shown, not judged.
+    at_64 = int(concurrency) == 64
+    # (what, figure, unit, the target's words, whether it is met: None when not judged)
+    checks = [
+        ("node / nginx req/s, wrk", ratio("node-http-wrk", "nginx-wrk"), "", "at least 1.2",
+         lambda v: v >= 1.2),
+        ("node / hyper req/s, wrk", ratio("node-http-wrk", "hyper-wrk"), "", "at least 0.8",
+         lambda v: v >= 0.8),
+        ("node / hyper req/s, beast stress", ratio("node-http-stress", "hyper-stress"), "",
+         "at least 0.8", lambda v: v >= 0.8),
+        ("node HTTP p99, wrk", p99_ms("node-http-wrk"), " ms", "under 5 ms at 64 in flight",
+         lambda v: v < 5 if at_64 else None),
+        ("node HTTP p99, beast stress", p99_ms("node-http-stress"), " ms",
+         "under 5 ms at 64 in flight", lambda v: v < 5 if at_64 else None),
+        ("UDP / HTTP req/s, beast stress", ratio("node-udp-stress", "node-http-stress"), "",
+         "at least 2", lambda v: v >= 2),
+        ("node RSS, largest", max(node_rss, default=None), " MB", "under 150 MB",
+         lambda v: v < 150),
+    ]
+    print("\ntargets (medians over runs; UDP loss and metering are checked below)")
+    for what, value, unit, target, met in checks:
+        figure = "-" if value is None else f"{value:.2f}{unit}"
+        judged = None if value is None else met(value)
+        verdict = {True: "met", False: "NOT MET", None: "-"}[judged]
+        print(f"  {what:<34} {figure:>10}  {target:<34} {verdict}")
 
 def udp_timeouts(rows):
     """UDP requests that got no answer within the client's timeout."""
@@ -314,7 +359,8 @@ if __name__ == "__main__":
     elif cmd == "record":
         record(*args)
     elif cmd == "summary":
-        summary(*args)
+        summary(args[0], args[1])
+        targets(args[0], args[2])
         loss(args[0])
     elif cmd == "usage":
         sys.exit(usage(*args))
@@ -490,7 +536,7 @@ for run in $(seq "$RUNS"); do
     done
 done
 
-helper summary "$RESULTS" "$RUNS"
+helper summary "$RESULTS" "$RUNS" "$CONCURRENCY"
 
 # --- metering check -------------------------------------------------------------------------
 log "stopping the node (SIGTERM) to flush usage"
