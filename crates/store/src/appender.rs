@@ -107,29 +107,25 @@ impl UsageAppender {
 }
 
 /// A multi-row statement run in chunks: `head`, up to `per` groups of `N` values, `tail`.
-/// Full chunks run through one statement, prepared once per batch and kept between batches;
-/// the shorter last chunk has a length of its own each time and is prepared for itself.
+/// Full chunks run through one statement, kept between batches in the connection's statement
+/// cache (keyed by its text, written once per batch); the shorter last chunk has a length of
+/// its own each time and is prepared for itself.
 struct Chunked<const N: usize> {
     head: &'static str,
     tail: &'static str,
     per: usize,
     /// One group of `N` placeholders, `(?,?,…)`.
     group: String,
-    /// A full chunk's text, written once.
-    full: String,
 }
 
 impl<const N: usize> Chunked<N> {
     fn new(head: &'static str, tail: &'static str, per: usize) -> Self {
-        let mut chunked = Self {
+        Self {
             head,
             tail,
             per,
             group: format!("({})", ["?"; N].join(",")),
-            full: String::new(),
-        };
-        chunked.full = chunked.sql(per);
-        chunked
+        }
     }
 
     /// The statement for `rows` groups.
@@ -158,7 +154,7 @@ impl<const N: usize> Chunked<N> {
         let chunks = items.chunks_exact(self.per);
         let tail = chunks.remainder();
         if chunks.len() > 0 {
-            let mut full = tx.prepare_cached(&self.full)?;
+            let mut full = tx.prepare_cached(&self.sql(self.per))?;
             for chunk in chunks {
                 execute(&mut full, chunk, &values)?;
             }
