@@ -221,8 +221,10 @@ def run_ratios(rows, ours, base, k):
             if (ours, n) in by_run and (base, n) in by_run
             and by_run[(ours, n)].get(k) is not None and by_run[(base, n)].get(k)]
 
-def summary(results, runs):
-    rows = [json.loads(l) for l in open(results)]
+def results_of(path):
+    return [json.loads(l) for l in open(path)]
+
+def summary(rows, runs):
     med = medians(rows)
     names = list(med)
     print(f"\nmedians over {runs} run(s)")
@@ -255,10 +257,9 @@ def summary(results, runs):
             parts.append(text)
         print(f"{ours + ' / ' + base:<36} " + "  ".join(parts))
 
-def targets(results, concurrency):
+def targets(rows, concurrency):
     """The project's speed and memory targets against the medians over runs. Reported, not
     enforced: the figures move with the machine (the exit status is for the metering check)."""
-    rows = [json.loads(l) for l in open(results)]
     med = medians(rows)
     def ratio(ours, base):
         vals = run_ratios(rows, ours, base, "rps")
@@ -299,17 +300,17 @@ def udp_timeouts(rows):
     return sum(r.get("error_kinds", {}).get("timeout", 0) for r in rows
                if r["name"] == "node-udp-stress")
 
-def loss(results):
-    rows = [r for r in map(json.loads, open(results)) if r["name"] == "node-udp-stress"]
-    if not rows:
+def loss(rows):
+    udp = [r for r in rows if r["name"] == "node-udp-stress"]
+    if not udp:
         return
-    sent = sum(r["requests"] for r in rows)
-    lost = udp_timeouts(rows)
+    sent = sum(r["requests"] for r in udp)
+    lost = udp_timeouts(udp)
     share = 100 * lost / sent if sent else 0
     print(f"\nudp loss: {lost} of {sent} requests unanswered ({share:.4f} %; target < 0.01 %)")
 
 def usage(db, results, probes, concurrency):
-    rows = [json.loads(l) for l in open(results)]
+    rows = results_of(results)
     p = json.load(open(probes))
     http_ok = p["ok"] + sum(r["successes"] for r in rows
                             if r["name"] in ("node-http-wrk", "node-http-stress"))
@@ -359,9 +360,10 @@ if __name__ == "__main__":
     elif cmd == "record":
         record(*args)
     elif cmd == "summary":
-        summary(args[0], args[1])
-        targets(args[0], args[2])
-        loss(args[0])
+        rows = results_of(args[0])
+        summary(rows, args[1])
+        targets(rows, args[2])
+        loss(rows)
     elif cmd == "usage":
         sys.exit(usage(*args))
 PY
