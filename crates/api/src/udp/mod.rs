@@ -15,6 +15,8 @@
 mod mmsg;
 pub mod request;
 
+pub use mmsg::Sender;
+
 use std::{
     io,
     net::SocketAddr,
@@ -136,6 +138,7 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
     let stats = &counters.udp;
     let mut inbox = mmsg::Inbox::default();
     let mut outbox: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(mmsg::BATCH);
+    let mut sender = Sender::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -200,7 +203,7 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
                 counter.fetch_add(n, Relaxed);
             }
         }
-        flush(&socket, stats, &mut outbox).await;
+        flush(&socket, stats, &mut sender, &mut outbox).await;
         // Under a constant stream of datagrams, still let this thread's other tasks run.
         tokio::task::consume_budget().await;
     }
@@ -208,10 +211,15 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
 
 /// Sends every reply of a batch, [`mmsg::BATCH`] per system call, waiting for room in the
 /// socket's buffer if need be. A reply the kernel refuses is counted and skipped.
-async fn flush(socket: &UdpSocket, stats: &UdpStats, outbox: &mut Vec<(Vec<u8>, SocketAddr)>) {
+async fn flush(
+    socket: &UdpSocket,
+    stats: &UdpStats,
+    sender: &mut Sender,
+    outbox: &mut Vec<(Vec<u8>, SocketAddr)>,
+) {
     let mut done = 0;
     while done < outbox.len() {
-        match socket.try_io(Interest::WRITABLE, || mmsg::send(socket, &outbox[done..])) {
+        match socket.try_io(Interest::WRITABLE, || sender.send(socket, &outbox[done..])) {
             Ok(sent) if sent > 0 => {
                 stats.sent.fetch_add(sent as u64, Relaxed);
                 done += sent;
