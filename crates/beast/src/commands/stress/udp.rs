@@ -13,6 +13,7 @@ use std::{
 };
 
 use anyhow::Context;
+use beast_api::udp::Sender;
 use tokio::{io::Interest, net::UdpSocket};
 use tokio_util::sync::CancellationToken;
 
@@ -108,7 +109,7 @@ pub async fn run(
     };
     let hard = worker.stop.hard.clone();
     let mut slots: Vec<Option<InFlight>> = vec![None; depth.max(1)];
-    let mut datagram = Vec::with_capacity(256);
+    let mut burst = Burst::default();
     let mut numbers = itoa::Buffer::new();
     let worker_tag = numbers.format(worker.index).to_owned();
     let mut seq: u64 = 0;
@@ -124,12 +125,12 @@ pub async fn run(
                 worker.recorder.error("timeout");
             }
         }
-        // Every free slot sends its next request while the level runs.
-        let mut failed = None;
-        if worker.keep_going(deadline) {
-            for (slot, state) in slots.iter_mut().enumerate().filter(|(_, s)| s.is_none()) {
+        // Every free slot sends its next request while the level runs, all in one burst.
+        let failed = if worker.keep_going(deadline) {
+            burst.clear();
+            for slot in (0..slots.len()).filter(|&slot| slots[slot].is_none()) {
                 seq += 1;
-                datagram.clear();
+                let datagram = burst.push(requests.addr, slot, seq);
                 datagram.extend_from_slice(requests.prefix(next));
                 next = next.wrapping_add(1);
                 datagram.extend_from_slice(worker_tag.as_bytes());
@@ -138,16 +139,11 @@ pub async fn run(
                 datagram.push(b'-');
                 datagram.extend_from_slice(numbers.format(seq).as_bytes());
                 datagram.extend_from_slice(b"\"}");
-                let sent = Instant::now();
-                match socket.send(&datagram).await {
-                    Ok(_) => *state = Some(InFlight { seq, sent }),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
             }
-        }
+            burst.send(&socket, &mut slots).await.err()
+        } else {
+            None
+        };
         if let Some(e) = failed {
             // A pending "port unreachable" may surface on a send: it ends the oldest request
             // in flight, if any; otherwise the one that could not go.
@@ -188,6 +184,57 @@ pub async fn run(
         }
     }
     worker.finish()
+}
+
+/// The requests of one burst, each free slot's next, sent together: with one system call
+/// for up to a batch of them, and equal ones as one segmented message (see [`Sender`]).
+#[derive(Default)]
+struct Burst {
+    /// Datagram buffers, reused; the first `requests.len()` are this burst's.
+    datagrams: Vec<(Vec<u8>, SocketAddr)>,
+    /// The slot and number of each request of this burst.
+    requests: Vec<(usize, u64)>,
+    sender: Sender,
+}
+
+impl Burst {
+    fn clear(&mut self) {
+        self.requests.clear();
+    }
+
+    /// Adds the request numbered `seq` in `slot`, to `addr`: its datagram, empty, to write.
+    fn push(&mut self, addr: SocketAddr, slot: usize, seq: u64) -> &mut Vec<u8> {
+        let at = self.requests.len();
+        self.requests.push((slot, seq));
+        if self.datagrams.len() == at {
+            self.datagrams.push((Vec::with_capacity(256), addr));
+        }
+        let (datagram, to) = &mut self.datagrams[at];
+        *to = addr;
+        datagram.clear();
+        datagram
+    }
+
+    /// Sends the burst, each request that goes taking its slot; stops at the first error
+    /// (waiting for room in the socket's buffer is not one).
+    async fn send(&mut self, socket: &UdpSocket, slots: &mut [Option<InFlight>]) -> io::Result<()> {
+        let sent = Instant::now();
+        let (count, mut done) = (self.requests.len(), 0);
+        while done < count {
+            let (datagrams, sender) = (&self.datagrams[done..count], &mut self.sender);
+            match socket.try_io(Interest::WRITABLE, || sender.send(socket, datagrams)) {
+                Ok(n) => {
+                    for &(slot, seq) in &self.requests[done..done + n] {
+                        slots[slot] = Some(InFlight { seq, sent });
+                    }
+                    done += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads every reply waiting on the socket, each ending its request; `Ok` once none is left.
