@@ -70,6 +70,7 @@ impl Inbox {
                 (name as *mut SockAddrStorage).cast(),
                 name.size_of(),
                 &raw mut iovs[i],
+                1,
             )
         });
         // SAFETY: each header points at its own address storage and iovec above, each iovec at
@@ -103,64 +104,97 @@ impl Inbox {
     }
 }
 
-/// Most bytes in a datagram sent as one segment of a run: under the IPv6 minimum MTU (1,280)
-/// less its headers, so no route refuses the run for its size. Larger datagrams (a big batch
+/// Most bytes in a datagram sent as a segment of a run. A segment and its headers must fit the
+/// route's MTU: 1,200 bytes fit IPv6's smallest (1,280) and any usual IPv4 path; on a smaller
+/// one the run is refused and goes again a datagram per message. Larger datagrams (a big batch
 /// answer) go one per message.
 const MAX_SEGMENT: usize = 1200;
+// A run is at most a batch: within the kernel's 64 segments, and its bytes within one
+// datagram's 65,507.
+const _: () = assert!(BATCH <= 64 && BATCH * MAX_SEGMENT <= 65_507);
 
 /// Sends datagrams, each to its own peer: one `sendmmsg(2)` per [`BATCH`], with each run of
 /// datagrams of one size to one peer (the answers to a client's burst, say) as one message
 /// the kernel splits (`UDP_SEGMENT`, segmentation offload): the run crosses the network stack
-/// once, not once per datagram. A kernel or device that refuses that gets one datagram per
-/// message from then on. Its receiver sees separate datagrams either way.
+/// once, not once per datagram. Its receiver gets separate datagrams either way.
 #[derive(Debug)]
 pub struct Sender {
+    /// Whether runs go as one message: the kernel knows `UDP_SEGMENT` (4.18 and later; an
+    /// older one would ignore it and send a run as one datagram) and no device refused it.
+    #[cfg(target_os = "linux")]
     segment: bool,
 }
 
-impl Default for Sender {
-    fn default() -> Self {
-        Self {
-            segment: cfg!(target_os = "linux"),
-        }
-    }
-}
-
 impl Sender {
+    /// A sender on `socket`, sending runs as one message if its kernel can.
+    #[cfg(target_os = "linux")]
+    pub fn new(socket: &UdpSocket) -> Self {
+        use std::os::fd::AsRawFd;
+
+        let (mut size, mut len): (libc::c_int, libc::socklen_t) =
+            (0, size_of::<libc::c_int>() as _);
+        // SAFETY: the kernel writes at most `len` bytes into `size`, and `len` itself.
+        let known = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                (&raw mut size).cast(),
+                &raw mut len,
+            )
+        } == 0;
+        if !known {
+            tracing::info!("no UDP segmentation in this kernel: one datagram per message");
+        }
+        Self { segment: known }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn new(_socket: &UdpSocket) -> Self {
+        Self {}
+    }
+
     /// Sends the first datagrams of `datagrams` (at most [`BATCH`]) without blocking;
     /// returns how many went (at least one), or the error of the first (`WouldBlock` when
     /// the socket is full). Meant for `UdpSocket::try_io`.
     #[cfg(target_os = "linux")]
-    pub fn send<B: AsRef<[u8]>>(
+    pub fn send(
         &mut self,
         socket: &UdpSocket,
-        datagrams: &[(B, SocketAddr)],
+        datagrams: &[(Vec<u8>, SocketAddr)],
     ) -> io::Result<usize> {
         let runs = Runs::of(datagrams, self.segment);
-        match send(socket, datagrams, &runs) {
-            // Refused for the segmenting (a device without checksum offload: EIO; a kernel
-            // before 4.18, or a route with a tiny MTU: EINVAL): the same datagrams go one per
-            // message.
+        let refused = match send(socket, datagrams, &runs) {
             Err(e)
                 if runs.lens[0] > 1
-                    && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) =>
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EMSGSIZE | libc::EINVAL)
+                    ) =>
             {
-                tracing::warn!(error = %e, "UDP segmentation refused: one datagram per message from now on");
-                self.segment = false;
-                send(socket, datagrams, &Runs::of(datagrams, false))
+                e
             }
-            other => other,
+            other => return other,
+        };
+        // The first run was refused as one message, so its datagrams go again one per message.
+        // A device without checksum offload (EIO) refuses every run: runs stop. A route with a
+        // small MTU (EMSGSIZE), or a peer refused anyway (EINVAL: port 0, say), is this
+        // run's alone.
+        if refused.raw_os_error() == Some(libc::EIO) {
+            tracing::warn!(error = %refused, "UDP segmentation refused: one datagram per message from now on");
+            self.segment = false;
         }
+        send(socket, datagrams, &Runs::of(datagrams, false))
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub fn send<B: AsRef<[u8]>>(
+    pub fn send(
         &mut self,
         socket: &UdpSocket,
-        datagrams: &[(B, SocketAddr)],
+        datagrams: &[(Vec<u8>, SocketAddr)],
     ) -> io::Result<usize> {
         match datagrams.first() {
-            Some((bytes, peer)) => socket.try_send_to(bytes.as_ref(), *peer).map(|_| 1),
+            Some((bytes, peer)) => socket.try_send_to(bytes, *peer).map(|_| 1),
             None => Ok(0),
         }
     }
@@ -178,7 +212,7 @@ impl Runs {
     /// Runs of the first [`BATCH`] datagrams: with `segment`, each message takes the datagrams
     /// after its first that go to the same peer with the same size (the last may be shorter,
     /// as the kernel allows); without, one datagram each.
-    fn of<B: AsRef<[u8]>>(datagrams: &[(B, SocketAddr)], segment: bool) -> Self {
+    fn of(datagrams: &[(Vec<u8>, SocketAddr)], segment: bool) -> Self {
         let datagrams = &datagrams[..datagrams.len().min(BATCH)];
         let mut runs = Runs {
             lens: [0; BATCH],
@@ -186,16 +220,15 @@ impl Runs {
         };
         let mut at = 0;
         while let Some((first, peer)) = datagrams.get(at) {
-            let size = first.as_ref().len();
+            let size = first.len();
             let mut len = 1;
             if segment && (1..=MAX_SEGMENT).contains(&size) {
                 for (bytes, to) in &datagrams[at + 1..] {
-                    let n = bytes.as_ref().len();
-                    if to != peer || n == 0 || n > size {
+                    if to != peer || bytes.is_empty() || bytes.len() > size {
                         break;
                     }
                     len += 1;
-                    if n < size {
+                    if bytes.len() < size {
                         break;
                     }
                 }
@@ -220,41 +253,43 @@ const CONTROL_LEN: usize = unsafe { libc::CMSG_SPACE(size_of::<u16>() as libc::c
 
 /// Sends `runs` of `datagrams`, a message each; returns how many datagrams went.
 #[cfg(target_os = "linux")]
-fn send<B: AsRef<[u8]>>(
-    socket: &UdpSocket,
-    datagrams: &[(B, SocketAddr)],
-    runs: &Runs,
-) -> io::Result<usize> {
+fn send(socket: &UdpSocket, datagrams: &[(Vec<u8>, SocketAddr)], runs: &Runs) -> io::Result<usize> {
     use socket2::SockAddr;
     use std::os::fd::AsRawFd;
 
     // Fixed arrays, not heap lists: this runs for every batch of replies.
     let peers: [Option<SockAddr>; BATCH] =
         std::array::from_fn(|i| datagrams.get(i).map(|(_, peer)| SockAddr::from(*peer)));
-    let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
-        iov_base: datagrams.get(i).map_or(std::ptr::null_mut(), |(bytes, _)| {
-            bytes.as_ref().as_ptr().cast_mut().cast()
-        }),
-        iov_len: datagrams
-            .get(i)
-            .map_or(0, |(bytes, _)| bytes.as_ref().len()),
+    let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|i| match datagrams.get(i) {
+        Some((bytes, _)) => libc::iovec {
+            iov_base: bytes.as_ptr().cast_mut().cast(),
+            iov_len: bytes.len(),
+        },
+        None => libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        },
     });
     let mut controls = [Control([0; CONTROL_LEN]); BATCH];
     // SAFETY: all-zero is a valid `mmsghdr` (null pointers, zero lengths).
     let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    // One pointer into each array, taken once: a run's header points at several iovecs.
+    let (iov_at, control_at) = (iovs.as_mut_ptr(), controls.as_mut_ptr());
     let mut first = 0;
     for (m, &len) in runs.lens[..runs.count].iter().enumerate() {
-        let hdr = &mut headers[m].msg_hdr;
-        if let Some(peer) = &peers[first] {
-            hdr.msg_name = peer.as_ptr().cast_mut().cast();
-            hdr.msg_namelen = peer.len();
-        }
-        hdr.msg_iov = &raw mut iovs[first];
-        hdr.msg_iovlen = len as _;
+        let (name, namelen) = peers[first]
+            .as_ref()
+            .map_or((std::ptr::null_mut(), 0), |peer| {
+                (peer.as_ptr().cast_mut().cast(), peer.len())
+            });
+        // SAFETY: `first + len <= BATCH` and `m < BATCH`: both stay in their arrays.
+        let (iov, control) = unsafe { (iov_at.add(first), control_at.add(m)) };
+        headers[m] = header(name, namelen, iov, len);
         if len > 1 {
             // A run's datagrams are at most `MAX_SEGMENT` bytes.
-            let size = iovs[first].iov_len as u16;
-            hdr.msg_control = controls[m].0.as_mut_ptr().cast();
+            let size = datagrams[first].0.len() as u16;
+            let hdr = &mut headers[m].msg_hdr;
+            hdr.msg_control = control.cast();
             hdr.msg_controllen = CONTROL_LEN as _;
             // SAFETY: `msg_control` points at `CONTROL_LEN` bytes aligned as a `cmsghdr`, room
             // for one header and a u16, so the first header and its data are in bounds.
@@ -282,23 +317,27 @@ fn send<B: AsRef<[u8]>>(
     Ok(runs.lens[..sent.min(runs.count)].iter().sum())
 }
 
-/// The header of one datagram: its address (`name`, `namelen` bytes) and its one buffer.
+/// The header of one message: its address (`name`, `namelen` bytes) and its `iovlen` buffers
+/// from `iov` on.
 #[cfg(target_os = "linux")]
 fn header(
     name: *mut libc::c_void,
     namelen: libc::socklen_t,
     iov: *mut libc::iovec,
+    iovlen: usize,
 ) -> libc::mmsghdr {
     // SAFETY: all-zero is a valid `mmsghdr` (null pointers, zero lengths).
     let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
     header.msg_hdr.msg_name = name;
     header.msg_hdr.msg_namelen = namelen;
     header.msg_hdr.msg_iov = iov;
-    header.msg_hdr.msg_iovlen = 1;
+    header.msg_hdr.msg_iovlen = iovlen as _;
     header
 }
 
 #[cfg(all(test, target_os = "linux"))]
+// The helpers too: a failed socket call fails the test.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use tokio::io::Interest;
 
@@ -344,14 +383,10 @@ mod tests {
         assert_eq!(runs.lens[..runs.count], [1; BATCH]);
     }
 
-    /// Runs of datagrams to two peers arrive as the datagrams they are, in order, and the
-    /// kernel took the segmented sends (the sender did not fall back).
-    #[tokio::test]
-    async fn segmented_runs_arrive_as_separate_datagrams() {
-        let receivers = [(); 2].map(|()| std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
-        let [a, b] = [0, 1].map(|i| receivers[i].local_addr().unwrap());
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let shape = [
+    /// The shape the socket tests send: a run of four to `a`, a run of two to `b`, then two
+    /// alone to `a` (one over the segment limit).
+    fn sent(a: SocketAddr, b: SocketAddr) -> Vec<(Vec<u8>, SocketAddr)> {
+        datagrams(&[
             (700, a),
             (700, a),
             (700, a),
@@ -360,36 +395,165 @@ mod tests {
             (50, b),
             (1500, a),
             (700, a),
-        ];
-        let datagrams = datagrams(&shape);
-        let mut sender = Sender::default();
+        ])
+    }
+
+    /// Sends all of `datagrams` with `sender`.
+    async fn send_all(
+        sender: &mut Sender,
+        socket: &UdpSocket,
+        datagrams: &[(Vec<u8>, SocketAddr)],
+    ) {
         let mut done = 0;
         while done < datagrams.len() {
             socket.writable().await.unwrap();
             match socket.try_io(Interest::WRITABLE, || {
-                sender.send(&socket, &datagrams[done..])
+                sender.send(socket, &datagrams[done..])
             }) {
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => panic!("send failed: {e}"),
             }
         }
-        assert!(sender.segment, "the kernel refused segmentation");
-        let mut buf = vec![0; 65_536];
-        for (receiver, peer) in receivers.iter().zip([a, b]) {
-            receiver
+    }
+
+    /// Two receiving sockets on loopback.
+    fn receivers() -> [std::net::UdpSocket; 2] {
+        [(); 2].map(|()| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
                 .set_read_timeout(Some(std::time::Duration::from_secs(2)))
                 .unwrap();
-            for (bytes, _) in datagrams.iter().filter(|(_, to)| *to == peer) {
+            socket
+        })
+    }
+
+    /// Sets an integer socket option.
+    fn set_option(
+        fd: std::os::fd::RawFd,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: libc::c_int,
+    ) {
+        // SAFETY: the kernel reads one `c_int` from `value`.
+        let done = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as _,
+            )
+        };
+        assert_eq!(done, 0, "{}", io::Error::last_os_error());
+    }
+
+    /// Reads what `receiver` gets, datagram by datagram, until `count` have come; then checks
+    /// that nothing more follows.
+    fn received(receiver: &std::net::UdpSocket, count: usize) -> Vec<Vec<u8>> {
+        let mut buf = vec![0; 65_536];
+        let mut got: Vec<Vec<u8>> = (0..count)
+            .map(|_| {
                 let n = receiver.recv(&mut buf).unwrap();
-                assert!(
-                    buf[..n] == bytes[..],
-                    "to {peer}: got {n} bytes starting {:?}, expected {} of {:?}",
-                    buf[0] as char,
-                    bytes.len(),
-                    bytes[0] as char
-                );
-            }
+                buf[..n].to_vec()
+            })
+            .collect();
+        receiver.set_nonblocking(true).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if let Ok(n) = receiver.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+        got
+    }
+
+    /// What `peer` should get of `datagrams`, grouped as `groups` (counts of datagrams in one
+    /// received buffer).
+    fn expected(
+        datagrams: &[(Vec<u8>, SocketAddr)],
+        peer: SocketAddr,
+        groups: &[usize],
+    ) -> Vec<Vec<u8>> {
+        let mut own = datagrams
+            .iter()
+            .filter(|(_, to)| *to == peer)
+            .map(|(d, _)| d);
+        groups
+            .iter()
+            .map(|&n| own.by_ref().take(n).flatten().copied().collect())
+            .collect()
+    }
+
+    fn shown(buffers: &[Vec<u8>]) -> Vec<(usize, char)> {
+        buffers.iter().map(|b| (b.len(), b[0] as char)).collect()
+    }
+
+    /// Runs arrive as the datagrams they are, in order, none twice.
+    #[tokio::test]
+    async fn runs_arrive_as_separate_datagrams() {
+        let receivers = receivers();
+        let [a, b] = [0, 1].map(|i| receivers[i].local_addr().unwrap());
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let datagrams = sent(a, b);
+        let mut sender = Sender::new(&socket);
+        send_all(&mut sender, &socket, &datagrams).await;
+        for (receiver, peer, count) in [(&receivers[0], a, 6), (&receivers[1], b, 2)] {
+            let got = received(receiver, count);
+            let want = expected(&datagrams, peer, &vec![1; count]);
+            assert!(
+                got == want,
+                "to {peer}: {:?}, not {:?}",
+                shown(&got),
+                shown(&want)
+            );
+        }
+    }
+
+    /// A run is one segmented message: a receiver that takes them whole (`UDP_GRO`) gets the
+    /// run in one buffer.
+    #[tokio::test]
+    async fn a_run_goes_as_one_message() {
+        use std::os::fd::AsRawFd;
+
+        let receivers = receivers();
+        set_option(receivers[0].as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1);
+        let [a, b] = [0, 1].map(|i| receivers[i].local_addr().unwrap());
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let datagrams = sent(a, b);
+        let mut sender = Sender::new(&socket);
+        assert!(sender.segment, "this kernel has no UDP segmentation");
+        send_all(&mut sender, &socket, &datagrams).await;
+        let got = received(&receivers[0], 3);
+        let want = expected(&datagrams, a, &[4, 1, 1]);
+        assert!(got == want, "{:?}, not {:?}", shown(&got), shown(&want));
+    }
+
+    /// A run the kernel refuses as one message (here: a socket sending without checksums,
+    /// which segmentation needs) goes again a datagram per message, and later runs are still
+    /// tried as one.
+    #[tokio::test]
+    async fn a_refused_run_goes_a_datagram_per_message() {
+        use std::os::fd::AsRawFd;
+
+        let receivers = receivers();
+        let [a, b] = [0, 1].map(|i| receivers[i].local_addr().unwrap());
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        set_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, 1);
+        let datagrams = sent(a, b);
+        let mut sender = Sender::new(&socket);
+        send_all(&mut sender, &socket, &datagrams).await;
+        assert!(
+            sender.segment,
+            "a refused run stops runs only for a device that refuses them"
+        );
+        for (receiver, peer, count) in [(&receivers[0], a, 6), (&receivers[1], b, 2)] {
+            let got = received(receiver, count);
+            let want = expected(&datagrams, peer, &vec![1; count]);
+            assert!(
+                got == want,
+                "to {peer}: {:?}, not {:?}",
+                shown(&got),
+                shown(&want)
+            );
         }
     }
 }

@@ -7,10 +7,11 @@
 //!
 //! Engine: one socket per worker, all bound to the same port with SO_REUSEPORT so the kernel
 //! spreads datagrams over them, with large receive and send buffers; datagrams are received
-//! and answered in batches, one system call each way per batch ([`mmsg`]). A datagram that is too
-//! large or not JSON at all is counted and dropped; any JSON request gets an answer. Requests
-//! over the node's in-flight limit are answered `overloaded` at once. Everything is counted in
-//! the node's [`RuntimeCounters`](crate::counters::RuntimeCounters).
+//! and answered in batches, one system call each way per batch, a peer's run of answers as one
+//! segmented message ([`mmsg`]). A datagram that is too large or not JSON at all is counted
+//! and dropped; any JSON request gets an answer. Requests over the node's in-flight limit are
+//! answered `overloaded` at once. Everything is counted in the node's
+//! [`RuntimeCounters`](crate::counters::RuntimeCounters).
 
 mod mmsg;
 pub mod request;
@@ -138,7 +139,7 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
     let stats = &counters.udp;
     let mut inbox = mmsg::Inbox::default();
     let mut outbox: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(mmsg::BATCH);
-    let mut sender = Sender::default();
+    let mut sender = Sender::new(&socket);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -110,7 +110,7 @@ pub async fn run(
     };
     let hard = worker.stop.hard.clone();
     let mut slots: Vec<Option<InFlight>> = vec![None; depth.max(1)];
-    let mut burst = Burst::default();
+    let mut burst = Burst::new(Sender::new(&socket));
     let mut numbers = itoa::Buffer::new();
     let worker_tag = numbers.format(worker.index).to_owned();
     let mut seq: u64 = 0;
@@ -187,9 +187,8 @@ pub async fn run(
     worker.finish()
 }
 
-/// The requests of one burst, each free slot's next, sent together: with one system call
-/// for up to a batch of them, and equal ones as one segmented message (see [`Sender`]).
-#[derive(Default)]
+/// The requests of one burst, each free slot's next, sent together: one system call for up
+/// to 32 of them, and a run of equal ones as one segmented message (see [`Sender`]).
 struct Burst {
     /// Datagram buffers, reused; the first `requests.len()` are this burst's.
     datagrams: Vec<(Vec<u8>, SocketAddr)>,
@@ -199,6 +198,14 @@ struct Burst {
 }
 
 impl Burst {
+    fn new(sender: Sender) -> Self {
+        Self {
+            datagrams: Vec::new(),
+            requests: Vec::new(),
+            sender,
+        }
+    }
+
     fn clear(&mut self) {
         self.requests.clear();
     }
