@@ -448,11 +448,24 @@ mod tests {
         assert_eq!(done, 0, "{}", io::Error::last_os_error());
     }
 
-    /// Reads what `receiver` gets, datagram by datagram, until `count` have come; then checks
-    /// that nothing more follows.
-    fn received(receiver: &std::net::UdpSocket, count: usize) -> Vec<Vec<u8>> {
+    /// Checks that `receiver` gets its datagrams of `datagrams` in order, grouped as `groups`
+    /// (how many datagrams come in each buffer it reads), and nothing more.
+    fn check(
+        receiver: &std::net::UdpSocket,
+        datagrams: &[(Vec<u8>, SocketAddr)],
+        groups: &[usize],
+    ) {
+        let peer = receiver.local_addr().unwrap();
+        let mut own = datagrams
+            .iter()
+            .filter(|(_, to)| *to == peer)
+            .map(|(d, _)| d);
+        let want: Vec<Vec<u8>> = groups
+            .iter()
+            .map(|&n| own.by_ref().take(n).flatten().copied().collect())
+            .collect();
         let mut buf = vec![0; 65_536];
-        let mut got: Vec<Vec<u8>> = (0..count)
+        let mut got: Vec<Vec<u8>> = (0..groups.len())
             .map(|_| {
                 let n = receiver.recv(&mut buf).unwrap();
                 buf[..n].to_vec()
@@ -463,28 +476,15 @@ mod tests {
         if let Ok(n) = receiver.recv(&mut buf) {
             got.push(buf[..n].to_vec());
         }
-        got
-    }
-
-    /// What `peer` should get of `datagrams`, grouped as `groups` (counts of datagrams in one
-    /// received buffer).
-    fn expected(
-        datagrams: &[(Vec<u8>, SocketAddr)],
-        peer: SocketAddr,
-        groups: &[usize],
-    ) -> Vec<Vec<u8>> {
-        let mut own = datagrams
-            .iter()
-            .filter(|(_, to)| *to == peer)
-            .map(|(d, _)| d);
-        groups
-            .iter()
-            .map(|&n| own.by_ref().take(n).flatten().copied().collect())
-            .collect()
-    }
-
-    fn shown(buffers: &[Vec<u8>]) -> Vec<(usize, char)> {
-        buffers.iter().map(|b| (b.len(), b[0] as char)).collect()
+        let shown = |buffers: &[Vec<u8>]| -> Vec<(usize, char)> {
+            buffers.iter().map(|b| (b.len(), b[0] as char)).collect()
+        };
+        assert!(
+            got == want,
+            "to {peer}: {:?}, not {:?}",
+            shown(&got),
+            shown(&want)
+        );
     }
 
     /// Runs arrive as the datagrams they are, in order, none twice.
@@ -496,16 +496,8 @@ mod tests {
         let datagrams = sent(a, b);
         let mut sender = Sender::new(&socket);
         send_all(&mut sender, &socket, &datagrams).await;
-        for (receiver, peer, count) in [(&receivers[0], a, 6), (&receivers[1], b, 2)] {
-            let got = received(receiver, count);
-            let want = expected(&datagrams, peer, &vec![1; count]);
-            assert!(
-                got == want,
-                "to {peer}: {:?}, not {:?}",
-                shown(&got),
-                shown(&want)
-            );
-        }
+        check(&receivers[0], &datagrams, &[1; 6]);
+        check(&receivers[1], &datagrams, &[1; 2]);
     }
 
     /// A run is one segmented message: a receiver that takes them whole (`UDP_GRO`) gets the
@@ -522,9 +514,7 @@ mod tests {
         let mut sender = Sender::new(&socket);
         assert!(sender.segment, "this kernel has no UDP segmentation");
         send_all(&mut sender, &socket, &datagrams).await;
-        let got = received(&receivers[0], 3);
-        let want = expected(&datagrams, a, &[4, 1, 1]);
-        assert!(got == want, "{:?}, not {:?}", shown(&got), shown(&want));
+        check(&receivers[0], &datagrams, &[4, 1, 1]);
     }
 
     /// A run the kernel refuses as one message (here: a socket sending without checksums,
@@ -545,15 +535,7 @@ mod tests {
             sender.segment,
             "a refused run stops runs only for a device that refuses them"
         );
-        for (receiver, peer, count) in [(&receivers[0], a, 6), (&receivers[1], b, 2)] {
-            let got = received(receiver, count);
-            let want = expected(&datagrams, peer, &vec![1; count]);
-            assert!(
-                got == want,
-                "to {peer}: {:?}, not {:?}",
-                shown(&got),
-                shown(&want)
-            );
-        }
+        check(&receivers[0], &datagrams, &[1; 6]);
+        check(&receivers[1], &datagrams, &[1; 2]);
     }
 }
