@@ -4,8 +4,9 @@
 //! one destination per call and has no `sendmmsg` (see `DEPENDENCIES.md` in `../shared/`,
 //! beside the project).
 //!
-//! The only unsafe code in the project lives here: the two libc calls, the control message
-//! giving a run's segment size, and the socket address the kernel writes. Every pointer handed
+//! The only unsafe code in the project lives here: the libc calls (`recvmmsg`, `sendmmsg`, and
+//! `getsockopt` asking for segmentation), the control message giving a run's segment size, and
+//! the socket address the kernel writes. Every pointer handed
 //! to the kernel points into buffers that live in the calling frame or in `self` for the whole
 //! call, and the kernel writes no more than the lengths it is given. Non-Linux builds fall back
 //! to one datagram per call.
@@ -14,7 +15,7 @@
 
 use std::{io, net::SocketAddr};
 
-use tokio::net::UdpSocket;
+use tokio::{io::Interest, net::UdpSocket};
 
 /// Datagrams handled per system call.
 pub const BATCH: usize = 32;
@@ -158,7 +159,7 @@ impl Sender {
     /// returns how many went (at least one), or the error of the first (`WouldBlock` when
     /// the socket is full). Meant for `UdpSocket::try_io`.
     #[cfg(target_os = "linux")]
-    pub fn send(
+    fn send(
         &mut self,
         socket: &UdpSocket,
         datagrams: &[(Vec<u8>, SocketAddr)],
@@ -188,7 +189,7 @@ impl Sender {
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub fn send(
+    fn send(
         &mut self,
         socket: &UdpSocket,
         datagrams: &[(Vec<u8>, SocketAddr)],
@@ -197,6 +198,29 @@ impl Sender {
             Some((bytes, peer)) => socket.try_send_to(bytes, *peer).map(|_| 1),
             None => Ok(0),
         }
+    }
+
+    /// Sends `datagrams` in order, waiting for room in the socket's buffer when it is full;
+    /// returns how many went, and the error that stopped the rest, if one did.
+    pub async fn send_all(
+        &mut self,
+        socket: &UdpSocket,
+        datagrams: &[(Vec<u8>, SocketAddr)],
+    ) -> (usize, io::Result<()>) {
+        let mut done = 0;
+        while done < datagrams.len() {
+            match socket.try_io(Interest::WRITABLE, || self.send(socket, &datagrams[done..])) {
+                Ok(0) => return (done, Err(io::ErrorKind::WriteZero.into())),
+                Ok(sent) => done += sent,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = socket.writable().await {
+                        return (done, Err(e));
+                    }
+                }
+                Err(e) => return (done, Err(e)),
+            }
+        }
+        (done, Ok(()))
     }
 }
 
@@ -339,8 +363,6 @@ fn header(
 // The helpers too: a failed socket call fails the test.
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use tokio::io::Interest;
-
     use super::*;
 
     fn lens(datagrams: &[(Vec<u8>, SocketAddr)]) -> Vec<usize> {
@@ -398,34 +420,36 @@ mod tests {
         ])
     }
 
+    /// Two receiving sockets on loopback, a socket to send from, and [`sent`]'s datagrams to
+    /// the two.
+    async fn loopback() -> (
+        [std::net::UdpSocket; 2],
+        UdpSocket,
+        Vec<(Vec<u8>, SocketAddr)>,
+    ) {
+        let receivers = [(); 2].map(|()| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
+                .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            socket
+        });
+        let [a, b] = [0, 1].map(|i| receivers[i].local_addr().unwrap());
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        (receivers, socket, sent(a, b))
+    }
+
     /// Sends all of `datagrams` with `sender`.
     async fn send_all(
         sender: &mut Sender,
         socket: &UdpSocket,
         datagrams: &[(Vec<u8>, SocketAddr)],
     ) {
-        let mut done = 0;
-        while done < datagrams.len() {
-            socket.writable().await.unwrap();
-            match socket.try_io(Interest::WRITABLE, || {
-                sender.send(socket, &datagrams[done..])
-            }) {
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("send failed: {e}"),
-            }
-        }
-    }
-
-    /// Two receiving sockets on loopback.
-    fn receivers() -> [std::net::UdpSocket; 2] {
-        [(); 2].map(|()| {
-            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            socket
-                .set_read_timeout(Some(std::time::Duration::from_secs(2)))
-                .unwrap();
-            socket
-        })
+        let (sent, result) = sender.send_all(socket, datagrams).await;
+        assert_eq!(
+            (sent, result.err().map(|e| e.to_string())),
+            (datagrams.len(), None)
+        );
     }
 
     /// Sets an integer socket option.
@@ -490,10 +514,7 @@ mod tests {
     /// Runs arrive as the datagrams they are, in order, none twice.
     #[tokio::test]
     async fn runs_arrive_as_separate_datagrams() {
-        let receivers = receivers();
-        let [a, b] = [0, 1].map(|i| receivers[i].local_addr().unwrap());
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let datagrams = sent(a, b);
+        let (receivers, socket, datagrams) = loopback().await;
         let mut sender = Sender::new(&socket);
         send_all(&mut sender, &socket, &datagrams).await;
         check(&receivers[0], &datagrams, &[1; 6]);
@@ -506,11 +527,8 @@ mod tests {
     async fn a_run_goes_as_one_message() {
         use std::os::fd::AsRawFd;
 
-        let receivers = receivers();
+        let (receivers, socket, datagrams) = loopback().await;
         set_option(receivers[0].as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1);
-        let [a, b] = [0, 1].map(|i| receivers[i].local_addr().unwrap());
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let datagrams = sent(a, b);
         let mut sender = Sender::new(&socket);
         assert!(sender.segment, "this kernel has no UDP segmentation");
         send_all(&mut sender, &socket, &datagrams).await;
@@ -524,11 +542,8 @@ mod tests {
     async fn a_refused_run_goes_a_datagram_per_message() {
         use std::os::fd::AsRawFd;
 
-        let receivers = receivers();
-        let [a, b] = [0, 1].map(|i| receivers[i].local_addr().unwrap());
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (receivers, socket, datagrams) = loopback().await;
         set_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, 1);
-        let datagrams = sent(a, b);
         let mut sender = Sender::new(&socket);
         send_all(&mut sender, &socket, &datagrams).await;
         assert!(

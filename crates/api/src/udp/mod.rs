@@ -220,26 +220,13 @@ async fn flush(
 ) {
     let mut done = 0;
     while done < outbox.len() {
-        match socket.try_io(Interest::WRITABLE, || sender.send(socket, &outbox[done..])) {
-            Ok(sent) if sent > 0 => {
-                stats.sent.fetch_add(sent as u64, Relaxed);
-                done += sent;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(e) = socket.writable().await {
-                    tracing::debug!(error = %e, "udp socket not writable");
-                    stats
-                        .send_errors
-                        .fetch_add((outbox.len() - done) as u64, Relaxed);
-                    break;
-                }
-            }
-            other => {
-                let peer = outbox[done].1;
-                tracing::debug!(result = ?other.map(|_| ()), %peer, "udp send failed");
-                stats.send_errors.fetch_add(1, Relaxed);
-                done += 1;
-            }
+        let (sent, result) = sender.send_all(socket, &outbox[done..]).await;
+        stats.sent.fetch_add(sent as u64, Relaxed);
+        done += sent;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, peer = %outbox[done].1, "udp send failed");
+            stats.send_errors.fetch_add(1, Relaxed);
+            done += 1;
         }
     }
     outbox.clear();

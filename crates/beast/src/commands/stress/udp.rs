@@ -110,7 +110,7 @@ pub async fn run(
     };
     let hard = worker.stop.hard.clone();
     let mut slots: Vec<Option<InFlight>> = vec![None; depth.max(1)];
-    let mut burst = Burst::new(Sender::new(&socket));
+    let mut burst = Burst::new(Sender::new(&socket), requests.addr);
     let mut numbers = itoa::Buffer::new();
     let worker_tag = numbers.format(worker.index).to_owned();
     let mut seq: u64 = 0;
@@ -131,7 +131,7 @@ pub async fn run(
             burst.clear();
             for slot in (0..slots.len()).filter(|&slot| slots[slot].is_none()) {
                 seq += 1;
-                let datagram = burst.push(requests.addr, slot, seq);
+                let datagram = burst.push(slot, seq);
                 datagram.extend_from_slice(requests.prefix(next));
                 next = next.wrapping_add(1);
                 datagram.extend_from_slice(worker_tag.as_bytes());
@@ -190,18 +190,20 @@ pub async fn run(
 /// The requests of one burst, each free slot's next, sent together: one system call for up
 /// to 32 of them, and a run of equal ones as one segmented message (see [`Sender`]).
 struct Burst {
-    /// Datagram buffers, reused; the first `requests.len()` are this burst's.
+    /// Datagram buffers to the target, reused; the first `requests.len()` are this burst's.
     datagrams: Vec<(Vec<u8>, SocketAddr)>,
     /// The slot and number of each request of this burst.
     requests: Vec<(usize, u64)>,
+    target: SocketAddr,
     sender: Sender,
 }
 
 impl Burst {
-    fn new(sender: Sender) -> Self {
+    fn new(sender: Sender, target: SocketAddr) -> Self {
         Self {
             datagrams: Vec::new(),
             requests: Vec::new(),
+            target,
             sender,
         }
     }
@@ -210,15 +212,14 @@ impl Burst {
         self.requests.clear();
     }
 
-    /// Adds the request numbered `seq` in `slot`, to `addr`: its datagram, empty, to write.
-    fn push(&mut self, addr: SocketAddr, slot: usize, seq: u64) -> &mut Vec<u8> {
+    /// Adds the request numbered `seq` in `slot`: its datagram, empty, to write.
+    fn push(&mut self, slot: usize, seq: u64) -> &mut Vec<u8> {
         let at = self.requests.len();
         self.requests.push((slot, seq));
         if self.datagrams.len() == at {
-            self.datagrams.push((Vec::with_capacity(256), addr));
+            self.datagrams.push((Vec::with_capacity(256), self.target));
         }
-        let (datagram, to) = &mut self.datagrams[at];
-        *to = addr;
+        let datagram = &mut self.datagrams[at].0;
         datagram.clear();
         datagram
     }
@@ -227,21 +228,12 @@ impl Burst {
     /// (waiting for room in the socket's buffer is not one).
     async fn send(&mut self, socket: &UdpSocket, slots: &mut [Option<InFlight>]) -> io::Result<()> {
         let sent = Instant::now();
-        let (count, mut done) = (self.requests.len(), 0);
-        while done < count {
-            let (datagrams, sender) = (&self.datagrams[done..count], &mut self.sender);
-            match socket.try_io(Interest::WRITABLE, || sender.send(socket, datagrams)) {
-                Ok(n) => {
-                    for &(slot, seq) in &self.requests[done..done + n] {
-                        slots[slot] = Some(InFlight { seq, sent });
-                    }
-                    done += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.writable().await?,
-                Err(e) => return Err(e),
-            }
+        let burst = &self.datagrams[..self.requests.len()];
+        let (went, result) = self.sender.send_all(socket, burst).await;
+        for &(slot, seq) in &self.requests[..went] {
+            slots[slot] = Some(InFlight { seq, sent });
         }
-        Ok(())
+        result
     }
 }
 
