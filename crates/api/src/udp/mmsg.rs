@@ -281,9 +281,9 @@ fn send(socket: &UdpSocket, datagrams: &[(Vec<u8>, SocketAddr)], runs: &Runs) ->
     use socket2::SockAddr;
     use std::os::fd::AsRawFd;
 
-    // Fixed arrays, not heap lists: this runs for every batch of replies.
-    let peers: [Option<SockAddr>; BATCH] =
-        std::array::from_fn(|i| datagrams.get(i).map(|(_, peer)| SockAddr::from(*peer)));
+    // Fixed arrays, not heap lists: this runs for every batch of replies. A message's address
+    // is its run's, written as the message is.
+    let mut peers: [Option<SockAddr>; BATCH] = [const { None }; BATCH];
     let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|i| match datagrams.get(i) {
         Some((bytes, _)) => libc::iovec {
             iov_base: bytes.as_ptr().cast_mut().cast(),
@@ -301,11 +301,8 @@ fn send(socket: &UdpSocket, datagrams: &[(Vec<u8>, SocketAddr)], runs: &Runs) ->
     let (iov_at, control_at) = (iovs.as_mut_ptr(), controls.as_mut_ptr());
     let mut first = 0;
     for (m, &len) in runs.lens[..runs.count].iter().enumerate() {
-        let (name, namelen) = peers[first]
-            .as_ref()
-            .map_or((std::ptr::null_mut(), 0), |peer| {
-                (peer.as_ptr().cast_mut().cast(), peer.len())
-            });
+        let peer = peers[m].insert(SockAddr::from(datagrams[first].1));
+        let (name, namelen) = (peer.as_ptr().cast_mut().cast(), peer.len());
         // SAFETY: `first + len <= BATCH` and `m < BATCH`: both stay in their arrays.
         let (iov, control) = unsafe { (iov_at.add(first), control_at.add(m)) };
         headers[m] = header(name, namelen, iov, len);
@@ -327,8 +324,8 @@ fn send(socket: &UdpSocket, datagrams: &[(Vec<u8>, SocketAddr)], runs: &Runs) ->
         }
         first += len;
     }
-    // SAFETY: each header points at its run's peer address, iovecs and control message; each
-    // iovec at a datagram; the kernel only reads them, and all outlive the call.
+    // SAFETY: each header points at its own peer address and control message and at its run's
+    // iovecs, each iovec at a datagram; the kernel only reads them, and all outlive the call.
     let sent = unsafe {
         libc::sendmmsg(
             socket.as_raw_fd(),
