@@ -37,7 +37,7 @@ const ROLLED_UNTIL: &str = "SELECT rolled_until_ms FROM usage_rollup_state WHERE
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Usage rows, on a connection of their own ([`UsageAppender`]).
-    usage: Arc<UsageAppender>,
+    usage: UsageAppender,
 }
 
 fn migrator() -> Migrator {
@@ -104,7 +104,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         migrator().run(&pool).await?;
-        let usage = Arc::new(UsageAppender::open(&path, BUSY_TIMEOUT)?);
+        let usage = UsageAppender::open(&path, BUSY_TIMEOUT)?;
         let store = Self { pool, usage };
         store.seed().await?;
         Ok(store)
@@ -112,7 +112,7 @@ impl SqliteStore {
 
     pub async fn close(&self) {
         self.pool.close().await;
-        self.usage.close();
+        self.usage.close().await;
     }
 
     async fn seed(&self) -> Result<()> {
@@ -659,8 +659,17 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(());
         }
-        let usage = self.usage.clone();
-        tokio::task::spawn_blocking(move || usage.append(&events)).await?
+        if self.usage.append(&events).await? {
+            // The batch is in: a failed checkpoint loses nothing, and must not make the writer
+            // write the batch again. The pool's connection waits for the disk on its thread.
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.pool)
+                .await
+            {
+                tracing::warn!(error = %e, "WAL checkpoint failed; the next is due in as many rows");
+            }
+        }
+        Ok(())
     }
 
     fn usage_rows<'a>(
