@@ -660,13 +660,17 @@ impl Store for SqliteStore {
             return Ok(());
         }
         if self.usage.append(&events).await? {
-            // The batch is in: a failed checkpoint loses nothing, and must not make the writer
-            // write the batch again. The pool's connection waits for the disk on its thread.
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&self.pool)
+            // The batch is in: a checkpoint that fails, or stops short because a reader still
+            // needs the WAL, loses nothing and must not make the writer write the batch again.
+            // It is tried again after the next batch. The pool's connection waits for the
+            // disk on its own thread.
+            match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&self.pool)
                 .await
             {
-                tracing::warn!(error = %e, "WAL checkpoint failed; the next is due in as many rows");
+                Ok((_, log, checkpointed)) if checkpointed == log => self.usage.checkpointed(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
             }
         }
         Ok(())
