@@ -468,6 +468,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_that_waits_too_long_for_the_lock_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let path = dir.path().join("beast.sqlite3");
+        let appender = super::UsageAppender::open(&path, Duration::from_millis(50)).unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = Instant::now();
+        let refused = appender.append(&vec![event(); 150]).await.unwrap_err();
+        let waited = started.elapsed();
+        assert!(
+            matches!(&refused, StoreError::Sqlite(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)),
+            "{refused}"
+        );
+        // Pauses of 1, 2, 4, 8 and 16 ms: the next would pass the 50 ms allowed.
+        assert!(
+            waited >= Duration::from_millis(30) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+        other.execute_batch("COMMIT").unwrap();
+        assert_eq!(store.usage_count().await.unwrap(), 0);
+        appender.append(&vec![event(); 150]).await.unwrap();
+        assert_eq!(store.usage_count().await.unwrap(), 150);
+    }
+
+    #[tokio::test]
     async fn a_batch_dropped_part_way_writes_nothing_and_keeps_no_lock() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();

@@ -28,9 +28,6 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// A blocking write that panicked (a bug): its transaction was rolled back.
-    #[error("store task: {0}")]
-    Task(#[from] tokio::task::JoinError),
     #[error("the store is closed")]
     Closed,
     #[error("migration: {0}")]
