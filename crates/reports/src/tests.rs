@@ -44,7 +44,7 @@ async fn report_logs_are_pruned_by_retention_even_before_any_roll_up() {
     let store = SqliteStore::open(dir.path()).await.unwrap();
     let now = now_ms();
     let old = day_start_ms(now) - 200 * DAY_MS;
-    store.insert_usage([event(old, 100)].into()).await.unwrap();
+    store.insert_usage(&[event(old, 100)]).await.unwrap();
     for ts_ms in [old, now] {
         store.log_report(&log_entry(ts_ms)).await.unwrap();
     }
@@ -73,7 +73,7 @@ async fn a_day_rolled_up_and_pruned_elsewhere_is_never_rolled_again_from_nothing
     let events: Vec<_> = (0..3)
         .map(|i| event(day + i * 1000, 100 + i as u32))
         .collect();
-    store.insert_usage(events.into()).await.unwrap();
+    store.insert_usage(&events).await.unwrap();
 
     // A node lists the day as due; meanwhile `beast sync` rolls it up and prunes its rows.
     let stale = rollup::pending_days(&store, now_ms(), 0).await.unwrap();
@@ -128,7 +128,7 @@ async fn usage_streams_across_read_batches_in_order_without_gaps_or_repeats() {
             ..event(base + i / 3, i as u32)
         })
         .collect();
-    store.insert_usage(events.into()).await.unwrap();
+    store.insert_usage(&events).await.unwrap();
     let key1 = UsageFilter {
         key_id: Some(1),
         to_ms: i64::MAX,
@@ -190,7 +190,7 @@ async fn an_export_counts_only_the_rows_it_handed_over() {
     let store = SqliteStore::open(dir.path()).await.unwrap();
     let base = now_ms() - DAY_MS;
     let events: Vec<_> = (0..3).map(|i| event(base + i, 100)).collect();
-    store.insert_usage(events.into()).await.unwrap();
+    store.insert_usage(&events).await.unwrap();
     let request = crate::ReportRequest {
         filter: UsageFilter {
             to_ms: i64::MAX,
@@ -260,7 +260,10 @@ async fn every_column_of_a_usage_row_is_read_into_its_own_field() {
         latency_us: 987,
         cache_tier: CacheTier::Rest,
     };
-    store.insert_usage([written.clone()].into()).await.unwrap();
+    store
+        .insert_usage(std::slice::from_ref(&written))
+        .await
+        .unwrap();
     let read: Vec<UsageRow> = store
         .usage_rows(&UsageFilter::default().between(0, i64::MAX), None, None)
         .try_collect()

@@ -382,23 +382,17 @@ mod tests {
             let stored = keys.iter().find(|k| k.id == key.id).unwrap();
             (stored.usage_month.clone(), stored.usage_count)
         };
-        store
-            .insert_usage(vec![at(before, 200); 3].into())
-            .await
-            .unwrap();
+        store.insert_usage(&vec![at(before, 200); 3]).await.unwrap();
         assert_eq!(counter().await, (before_month, 3));
         // A batch across the month's end, the old month first: the new month's successful
         // requests start its count.
         let mut batch = vec![at(before, 200)];
         batch.extend(vec![at(after, 200); 4]);
         batch.extend([at(after, 429), at(before, 200)]);
-        store.insert_usage(batch.into()).await.unwrap();
+        store.insert_usage(&batch).await.unwrap();
         assert_eq!(counter().await, (after_month.clone(), 4));
         // The old month's rows written late leave the new month's count alone.
-        store
-            .insert_usage(vec![at(before, 200); 5].into())
-            .await
-            .unwrap();
+        store.insert_usage(&vec![at(before, 200); 5]).await.unwrap();
         assert_eq!(counter().await, (after_month, 4));
         assert_eq!(store.usage_count().await.unwrap(), 3 + 7 + 5);
     }
@@ -428,7 +422,7 @@ mod tests {
             ..event()
         }));
         let written = events.len() as i64;
-        store.insert_usage(events.into()).await.unwrap();
+        store.insert_usage(&events).await.unwrap();
         assert_eq!(store.usage_count().await.unwrap(), written);
         let counted: std::collections::BTreeMap<i64, i64> = store
             .api_keys()
@@ -454,7 +448,7 @@ mod tests {
             other.execute_batch("COMMIT").unwrap();
         });
         // A full 100-row statement and a tail of 50.
-        store.insert_usage(vec![event(); 150].into()).await.unwrap();
+        store.insert_usage(&vec![event(); 150]).await.unwrap();
         assert!(
             started.elapsed() >= held,
             "written before the lock was free"
@@ -463,7 +457,7 @@ mod tests {
         assert_eq!(store.usage_count().await.unwrap(), 150);
 
         store.close().await;
-        let refused = store.insert_usage(vec![event()].into()).await.unwrap_err();
+        let refused = store.insert_usage(&[event()]).await.unwrap_err();
         assert!(matches!(refused, StoreError::Closed), "{refused}");
     }
 
@@ -498,17 +492,16 @@ mod tests {
     async fn a_batch_dropped_part_way_writes_nothing_and_keeps_no_lock() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        let events: std::sync::Arc<[UsageEvent]> = vec![event(); 3 * SLICE_ROWS].into();
+        let events = vec![event(); 3 * SLICE_ROWS];
         // Polled once: the transaction is open, the first slice written, then it yields.
-        let dropped =
-            tokio::time::timeout(Duration::ZERO, store.insert_usage(events.clone())).await;
+        let dropped = tokio::time::timeout(Duration::ZERO, store.insert_usage(&events)).await;
         assert!(dropped.is_err(), "the batch was written in one poll");
         // The write lock is free at once: a connection that does not wait gets it.
         let other = rusqlite::Connection::open(dir.path().join("beast.sqlite3")).unwrap();
         other.busy_timeout(Duration::ZERO).unwrap();
         other.execute_batch("BEGIN IMMEDIATE; ROLLBACK").unwrap();
         assert_eq!(store.usage_count().await.unwrap(), 0);
-        store.insert_usage(events).await.unwrap();
+        store.insert_usage(&events).await.unwrap();
         assert_eq!(store.usage_count().await.unwrap(), 3 * SLICE_ROWS as i64);
     }
 
@@ -525,13 +518,10 @@ mod tests {
                 };
                 rows
             ]
-            .into()
         };
         // Each yields between its slices while the other waits for the connection.
-        let (a, b) = tokio::join!(
-            store.insert_usage(batch(2 * SLICE_ROWS + 1)),
-            store.insert_usage(batch(SLICE_ROWS + 3))
-        );
+        let (first, second) = (batch(2 * SLICE_ROWS + 1), batch(SLICE_ROWS + 3));
+        let (a, b) = tokio::join!(store.insert_usage(&first), store.insert_usage(&second));
         a.unwrap();
         b.unwrap();
         let written = 3 * SLICE_ROWS as i64 + 4;
@@ -560,11 +550,11 @@ mod tests {
         // WAL is never made shorter, only written again from its start after a checkpoint.
         let batch = 10_000;
         let batches = 3 * CHECKPOINT_ROWS / batch;
-        let events: std::sync::Arc<[UsageEvent]> = vec![event(); batch].into();
+        let events = vec![event(); batch];
         let wal = path.with_extension("sqlite3-wal");
         let mut sizes = Vec::new();
         for _ in 0..batches {
-            store.insert_usage(events.clone()).await.unwrap();
+            store.insert_usage(&events).await.unwrap();
             sizes.push(std::fs::metadata(&wal).unwrap().len());
         }
         let per_checkpoint = (CHECKPOINT_ROWS / batch + 1) as u64;

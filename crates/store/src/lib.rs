@@ -9,8 +9,6 @@ pub mod reports;
 mod seed;
 pub mod sqlite;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use beast_core::{AssetMapping, ExchangeDefinition, Tier, UsageEvent};
 use futures_util::stream::BoxStream;
@@ -132,9 +130,8 @@ pub trait Store: Send + Sync {
     async fn revoke_api_key(&self, id: i64) -> Result<bool>;
 
     /// Writes a batch of usage events and folds the per-key monthly counters, in one
-    /// transaction. The batch is shared so that a blocking writer can hold it, and a retry
-    /// can pass it again.
-    async fn insert_usage(&self, events: Arc<[UsageEvent]>) -> Result<()>;
+    /// transaction.
+    async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()>;
 
     /// Usage rows matching `filter`, newest first (by time, then id), strictly after
     /// `after`, at most `limit` of them; streamed, so an export never sits in memory.

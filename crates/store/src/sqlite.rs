@@ -1,7 +1,7 @@
 //! The embedded SQLite store: `<data-dir>/beast.sqlite3`, WAL mode so the server and the
 //! `beast keys` command can use it at once.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{path::Path, time::Duration};
 
 use async_trait::async_trait;
 use beast_core::{
@@ -655,11 +655,11 @@ impl Store for SqliteStore {
         Ok(revoked)
     }
 
-    async fn insert_usage(&self, events: Arc<[UsageEvent]>) -> Result<()> {
+    async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        if self.usage.append(&events).await? {
+        if self.usage.append(events).await? {
             // The batch is in: a checkpoint that fails, or stops short because a reader still
             // needs the WAL, loses nothing and must not make the writer write the batch again.
             // It is tried again after the next batch. The pool's connection waits for the

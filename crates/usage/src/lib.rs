@@ -182,34 +182,35 @@ impl UsageWriter {
         );
     }
 
+    /// Writes `batch` (retrying), then empties it.
     async fn write(&self, store: &dyn Store, batch: &mut Vec<UsageEvent>) {
-        let events: Arc<[UsageEvent]> = batch.drain(..).collect();
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(5))
             .with_max_times(WRITE_ATTEMPTS)
             .build();
         loop {
-            match store.insert_usage(events.clone()).await {
+            match store.insert_usage(batch).await {
                 Ok(()) => {
-                    self.stats.written.fetch_add(events.len() as u64, Relaxed);
+                    self.stats.written.fetch_add(batch.len() as u64, Relaxed);
                     self.stats.batches.fetch_add(1, Relaxed);
                     break;
                 }
                 Err(e) => match delays.next() {
                     Some(delay) => {
                         self.stats.write_retries.fetch_add(1, Relaxed);
-                        tracing::warn!(error = %e, rows = events.len(), "usage batch write failed, retrying");
+                        tracing::warn!(error = %e, rows = batch.len(), "usage batch write failed, retrying");
                         tokio::time::sleep(delay).await;
                     }
                     None => {
-                        self.stats.dropped.fetch_add(events.len() as u64, Relaxed);
-                        tracing::error!(error = %e, rows = events.len(), "usage batch lost after retries");
+                        self.stats.dropped.fetch_add(batch.len() as u64, Relaxed);
+                        tracing::error!(error = %e, rows = batch.len(), "usage batch lost after retries");
                         break;
                     }
                 },
             }
         }
+        batch.clear();
     }
 }
 

@@ -107,12 +107,13 @@ async fn generate(store: &dyn Store, args: &GenerateUsageArgs) -> anyhow::Result
         });
         if batch.len() == BATCH {
             let written = batch.len() as u64;
-            store.insert_usage(batch.drain(..).collect()).await?;
+            store.insert_usage(&batch).await?;
+            batch.clear();
             bar.inc(written);
         }
     }
     let written = batch.len() as u64;
-    store.insert_usage(batch.into()).await?;
+    store.insert_usage(&batch).await?;
     bar.inc(written);
     bar.finish_and_clear();
     say!("{}", listing.trim_end())?;
