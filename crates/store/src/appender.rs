@@ -10,13 +10,13 @@
 //! binary), which is why rusqlite stays on 0.39, the releases that share sqlx's.
 //!
 //! A batch is written on the runtime's own threads, [`SLICE_ROWS`] rows (about a millisecond)
-//! between two yields. It does not wait there for others: another writer's lock is waited
-//! for with async sleeps, and the WAL is checkpointed (which syncs the file to disk) through
-//! the pool, on sqlx's thread. One sync stays: the first batch after a checkpoint starts the
-//! WAL again and syncs its header (SQLite's guard against reordered writes), about 0.4 ms
-//! here, once per [`CHECKPOINT_ROWS`] rows. Batches used to be written on a blocking thread,
-//! a whole one (up to 10,000 rows, about 9 ms of CPU) at once. On a two-core node that third
-//! busy thread competed with the request threads and set HTTP's tail: wrk's p99 at 64
+//! between two yields. It does not wait there for others: another writer's lock is waited for
+//! with async sleeps, and the WAL is checkpointed (which syncs the file to disk) through the
+//! pool, on sqlx's thread (`SqliteStore::insert_usage`). One sync stays: the first batch after
+//! a checkpoint starts the WAL again and syncs its header (SQLite's guard against reordered
+//! writes), about 0.4 ms here, once per checkpoint. Batches used to be written on a blocking
+//! thread, a whole one (up to 10,000 rows, about 9 ms of CPU) at once. On a two-core node that
+//! third busy thread competed with the request threads and set HTTP's tail: wrk's p99 at 64
 //! connections, in 5 alternating rounds, was 4.6–5.1 ms (median 4.8) that way and 4.3–4.5 ms
 //! (median 4.4) written here.
 
@@ -25,7 +25,6 @@ use std::{
     collections::{BTreeMap, HashMap},
     ops::Deref,
     path::Path,
-    sync::atomic::{AtomicUsize, Ordering::Relaxed},
     time::Duration,
 };
 
@@ -41,9 +40,6 @@ const ROWS_PER_STATEMENT: usize = 100;
 /// Rows written between two yields to the runtime: about a millisecond of CPU. Whole
 /// statements, so that only a batch's last slice has a shorter one.
 const SLICE_ROWS: usize = 10 * ROWS_PER_STATEMENT;
-/// Rows committed between two WAL checkpoints: about 900 pages of WAL at the 45 rows a page
-/// measured, near SQLite's own cadence (1,000 pages), which this connection turns off.
-const CHECKPOINT_ROWS: usize = 40_000;
 
 /// Appends usage rows and folds them into the per-key monthly counters.
 pub(crate) struct UsageAppender {
@@ -51,8 +47,6 @@ pub(crate) struct UsageAppender {
     connection: tokio::sync::Mutex<Option<Connection>>,
     /// How long a batch waits for another writer's lock, in all.
     busy: Duration,
-    /// Rows committed since the WAL was last checkpointed whole (it paces checkpoints only).
-    uncheckpointed: AtomicUsize,
     /// The rows, [`ROWS_PER_STATEMENT`] per INSERT.
     rows: Chunked<9>,
     /// The counters, 1,000 keys per update (3,000 values, well under SQLite's 32,766).
@@ -67,12 +61,11 @@ impl UsageAppender {
         // Never inside SQLite, on the runtime's thread: `begin` waits, asynchronously.
         connection.busy_timeout(Duration::ZERO)?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
-        // A checkpoint syncs the file to disk: `append` says when one is due instead.
+        // A checkpoint syncs the file to disk: the store runs them, through its pool.
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         Ok(Self {
             connection: tokio::sync::Mutex::new(Some(connection)),
             busy,
-            uncheckpointed: AtomicUsize::new(0),
             rows: Chunked::new(
                 "INSERT INTO usage_logs (ts_ms, key_id, asset, source, protocol, node, status, \
                  latency_us, cache_tier) VALUES ",
@@ -98,9 +91,8 @@ impl UsageAppender {
 
     /// Writes `events` and folds the successful ones into `api_keys.usage_count`, in one
     /// transaction: all or nothing, also when this future is dropped part-way. Runs on the
-    /// caller's thread in slices of [`SLICE_ROWS`] rows, yielding between them. Returns
-    /// whether a WAL checkpoint is due (until [`Self::checkpointed`]).
-    pub(crate) async fn append(&self, events: &[UsageEvent]) -> Result<bool> {
+    /// caller's thread in slices of [`SLICE_ROWS`] rows, yielding between them.
+    pub(crate) async fn append(&self, events: &[UsageEvent]) -> Result<()> {
         let mut guard = self.connection.lock().await;
         let connection = guard.as_mut().ok_or(StoreError::Closed)?;
         let batch = self.begin(connection).await?;
@@ -126,14 +118,7 @@ impl UsageAppender {
             let label = months.get(&c.month_end).map_or("", String::as_str);
             [c.key_id.into(), label.into(), c.n.into()]
         })?;
-        batch.commit()?;
-        let uncheckpointed = self.uncheckpointed.fetch_add(events.len(), Relaxed) + events.len();
-        Ok(uncheckpointed >= CHECKPOINT_ROWS)
-    }
-
-    /// The WAL was checkpointed whole: the next checkpoint is due in [`CHECKPOINT_ROWS`] rows.
-    pub(crate) fn checkpointed(&self) {
-        self.uncheckpointed.store(0, Relaxed);
+        batch.commit()
     }
 
     /// Opens the batch's write transaction. While another connection holds the write lock it
@@ -196,7 +181,7 @@ impl Drop for Batch<'_> {
 
 /// A multi-row statement run in chunks: `head`, up to `per` groups of `N` values, `tail`.
 /// Full chunks run through one statement, kept between batches in the connection's statement
-/// cache (keyed by its text, written once per batch); the shorter last chunk has a length of
+/// cache (keyed by its text, written once per run); the shorter last chunk has a length of
 /// its own each time and is prepared for itself.
 struct Chunked<const N: usize> {
     head: &'static str,
@@ -324,8 +309,8 @@ mod tests {
 
     use beast_core::{CacheTier, Protocol, UsageEvent};
 
-    use super::{CHECKPOINT_ROWS, SLICE_ROWS};
-    use crate::{SqliteStore, Store, StoreError};
+    use super::SLICE_ROWS;
+    use crate::{SqliteStore, Store, StoreError, sqlite::CHECKPOINT_ROWS};
 
     fn event() -> UsageEvent {
         UsageEvent {
