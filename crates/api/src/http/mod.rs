@@ -136,7 +136,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
         let routed_price = match (request.method(), request.uri().path()) {
             (&Method::GET, "/price") if self.answers_price => {
                 // Allocated per request: `map`, not an `async` block awaiting it, which would
-                // hold the future twice (3,960 bytes then, 1,024 now: within glibc's per-thread
+                // hold the future twice (3,960 bytes then, 992 now: within glibc's per-thread
                 // cache of small blocks, which ends at 1,032).
                 return Box::pin(
                     price::answer(state.clone(), &request.into_parts().0, self.peer).map(Ok),
@@ -390,15 +390,18 @@ pub(crate) fn error_response(error: &ApiError) -> Response {
     response
 }
 
-/// The key a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+/// The key a request presents: `Authorization: Bearer <key>` (the scheme in any case, as
+/// HTTP's schemes are) or `X-API-Key: <key>`; an `Authorization` header with no bearer key
+/// leaves `X-API-Key` to be read.
 pub(crate) fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
+            let (scheme, key) = v.trim_start().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(key)
+        })
+        .filter(|key| !key.trim().is_empty());
     crate::state::key_text(
         bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok())),
     )
@@ -417,4 +420,40 @@ fn presents_valid_key(state: &AppState, headers: &HeaderMap) -> bool {
 pub(crate) fn parse_query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
     serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn presented(headers: &[(&'static str, &str)]) -> Result<String, &'static str> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        presented_key(&map).map(str::to_owned).map_err(|e| e.code())
+    }
+
+    #[test]
+    fn a_key_is_read_from_a_bearer_header_in_any_case_or_else_x_api_key() {
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let value = format!("{scheme} k1");
+            assert_eq!(presented(&[("authorization", &value)]), Ok("k1".into()));
+        }
+        assert_eq!(presented(&[("x-api-key", " k2 ")]), Ok("k2".into()));
+        let both = [("authorization", "Bearer k1"), ("x-api-key", "k2")];
+        assert_eq!(presented(&both), Ok("k1".into()), "the bearer key first");
+        for no_bearer in ["Bearer ", "Bearer    ", "Basic a2V5", "Bearer"] {
+            assert_eq!(
+                presented(&[("authorization", no_bearer), ("x-api-key", "k2")]),
+                Ok("k2".into()),
+                "{no_bearer:?}"
+            );
+            assert_eq!(
+                presented(&[("authorization", no_bearer)]),
+                Err("missing_api_key")
+            );
+        }
+        assert_eq!(presented(&[]), Err("missing_api_key"));
+    }
 }
