@@ -32,7 +32,8 @@ pub struct KeyEntry {
     pub tier: Tier,
     /// `None` for unlimited (partner) tiers.
     limiter: Option<Limiter>,
-    /// Successful requests in the current month, and when that month ends (unix ms).
+    /// Answers given this month, with the room held by requests being answered, and when
+    /// that month ends (unix ms).
     used: AtomicU64,
     month_ends_ms: AtomicI64,
 }
@@ -58,11 +59,16 @@ impl KeyEntry {
         }
     }
 
-    /// Rate limit (one token per request) and quota (room for `answers` more answers); a
-    /// request admitted here may proceed.
-    pub fn admit(&self, now_ms: i64, answers: u64) -> Result<(), ApiError> {
+    /// Rate limit (one token per request) and quota: room for `answers` more answers this
+    /// month, taken at once (so requests admitted together cannot pass the quota between
+    /// them) and held by the [`Admitted`] returned until it is settled or dropped.
+    pub fn admit(&self, now_ms: i64, answers: u64) -> Result<Admitted<'_>, ApiError> {
         if self.tier.unlimited {
-            return Ok(());
+            return Ok(Admitted {
+                key: self,
+                held: 0,
+                month_ends_ms: 0,
+            });
         }
         let ends = self.month_ends_ms.load(Relaxed);
         if now_ms >= ends
@@ -80,17 +86,58 @@ impl KeyEntry {
                 not_until.wait_time_from(limiter.clock().now()),
             ));
         }
-        if self.used.load(Relaxed).saturating_add(answers) > self.tier.monthly_quota {
+        let admitted = Admitted {
+            key: self,
+            held: answers,
+            month_ends_ms: self.month_ends_ms.load(Relaxed),
+        };
+        let before = self.used.fetch_add(answers, Relaxed);
+        if before.saturating_add(answers) > self.tier.monthly_quota {
+            drop(admitted);
             return Err(ApiError::QuotaExceeded {
                 retry_after_s: retry_after_s(now_ms, self.month_ends_ms.load(Relaxed)),
             });
         }
-        Ok(())
+        Ok(admitted)
     }
 
-    /// Counts `n` successful answers toward the monthly quota.
-    pub fn count_success(&self, n: u64) {
-        self.used.fetch_add(n, Relaxed);
+    /// Gives back `n` answers of quota room taken in the month ending at `month_ends_ms` and
+    /// not used; room taken in a month that has since ended was wiped with it. Never below
+    /// zero (a month ending as the room was taken may have wiped it too).
+    fn release(&self, n: u64, month_ends_ms: i64) {
+        if self.month_ends_ms.load(Relaxed) != month_ends_ms {
+            return;
+        }
+        // The closure always returns `Some`: the update cannot fail.
+        let _ = self
+            .used
+            .fetch_update(Relaxed, Relaxed, |used| Some(used.saturating_sub(n)));
+    }
+}
+
+/// A request admitted by [`KeyEntry::admit`], holding the quota room it took: given back when
+/// dropped, except the answers [`Admitted::settle`] keeps.
+#[must_use = "dropping it gives its quota room back at once"]
+pub struct Admitted<'a> {
+    key: &'a KeyEntry,
+    held: u64,
+    /// When the month the room was taken in ends.
+    month_ends_ms: i64,
+}
+
+impl Admitted<'_> {
+    /// `served` answers were given: they count toward the month's quota, and the rest of the
+    /// room taken is given back.
+    pub fn settle(mut self, served: u64) {
+        self.held = self.held.saturating_sub(served);
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if self.held > 0 {
+            self.key.release(self.held, self.month_ends_ms);
+        }
     }
 }
 
@@ -185,5 +232,81 @@ impl KeyRing {
             }
         };
         follow(store.clone(), Area::Keys, seen, every, stop, reload).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(monthly_quota: u64, unlimited: bool) -> KeyEntry {
+        let record = ApiKeyRecord {
+            id: 1,
+            key_hash: String::new(),
+            key_prefix: String::new(),
+            name: String::new(),
+            tier: "t".into(),
+            created_at_ms: 0,
+            revoked_at_ms: None,
+            usage_month: String::new(),
+            usage_count: 0,
+        };
+        let tier = Tier {
+            name: "t".into(),
+            requests_per_second: 1_000_000,
+            burst: 1_000_000,
+            monthly_quota,
+            reports_enabled: false,
+            monthly_report_allowance: 0,
+            unlimited,
+        };
+        KeyEntry::new(&record, tier, beast_core::now_ms())
+    }
+
+    fn refused(result: Result<Admitted<'_>, ApiError>) -> bool {
+        matches!(result, Err(ApiError::QuotaExceeded { .. }))
+    }
+
+    #[test]
+    fn requests_admitted_together_cannot_pass_the_quota_between_them() {
+        let key = entry(10, false);
+        let now = beast_core::now_ms();
+        // Seven answers being worked on hold their room: three more fit, four do not.
+        let first = key.admit(now, 7).unwrap();
+        assert!(refused(key.admit(now, 4)));
+        let second = key.admit(now, 3).unwrap();
+        assert!(refused(key.admit(now, 1)));
+        // Five of the seven were given: two come back; dropped unsettled, all three do.
+        first.settle(5);
+        drop(second);
+        assert_eq!(key.used.load(Relaxed), 5);
+        key.admit(now, 5).unwrap().settle(5);
+        assert!(refused(key.admit(now, 1)));
+        assert_eq!(key.used.load(Relaxed), 10, "a refusal holds nothing");
+    }
+
+    #[test]
+    fn room_taken_last_month_is_not_given_back_to_this_one() {
+        let key = entry(10, false);
+        let now = beast_core::now_ms();
+        let held = key.admit(now, 4).unwrap();
+        let next_month = key.month_ends_ms.load(Relaxed);
+        key.admit(next_month, 2).unwrap().settle(2);
+        drop(held);
+        assert_eq!(
+            key.used.load(Relaxed),
+            2,
+            "the new month's two answers stay counted"
+        );
+        assert!(refused(key.admit(next_month, 9)));
+        assert!(key.admit(next_month, 8).is_ok());
+    }
+
+    #[test]
+    fn unlimited_keys_hold_no_room() {
+        let key = entry(0, true);
+        let now = beast_core::now_ms();
+        key.admit(now, 100).unwrap().settle(100);
+        assert_eq!(key.used.load(Relaxed), 0);
     }
 }

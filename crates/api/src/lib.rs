@@ -22,6 +22,11 @@ pub use counters::RuntimeCounters;
 pub use keys::KeyRing;
 pub use state::{AppState, Shared};
 
+/// The most usage rows one request writes (a `/prices` request of as many assets as it may
+/// name): a request takes room for all of its rows at once, so the usage channel must hold
+/// at least this many.
+pub const MOST_ROWS_PER_REQUEST: usize = http::prices::MAX_ASSETS;
+
 /// A server-side failure as the client sees it: `what` went wrong, the cause in the log only.
 pub(crate) fn internal(what: &str, cause: &dyn std::fmt::Display) -> beast_core::ApiError {
     tracing::error!(error = %cause, "{what}");

@@ -8,7 +8,7 @@ use beast_book::{Answer, Book, Lookup};
 use beast_core::{ApiError, CacheTier, MAX_ASSET_LEN, Protocol, UsageEvent, latency_us, now_ms};
 use beast_feeds::FeedManager;
 use beast_store::{Store, keys::hash_key};
-use beast_usage::UsageSink;
+use beast_usage::{Room, UsageSink};
 
 use crate::{AdminKey, Catalog, KeyRing, keys::KeyEntry};
 
@@ -155,19 +155,46 @@ impl AppState {
         }
     }
 
-    /// Records one metered answer for `key`, admitted at `ts_ms` (the row's time; the clock
-    /// is read once per request). An answer carries its asset (no allocation); an error row
-    /// records `asset` as given (the normalized name when the request had a valid one), cut to
-    /// a sane length.
-    pub async fn meter(
-        &self,
-        key: &KeyEntry,
-        asset: &str,
-        outcome: Result<&Served, &ApiError>,
+    /// Room in the usage channel for `rows` rows of one request of `key`'s, admitted at
+    /// `ts_ms` (every row's time; the clock is read once per request): waited for when the
+    /// channel is full, the only wait of metering. Counting and queueing the rows with
+    /// [`Metering::record`] then never waits, so a request dropped part-way (its client hung
+    /// up) has counted and queued nothing or all of them.
+    pub async fn metering<'a>(
+        &'a self,
+        key: &'a KeyEntry,
+        rows: usize,
         protocol: Protocol,
         started: Instant,
         ts_ms: i64,
-    ) {
+    ) -> Metering<'a> {
+        Metering {
+            room: self.usage.room(rows).await,
+            state: self,
+            key,
+            protocol,
+            started,
+            ts_ms,
+        }
+    }
+}
+
+/// One request's metering ([`AppState::metering`]): its room in the usage channel, and what
+/// every row of it shares.
+pub struct Metering<'a> {
+    room: Room<'a>,
+    state: &'a AppState,
+    key: &'a KeyEntry,
+    protocol: Protocol,
+    started: Instant,
+    ts_ms: i64,
+}
+
+impl Metering<'_> {
+    /// Counts one metered answer and queues its usage row, without waiting. An answer
+    /// carries its asset (no allocation); an error row records `asset` as given (the
+    /// normalized name when the request had a valid one), cut to a sane length.
+    pub fn record(&mut self, asset: &str, outcome: Result<&Served, &ApiError>) {
         let (asset, status, source, tier) = match outcome {
             Ok((answer, tier)) => (
                 answer.asset.clone(),
@@ -180,20 +207,18 @@ impl AppState {
                 (asset.into(), e.status(), no_source(), CacheTier::None)
             }
         };
-        self.counters.metered(outcome.map(|(_, tier)| *tier));
-        self.usage
-            .record(UsageEvent {
-                ts_ms,
-                key_id: key.id,
-                asset,
-                source,
-                protocol,
-                node: self.node.clone(),
-                status,
-                latency_us: latency_us(started),
-                cache_tier: tier,
-            })
-            .await;
+        self.state.counters.metered(outcome.map(|(_, tier)| *tier));
+        self.room.record(UsageEvent {
+            ts_ms: self.ts_ms,
+            key_id: self.key.id,
+            asset,
+            source,
+            protocol: self.protocol,
+            node: self.state.node.clone(),
+            status,
+            latency_us: latency_us(self.started),
+            cache_tier: tier,
+        });
     }
 }
 

@@ -74,7 +74,10 @@ impl Params {
         let ms = |name: &str, min: u64| at_least(name, min).min(i64::MAX as u64) as i64;
         Self {
             usage: WriterOptions {
-                capacity: get("usage_channel_capacity") as usize,
+                capacity: at_least(
+                    "usage_channel_capacity",
+                    beast_api::MOST_ROWS_PER_REQUEST as u64,
+                ) as usize,
                 batch_size: get("usage_batch_size") as usize,
                 flush_interval: Duration::from_millis(get("usage_flush_ms")),
             },
@@ -405,11 +408,16 @@ mod tests {
             ("usage_batch_size", "0"),
             ("usage_flush_ms", "fast"),
             ("governor_max_in_flight", "7"),
+            ("usage_channel_capacity", "99"),
         ]));
         assert_eq!(params.reports.rollup_delay_ms, 0, "0 is a valid delay");
         assert_eq!(params.usage.batch_size, 10_000, "0 rows a batch is not");
         assert_eq!(params.usage.flush_interval, Duration::from_millis(100));
         assert_eq!(params.governor_max_in_flight, 7);
+        assert_eq!(
+            params.usage.capacity, 200_000,
+            "a request takes room for up to 100 rows at once"
+        );
         let defaults = Params::from_rows(&[]);
         assert_eq!(defaults.reports.rollup_delay_ms, 600_000);
     }

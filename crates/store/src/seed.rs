@@ -88,7 +88,7 @@ pub fn parameter_defaults() -> &'static [(&'static str, &'static str, &'static s
         (
             "usage_channel_capacity",
             "200000",
-            "Usage events buffered between requests and the batch writer",
+            "Usage events buffered between requests and the batch writer (at least 100)",
         ),
         (
             "keys_reload_ms",

@@ -17,7 +17,7 @@ use beast_store::Store;
 use serde::Serialize;
 use tokio::sync::{
     Notify,
-    mpsc::{self, error::TrySendError},
+    mpsc::{self, PermitIterator, error::TrySendError},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -70,26 +70,28 @@ pub struct UsageSink {
 }
 
 impl UsageSink {
-    /// Queues an event. Never blocks while there is room; when the channel is full the
-    /// caller waits for room rather than losing the event.
-    pub async fn record(&self, event: UsageEvent) {
-        match self.tx.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(event)) => {
+    /// Room in the channel for `n` events, waited for when it is full (the caller waits
+    /// rather than an event being lost). The only wait of metering: a request takes its room
+    /// first, then counts and queues its events with [`Room::record`], which never waits, so
+    /// a request dropped part-way (its client hung up) has counted and queued nothing, or all.
+    /// Room for more events than the channel holds cannot be had: the channel's capacity is
+    /// at least the most events one request records.
+    pub async fn room(&self, n: usize) -> Room<'_> {
+        let n = n.min(self.tx.max_capacity());
+        let permits = match self.tx.try_reserve_many(n) {
+            Ok(permits) => Some(permits),
+            Err(TrySendError::Full(())) => {
                 self.stats.backpressured.fetch_add(1, Relaxed);
                 self.full.notify_one();
                 // Boxed: this rare wait's future would otherwise make every request's larger.
-                if Box::pin(self.tx.send(event)).await.is_err() {
-                    self.stats.dropped.fetch_add(1, Relaxed);
-                    return;
-                }
+                Box::pin(self.tx.reserve_many(n)).await.ok()
             }
-            Err(TrySendError::Closed(_)) => {
-                self.stats.dropped.fetch_add(1, Relaxed);
-                return;
-            }
+            Err(TrySendError::Closed(())) => None,
+        };
+        Room {
+            permits,
+            sink: self,
         }
-        self.stats.queued.fetch_add(1, Relaxed);
     }
 
     pub fn stats(&self) -> &Arc<UsageStats> {
@@ -103,6 +105,35 @@ impl UsageSink {
 }
 
 /// Batching settings.
+/// Room taken in the usage channel ([`UsageSink::room`]); what is left unused is given
+/// back when it is dropped.
+pub struct Room<'a> {
+    /// `None` once the channel is closed (the node is stopping).
+    permits: Option<PermitIterator<'a, UsageEvent>>,
+    sink: &'a UsageSink,
+}
+
+impl Room<'_> {
+    /// Queues an event, without waiting: into the room taken, or, past it, into the channel
+    /// if it has room. An event that finds none (the channel closed) is counted as dropped.
+    pub fn record(&mut self, event: UsageEvent) {
+        let stats = &self.sink.stats;
+        let queued = match self.permits.as_mut().and_then(Iterator::next) {
+            Some(permit) => {
+                permit.send(event);
+                true
+            }
+            None => self.sink.tx.try_send(event).is_ok(),
+        };
+        let counter = if queued {
+            &stats.queued
+        } else {
+            &stats.dropped
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct WriterOptions {
     pub capacity: usize,

@@ -36,8 +36,9 @@ async fn every_event_is_written_even_when_the_channel_is_tiny() {
         let sink = sink.clone();
         senders.push(tokio::spawn(async move {
             for n in 0..300 {
-                sink.record(event(key.id, if (i + n) % 10 == 0 { 429 } else { 200 }))
-                    .await;
+                sink.room(1)
+                    .await
+                    .record(event(key.id, if (i + n) % 10 == 0 { 429 } else { 200 }));
             }
         }));
     }
@@ -76,7 +77,7 @@ async fn stopping_drains_what_is_queued() {
         flush_interval: Duration::from_secs(3600),
     });
     for _ in 0..1234 {
-        sink.record(event(1, 200)).await;
+        sink.room(1).await.record(event(1, 200));
     }
     let stop = CancellationToken::new();
     stop.cancel();
@@ -93,7 +94,50 @@ async fn depth_counts_the_events_waiting_for_the_writer() {
     });
     assert_eq!(sink.depth(), 0);
     for _ in 0..3 {
-        sink.record(event(1, 200)).await;
+        sink.room(1).await.record(event(1, 200));
     }
     assert_eq!(sink.depth(), 3);
+}
+
+#[tokio::test]
+async fn a_request_given_up_while_waiting_for_room_has_queued_nothing() {
+    let (sink, _writer) = pipeline(WriterOptions {
+        capacity: 2,
+        batch_size: 50,
+        flush_interval: Duration::from_millis(20),
+    });
+    sink.room(2).await.record(event(1, 200));
+    // One of the two places taken is given back unused.
+    assert_eq!(sink.depth(), 1);
+    sink.room(1).await.record(event(1, 200));
+    let waiting = tokio::time::timeout(Duration::from_millis(20), sink.room(1)).await;
+    assert!(
+        waiting.is_err(),
+        "the channel is full: the room is waited for"
+    );
+    let stats = sink.stats().snapshot();
+    assert_eq!(
+        (stats.queued, stats.backpressured, stats.dropped),
+        (2, 1, 0)
+    );
+    assert_eq!(sink.depth(), 2);
+}
+
+#[tokio::test]
+async fn events_past_the_room_taken_go_while_the_channel_has_room_and_are_counted_if_not() {
+    let (sink, _writer) = pipeline(WriterOptions {
+        capacity: 3,
+        batch_size: 50,
+        flush_interval: Duration::from_millis(20),
+    });
+    // Room for more than the channel holds is room for all it holds.
+    let mut room = sink.room(5).await;
+    for _ in 0..4 {
+        room.record(event(1, 200));
+    }
+    drop(room);
+    let mut room = sink.room(0).await;
+    room.record(event(1, 200));
+    let stats = sink.stats().snapshot();
+    assert_eq!((stats.queued, stats.dropped), (3, 2));
 }

@@ -72,7 +72,8 @@ pub(crate) fn required_asset(asset: Option<&str>) -> Result<&str, ApiError> {
 
 /// One metered price answer, whatever the protocol: admission (rate limit, quota) before
 /// anything else, so even malformed requests (`asset` is then the reason) spend the key's
-/// rate; then the lookup, the quota count and the usage row. Returns `out` with the body
+/// rate; then the lookup, and the quota count and the usage row together, after the one wait
+/// for room in the usage channel (see [`AppState::metering`]). Returns `out` with the body
 /// rendered after what it held.
 pub(crate) async fn metered_price(
     state: &AppState,
@@ -86,21 +87,20 @@ pub(crate) async fn metered_price(
     let now = now_ms();
     let given = asset.as_ref().ok().copied();
     let name = asset.and_then(normalize_asset);
-    let outcome = match (key.admit(now, 1), &name) {
-        (Err(e), _) => Err(e),
-        (Ok(()), Err(e)) => Err(e.clone()),
-        (Ok(()), Ok(name)) => state.price_answer(name, source, now).await,
+    let (outcome, admitted) = match (key.admit(now, 1), &name) {
+        (Err(e), _) => (Err(e), None),
+        (Ok(admitted), Err(e)) => (Err(e.clone()), Some(admitted)),
+        (Ok(admitted), Ok(name)) => (state.price_answer(name, source, now).await, Some(admitted)),
     };
-    if outcome.is_ok() {
-        key.count_success(1);
+    let mut metering = state.metering(key, 1, protocol, started, now).await;
+    if let Some(admitted) = admitted {
+        admitted.settle(u64::from(outcome.is_ok()));
     }
     let recorded = match &name {
         Ok(name) => name.as_str(),
         Err(_) => given.unwrap_or(""),
     };
-    state
-        .meter(key, recorded, outcome.as_ref(), protocol, started, now)
-        .await;
+    metering.record(recorded, outcome.as_ref());
     outcome.map(|(answer, _)| {
         answer.template.render_into(now, &mut out);
         out

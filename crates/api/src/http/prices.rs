@@ -16,7 +16,7 @@ use super::{Peer, Presented, error_response, json_response, keyed_price, parse_q
 use crate::{AppState, keys::KeyEntry, state::normalize_asset};
 
 /// Most assets in one request.
-const MAX_ASSETS: usize = 100;
+pub(crate) const MAX_ASSETS: usize = 100;
 
 #[derive(Debug, Deserialize)]
 pub struct PricesQuery {
@@ -31,7 +31,8 @@ fn requested_assets(query: Result<PricesQuery, ApiError>) -> Result<Vec<String>,
     asset_list(list.split(','), MAX_ASSETS)
 }
 
-/// Normalized asset names, each once, in the order first asked for, at most `max`.
+/// Normalized asset names, each once, in the order first asked for: at least one, at most
+/// `max`.
 pub(crate) fn asset_list<'a>(
     names: impl Iterator<Item = &'a str>,
     max: usize,
@@ -47,6 +48,11 @@ pub(crate) fn asset_list<'a>(
             }
             assets.push(name);
         }
+    }
+    if assets.is_empty() {
+        return Err(ApiError::BadRequest(
+            "at least one asset is required".into(),
+        ));
     }
     Ok(assets)
 }
@@ -80,10 +86,11 @@ pub(crate) async fn metered_prices(
     let now = now_ms();
     // One rate token for the request, quota room for every asset asked for (all or none).
     let wanted = assets.as_ref().map_or(1, Vec::len) as u64;
-    let assets = match key.admit(now, wanted).and(assets) {
-        Ok(assets) => assets,
-        Err(e) => {
-            state.meter(key, "", Err(&e), protocol, started, now).await;
+    let (admitted, assets) = match (key.admit(now, wanted), assets) {
+        (Ok(admitted), Ok(assets)) => (admitted, assets),
+        (Err(e), _) | (Ok(_), Err(e)) => {
+            let mut metering = state.metering(key, 1, protocol, started, now).await;
+            metering.record("", Err(&e));
             return Err(e);
         }
     };
@@ -114,11 +121,12 @@ pub(crate) async fn metered_prices(
     body.extend_from_slice(serde_json::Value::Object(errors).to_string().as_bytes());
     body.push(b'}');
     let served = results.iter().filter(|(_, r)| r.is_ok()).count();
-    key.count_success(served as u64);
+    let mut metering = state
+        .metering(key, results.len(), protocol, started, now)
+        .await;
+    admitted.settle(served as u64);
     for (asset, result) in &results {
-        state
-            .meter(key, asset, result.as_ref(), protocol, started, now)
-            .await;
+        metering.record(asset, result.as_ref());
     }
     let status = match results.iter().find_map(|(_, r)| r.as_ref().err()) {
         Some(e) if served == 0 => {

@@ -52,6 +52,8 @@ pub const MAX_REQUEST: usize = 2048;
 /// Most assets in one UDP batch: their answers (up to ~1.3 KB each with six sources) must fit
 /// in one datagram, so a batch is refused before anything is metered, never cut afterwards.
 const MAX_BATCH: usize = 40;
+// A request takes room in the usage channel for all its rows at once.
+const _: () = assert!(MAX_BATCH <= crate::MOST_ROWS_PER_REQUEST);
 
 /// How the UDP listener is set up.
 #[derive(Debug, Clone, Copy)]

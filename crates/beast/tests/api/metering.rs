@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
 use reqwest::StatusCode;
+use serde_json::Value;
 
-use crate::helpers::{scalar, spawn_app, usage_rows};
+use sqlx::Connection;
+
+use crate::helpers::{scalar, spawn_app, spawn_app_with_parameters, usage_rows};
 
 #[tokio::test]
 async fn a_thousand_requests_then_shutdown_leave_exactly_a_thousand_rows() {
@@ -92,4 +95,76 @@ async fn requests_without_a_valid_key_are_not_metered() {
         .await,
         1
     );
+}
+
+/// A request waits for room in the usage channel only before it counts anything: one whose
+/// client hangs up meanwhile (hyper then drops it) has counted nothing and written no row, and
+/// every answer given has its row and its count.
+#[tokio::test]
+async fn a_request_whose_client_hangs_up_while_the_usage_queue_is_full_leaves_no_trace() {
+    let mut app = spawn_app_with_parameters(&[
+        ("usage_channel_capacity", "100"),
+        ("usage_batch_size", "1"),
+        ("usage_flush_ms", "1"),
+    ])
+    .await;
+    let key = app.priced_key("partner").await;
+    let dir = app.data_dir.path().to_owned();
+    let written = |stats: Value| {
+        let counters = &stats["counters"];
+        (counters["bg_work_completed"] == counters["bg_work_submitted"]).then_some(())
+    };
+    app.eventually(
+        "the warm-up's rows written",
+        Duration::from_secs(5),
+        || async { written(app.stress_stats().await) },
+    )
+    .await;
+    let warm_up = usage_rows(&dir, "").await;
+    // Another writer holds the store's write lock: the usage writer cannot write, and its
+    // channel fills.
+    let url = format!("sqlite://{}", dir.join("beast.sqlite3").display());
+    let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let ask = |key: String| {
+        let request = app
+            .client
+            .get(format!("http://{}/price?asset=BTC", app.price))
+            .bearer_auth(key)
+            .timeout(Duration::from_millis(300));
+        async move { request.send().await.map(|r| r.status()) }
+    };
+    // Answered while there is room: the writer's batch of one and the channel's hundred.
+    let mut answered = 0;
+    while let Ok(status) = ask(key.clone()).await {
+        assert_eq!(status, StatusCode::OK);
+        answered += 1;
+        assert!(answered <= 101, "the channel never filled");
+    }
+    // That last request and twenty more wait for room; their clients give up.
+    let gave_up = stream::iter(0..20)
+        .map(|_| ask(key.clone()))
+        .buffer_unordered(20)
+        .filter(|r| std::future::ready(r.is_err()))
+        .count()
+        .await;
+    assert_eq!(gave_up, 20);
+    sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.close().await.unwrap();
+    let stats = app.stress_stats().await;
+    app.stop().await;
+    assert_eq!(
+        usage_rows(&dir, "").await,
+        warm_up + answered,
+        "a row for every answer given, none for the requests given up"
+    );
+    assert_eq!(
+        stats["counters"]["memory_hits"].as_i64(),
+        Some(usage_rows(&dir, "WHERE cache_tier = 'memory'").await),
+        "every price counted has its row, and no other: {stats}"
+    );
+    assert_eq!(stats["counters"]["bg_work_dropped"], 0);
 }

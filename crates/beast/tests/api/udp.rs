@@ -95,6 +95,8 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
         ),
         ("e4", json!({"key": key}), "bad_request"),
         ("e5", json!({"key": key, "asset": 7}), "bad_request"),
+        // As HTTP's `/prices?assets=`: a batch names at least one asset.
+        ("e6", json!({"key": key, "assets": []}), "bad_request"),
     ] {
         let mut request = request;
         request["id"] = json!(id);
@@ -115,8 +117,8 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
     app.stop().await;
     let dir = app.data_dir.path();
     // One row per request with a valid key: req-1, two for the batch, the refused batch, e3,
-    // e4. (e5 is not metered: a request that does not parse has no key to meter it to.)
-    assert_eq!(usage_rows(dir, "WHERE protocol = 'udp'").await, 6);
+    // e4, e6. (e5 is not metered: a request that does not parse has no key to meter it to.)
+    assert_eq!(usage_rows(dir, "WHERE protocol = 'udp'").await, 7);
     assert_eq!(
         usage_rows(dir, "WHERE protocol = 'udp' AND status = 200").await,
         3
