@@ -7,26 +7,30 @@
 //! received, read as requests, dropped (by reason) and replies sent are counted as there, in
 //! `report_udp` of `/health`.
 
-use std::sync::{Arc, atomic::Ordering::Relaxed};
+use std::{
+    io,
+    sync::{Arc, atomic::Ordering::Relaxed},
+};
 
 use beast_core::{ApiError, Protocol};
 use beast_reports::{Report, ReportParams, usage::Page};
 use serde_json::Value;
-use tokio::{net::UdpSocket, sync::Semaphore};
+use tokio::{io::Interest, net::UdpSocket, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{Caller, Ticket};
 use crate::{
     AppState,
     state::key_text,
-    udp::{self, MAX_REQUEST, request::echo_id, with_id},
+    udp::{self, MAX_REQUEST, Outgoing, Sender, mmsg::Inbox, request::echo_id, with_id},
 };
 
 /// Reports computed at once; further datagrams wait in the socket buffer.
 const IN_FLIGHT: u32 = 32;
 
 /// Answers report datagrams on `socket` until `cancel` fires, then waits for the reports
-/// still being computed (so their log rows are written before the store closes).
+/// still being computed (so their log rows are written before the store closes). Replies go
+/// from the address each datagram was sent to (see [`crate::udp::mmsg`]).
 pub async fn serve(
     state: AppState,
     socket: std::net::UdpSocket,
@@ -34,41 +38,55 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let socket = Arc::new(UdpSocket::from_std(socket)?);
     let permits = Arc::new(Semaphore::new(IN_FLIGHT as usize));
-    // One byte more than a request may have, to tell a datagram too large from one that fits.
-    let mut buf = vec![0u8; MAX_REQUEST + 1];
-    loop {
-        let (len, peer) = tokio::select! {
+    let mut inbox = Inbox::default();
+    let sender = Sender::new(&socket);
+    let stats = &state.counters.report_udp;
+    'serving: loop {
+        tokio::select! {
             _ = cancel.cancelled() => break,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(error = %e, "report udp receive failed");
-                    continue;
-                }
+            ready = socket.readable() => if let Err(e) = ready {
+                // Only a runtime shutting down fails this.
+                tracing::debug!(error = %e, "report udp socket not readable");
+                break;
             },
-        };
-        let stats = &state.counters.report_udp;
-        stats.received.fetch_add(1, Relaxed);
-        if len > MAX_REQUEST {
-            stats.dropped_oversized.fetch_add(1, Relaxed);
-            tracing::debug!(%peer, "report udp datagram too large, dropped");
-            continue;
         }
-        let Ok(value) = serde_json::from_slice::<Value>(&buf[..len]) else {
-            stats.dropped_garbage.fetch_add(1, Relaxed);
-            tracing::debug!(%peer, "report udp datagram is not JSON, dropped");
-            continue;
+        let got = match socket.try_io(Interest::READABLE, || inbox.recv(&socket)) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "report udp receive failed");
+                continue;
+            }
         };
-        stats.requests.fetch_add(1, Relaxed);
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let (state, socket) = (state.clone(), socket.clone());
-        tokio::spawn(async move {
-            let reply = answer(&state, value).await;
-            udp::send(&socket, &state.counters.report_udp, reply, peer).await;
-            drop(permit);
-        });
+        stats.received.fetch_add(got as u64, Relaxed);
+        for i in 0..got {
+            let datagram = inbox.datagram(i);
+            let (Some(to), from) = (datagram.peer, datagram.local) else {
+                stats.dropped_garbage.fetch_add(1, Relaxed);
+                continue;
+            };
+            if datagram.bytes.len() > MAX_REQUEST {
+                stats.dropped_oversized.fetch_add(1, Relaxed);
+                tracing::debug!(peer = %to, "report udp datagram too large, dropped");
+                continue;
+            }
+            let Ok(value) = serde_json::from_slice::<Value>(datagram.bytes) else {
+                stats.dropped_garbage.fetch_add(1, Relaxed);
+                tracing::debug!(peer = %to, "report udp datagram is not JSON, dropped");
+                continue;
+            };
+            stats.requests.fetch_add(1, Relaxed);
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break 'serving;
+            };
+            let (state, socket, mut sender) = (state.clone(), socket.clone(), sender.clone());
+            tokio::spawn(async move {
+                let bytes = answer(&state, value).await;
+                let reply = Outgoing { bytes, to, from };
+                udp::send(&socket, &state.counters.report_udp, &mut sender, reply).await;
+                drop(permit);
+            });
+        }
     }
     let _all_done = permits.acquire_many(IN_FLIGHT).await;
     Ok(())

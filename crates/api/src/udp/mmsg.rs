@@ -4,16 +4,25 @@
 //! one destination per call and has no `sendmmsg` (see `DEPENDENCIES.md` in `../shared/`,
 //! beside the project).
 //!
-//! The only unsafe code in the project lives here: the libc calls (`recvmmsg`, `sendmmsg`, and
-//! `getsockopt` asking for segmentation), the control message giving a run's segment size, and
-//! the socket address the kernel writes. Every pointer handed
-//! to the kernel points into buffers that live in the calling frame or in `self` for the whole
-//! call, and the kernel writes no more than the lengths it is given. Non-Linux builds fall back
-//! to one datagram per call.
+//! On a socket bound to every address (`0.0.0.0`, `[::]`), each datagram's own destination is
+//! asked for ([`receive_destinations`]) and its reply sent from it: a host with several
+//! addresses would otherwise answer from the one its routing picks, and a client that sent to
+//! another one (a connected socket) would never see the reply.
+//!
+//! The only unsafe code in the project lives here: the libc calls (`recvmmsg`, `sendmmsg`,
+//! `getsockopt` asking for segmentation, `setsockopt` asking for destinations), the control
+//! messages (a run's segment size, a reply's source address, a datagram's destination), and
+//! the socket address the kernel writes. Every pointer handed to the kernel points into
+//! buffers that live in the calling frame or in `self` for the whole call, and the kernel
+//! writes no more than the lengths it is given. Non-Linux builds fall back to one datagram per
+//! call, sent from the address routing picks.
 
 #![allow(unsafe_code)]
 
-use std::{io, net::SocketAddr};
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+};
 
 use tokio::{io::Interest, net::UdpSocket};
 
@@ -23,14 +32,37 @@ pub const BATCH: usize = 32;
 /// datagram shows up as longer than the limit.
 const SLOT: usize = super::MAX_REQUEST + 1;
 
+/// A datagram to send: its bytes, where to, and from which of this host's addresses (`None`:
+/// the socket's own, or the one routing picks).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub bytes: Vec<u8>,
+    pub to: SocketAddr,
+    pub from: Option<IpAddr>,
+}
+
+/// A datagram received ([`Inbox::datagram`]).
+pub struct Incoming<'a> {
+    /// Its bytes, cut at the slot size.
+    pub bytes: &'a [u8],
+    /// Its sender; `None` for an address family other than IP, which nothing can answer.
+    pub peer: Option<SocketAddr>,
+    /// The address it was sent to, when the socket asks ([`receive_destinations`]): where its
+    /// reply goes from.
+    pub local: Option<IpAddr>,
+}
+
 /// Receive buffers for one batch, reused from batch to batch.
 pub struct Inbox {
     bufs: Vec<[u8; SLOT]>,
     lens: [usize; BATCH],
     peers: [Option<SocketAddr>; BATCH],
-    /// Where the kernel writes each sender's address.
+    locals: [Option<IpAddr>; BATCH],
+    /// Where the kernel writes each sender's address, and each datagram's destination.
     #[cfg(target_os = "linux")]
     names: Vec<socket2::SockAddrStorage>,
+    #[cfg(target_os = "linux")]
+    controls: Vec<Control>,
 }
 
 impl Default for Inbox {
@@ -39,19 +71,25 @@ impl Default for Inbox {
             bufs: vec![[0; SLOT]; BATCH],
             lens: [0; BATCH],
             peers: [None; BATCH],
+            locals: [None; BATCH],
             #[cfg(target_os = "linux")]
             names: (0..BATCH)
                 .map(|_| socket2::SockAddrStorage::zeroed())
                 .collect(),
+            #[cfg(target_os = "linux")]
+            controls: vec![Control([0; CONTROL_LEN]); BATCH],
         }
     }
 }
 
 impl Inbox {
-    /// Datagram `i` of the last batch (its bytes, cut at the slot size) and its sender
-    /// (`None` for an address family other than IP, which nothing can answer).
-    pub fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
-        (&self.bufs[i][..self.lens[i].min(SLOT)], self.peers[i])
+    /// Datagram `i` of the last batch.
+    pub fn datagram(&self, i: usize) -> Incoming<'_> {
+        Incoming {
+            bytes: &self.bufs[i][..self.lens[i].min(SLOT)],
+            peer: self.peers[i],
+            local: self.locals[i],
+        }
     }
 
     /// Receives the datagrams waiting on `socket` (at least one, at most [`BATCH`]) without
@@ -65,17 +103,22 @@ impl Inbox {
             iov_base: self.bufs[i].as_mut_ptr().cast(),
             iov_len: SLOT,
         });
+        let controls = self.controls.as_mut_ptr();
         let mut headers: [libc::mmsghdr; BATCH] = std::array::from_fn(|i| {
             let name = &mut self.names[i];
-            header(
+            let mut header = header(
                 (name as *mut SockAddrStorage).cast(),
                 name.size_of(),
                 &raw mut iovs[i],
                 1,
-            )
+            );
+            // SAFETY: `i < BATCH`, the length of `self.controls`.
+            header.msg_hdr.msg_control = unsafe { controls.add(i) }.cast();
+            header.msg_hdr.msg_controllen = CONTROL_LEN as _;
+            header
         });
-        // SAFETY: each header points at its own address storage and iovec above, each iovec at
-        // a buffer of `SLOT` bytes in `self.bufs`; all outlive the call.
+        // SAFETY: each header points at its own address storage, control buffer and iovec
+        // above, each iovec at a buffer of `SLOT` bytes in `self.bufs`; all outlive the call.
         let got = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
@@ -92,6 +135,7 @@ impl Inbox {
             // SAFETY: the kernel wrote a socket address of `msg_namelen` bytes into `name`.
             let peer = unsafe { SockAddr::new(name, header.msg_hdr.msg_namelen) };
             self.peers[i] = peer.as_socket();
+            self.locals[i] = destination(&header.msg_hdr);
         }
         Ok(got)
     }
@@ -103,6 +147,76 @@ impl Inbox {
         self.peers[0] = Some(peer);
         Ok(1)
     }
+}
+
+/// Asks the kernel for each datagram's destination on `socket` (bound to every address), so
+/// that its reply goes from there ([`Incoming::local`], [`Outgoing::from`]). An IPv6 socket
+/// learns it for the IPv4 datagrams it takes too, as mapped addresses.
+#[cfg(target_os = "linux")]
+pub fn receive_destinations(socket: &socket2::Socket, ipv6: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    let (level, name) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: the kernel reads one `c_int` from `on`.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as _,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn receive_destinations(_socket: &socket2::Socket, _ipv6: bool) -> io::Result<()> {
+    Ok(())
+}
+
+/// The destination the kernel gave in a received message's control data, if one a reply can
+/// go from: IPv4's local address (for a broadcast, the receiving interface's), IPv6's
+/// destination unless it is multicast (or a mapped IPv4 broadcast or multicast).
+#[cfg(target_os = "linux")]
+fn destination(header: &libc::msghdr) -> Option<IpAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    // SAFETY: `header` is one the kernel filled: its control data is `msg_controllen` bytes of
+    // whole control messages in the buffer it points at, which `CMSG_FIRSTHDR`/`CMSG_NXTHDR`
+    // walk without leaving, and each message's data is as long as its type says.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(header);
+        while !cmsg.is_null() {
+            let (level, kind) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
+            let data = libc::CMSG_DATA(cmsg);
+            if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
+                let info = data.cast::<libc::in_pktinfo>().read_unaligned();
+                let addr = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+                return Some(IpAddr::V4(addr)).filter(|_| !addr.is_unspecified());
+            }
+            if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO {
+                let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
+                let addr = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                let group = match addr.to_ipv4_mapped() {
+                    Some(v4) => v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified(),
+                    None => addr.is_multicast() || addr.is_unspecified(),
+                };
+                return (!group).then_some(IpAddr::V6(addr));
+            }
+            cmsg = libc::CMSG_NXTHDR(header, cmsg);
+        }
+    }
+    None
 }
 
 /// Most bytes in a datagram sent as a segment of a run. A segment and its headers must fit the
@@ -118,7 +232,7 @@ const _: () = assert!(BATCH <= 64 && BATCH * MAX_SEGMENT <= 65_507);
 /// datagrams of one size to one peer (the answers to a client's burst, say) as one message
 /// the kernel splits (`UDP_SEGMENT`, segmentation offload): the run crosses the network stack
 /// once, not once per datagram. Its receiver gets separate datagrams either way.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Sender {
     /// Whether runs go as one message: the kernel knows `UDP_SEGMENT` (4.18 and later; an
     /// older one would ignore it and send a run as one datagram) and no device refused it.
@@ -159,11 +273,7 @@ impl Sender {
     /// returns how many went (at least one), or the error of the first (`WouldBlock` when
     /// the socket is full). Meant for `UdpSocket::try_io`.
     #[cfg(target_os = "linux")]
-    fn send(
-        &mut self,
-        socket: &UdpSocket,
-        datagrams: &[(Vec<u8>, SocketAddr)],
-    ) -> io::Result<usize> {
+    fn send(&mut self, socket: &UdpSocket, datagrams: &[Outgoing]) -> io::Result<usize> {
         let runs = Runs::of(datagrams, self.segment);
         let refused = match send(socket, datagrams, &runs) {
             Err(e)
@@ -189,13 +299,9 @@ impl Sender {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn send(
-        &mut self,
-        socket: &UdpSocket,
-        datagrams: &[(Vec<u8>, SocketAddr)],
-    ) -> io::Result<usize> {
+    fn send(&mut self, socket: &UdpSocket, datagrams: &[Outgoing]) -> io::Result<usize> {
         match datagrams.first() {
-            Some((bytes, peer)) => socket.try_send_to(bytes, *peer).map(|_| 1),
+            Some(datagram) => socket.try_send_to(&datagram.bytes, datagram.to).map(|_| 1),
             None => Ok(0),
         }
     }
@@ -205,7 +311,7 @@ impl Sender {
     pub async fn send_all(
         &mut self,
         socket: &UdpSocket,
-        datagrams: &[(Vec<u8>, SocketAddr)],
+        datagrams: &[Outgoing],
     ) -> (usize, io::Result<()>) {
         let mut done = 0;
         while done < datagrams.len() {
@@ -234,25 +340,29 @@ struct Runs {
 #[cfg(target_os = "linux")]
 impl Runs {
     /// Runs of the first [`BATCH`] datagrams: with `segment`, each message takes the datagrams
-    /// after its first that go to the same peer with the same size (the last may be shorter,
-    /// as the kernel allows); without, one datagram each.
-    fn of(datagrams: &[(Vec<u8>, SocketAddr)], segment: bool) -> Self {
+    /// after its first that go to the same peer from the same address with the same size (the
+    /// last may be shorter, as the kernel allows); without, one datagram each.
+    fn of(datagrams: &[Outgoing], segment: bool) -> Self {
         let datagrams = &datagrams[..datagrams.len().min(BATCH)];
         let mut runs = Runs {
             lens: [0; BATCH],
             count: 0,
         };
         let mut at = 0;
-        while let Some((first, peer)) = datagrams.get(at) {
-            let size = first.len();
+        while let Some(first) = datagrams.get(at) {
+            let size = first.bytes.len();
             let mut len = 1;
             if segment && (1..=MAX_SEGMENT).contains(&size) {
-                for (bytes, to) in &datagrams[at + 1..] {
-                    if to != peer || bytes.is_empty() || bytes.len() > size {
+                for next in &datagrams[at + 1..] {
+                    let shorter = next.bytes.len() < size;
+                    if (next.to, next.from) != (first.to, first.from)
+                        || next.bytes.is_empty()
+                        || next.bytes.len() > size
+                    {
                         break;
                     }
                     len += 1;
-                    if bytes.len() < size {
+                    if shorter {
                         break;
                     }
                 }
@@ -265,7 +375,8 @@ impl Runs {
     }
 }
 
-/// Room for one control message carrying a segment size, aligned as a `cmsghdr`.
+/// Room for a message's control data, aligned as a `cmsghdr`: a run's segment size and a
+/// reply's source address going out, a datagram's destination coming in.
 #[cfg(target_os = "linux")]
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
@@ -273,11 +384,17 @@ struct Control([u8; CONTROL_LEN]);
 
 // SAFETY: `CMSG_SPACE` only computes a size.
 #[cfg(target_os = "linux")]
-const CONTROL_LEN: usize = unsafe { libc::CMSG_SPACE(size_of::<u16>() as libc::c_uint) } as usize;
+const CONTROL_LEN: usize = unsafe {
+    libc::CMSG_SPACE(size_of::<u16>() as libc::c_uint)
+        + libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as libc::c_uint)
+} as usize;
+// IPv4's address data is the smaller.
+#[cfg(target_os = "linux")]
+const _: () = assert!(size_of::<libc::in_pktinfo>() <= size_of::<libc::in6_pktinfo>());
 
 /// Sends `runs` of `datagrams`, a message each; returns how many datagrams went.
 #[cfg(target_os = "linux")]
-fn send(socket: &UdpSocket, datagrams: &[(Vec<u8>, SocketAddr)], runs: &Runs) -> io::Result<usize> {
+fn send(socket: &UdpSocket, datagrams: &[Outgoing], runs: &Runs) -> io::Result<usize> {
     use socket2::SockAddr;
     use std::os::fd::AsRawFd;
 
@@ -285,9 +402,9 @@ fn send(socket: &UdpSocket, datagrams: &[(Vec<u8>, SocketAddr)], runs: &Runs) ->
     // is its run's, written as the message is.
     let mut peers: [Option<SockAddr>; BATCH] = [const { None }; BATCH];
     let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|i| match datagrams.get(i) {
-        Some((bytes, _)) => libc::iovec {
-            iov_base: bytes.as_ptr().cast_mut().cast(),
-            iov_len: bytes.len(),
+        Some(datagram) => libc::iovec {
+            iov_base: datagram.bytes.as_ptr().cast_mut().cast(),
+            iov_len: datagram.bytes.len(),
         },
         None => libc::iovec {
             iov_base: std::ptr::null_mut(),
@@ -301,31 +418,59 @@ fn send(socket: &UdpSocket, datagrams: &[(Vec<u8>, SocketAddr)], runs: &Runs) ->
     let (iov_at, control_at) = (iovs.as_mut_ptr(), controls.as_mut_ptr());
     let mut first = 0;
     for (m, &len) in runs.lens[..runs.count].iter().enumerate() {
-        let peer = peers[m].insert(SockAddr::from(datagrams[first].1));
+        let run = &datagrams[first];
+        let peer = peers[m].insert(SockAddr::from(run.to));
         let (name, namelen) = (peer.as_ptr().cast_mut().cast(), peer.len());
         // SAFETY: `first + len <= BATCH` and `m < BATCH`: both stay in their arrays.
         let (iov, control) = unsafe { (iov_at.add(first), control_at.add(m)) };
         headers[m] = header(name, namelen, iov, len);
-        if len > 1 {
-            // A run's datagrams are at most `MAX_SEGMENT` bytes.
-            let size = datagrams[first].0.len() as u16;
+        // A run's datagrams are at most `MAX_SEGMENT` bytes.
+        let segment = (len > 1).then_some(run.bytes.len() as u16);
+        if segment.is_some() || run.from.is_some() {
             let hdr = &mut headers[m].msg_hdr;
             hdr.msg_control = control.cast();
             hdr.msg_controllen = CONTROL_LEN as _;
             // SAFETY: `msg_control` points at `CONTROL_LEN` bytes aligned as a `cmsghdr`, room
-            // for one header and a u16, so the first header and its data are in bounds.
+            // for a header and a u16 and a header and an IPv6 (or smaller IPv4) address
+            // data, so both messages and their data are in bounds; `msg_controllen` is then
+            // cut to what was written.
             unsafe {
-                let cmsg = libc::CMSG_FIRSTHDR(hdr);
-                (*cmsg).cmsg_level = libc::SOL_UDP;
-                (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as libc::c_uint) as _;
-                libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(size);
+                let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+                let mut used = 0;
+                if let Some(size) = segment {
+                    used += put(cmsg, libc::SOL_UDP, libc::UDP_SEGMENT, size);
+                    cmsg = cmsg.cast::<u8>().add(used).cast();
+                }
+                match run.from {
+                    Some(IpAddr::V4(from)) => {
+                        let info = libc::in_pktinfo {
+                            ipi_ifindex: 0,
+                            ipi_spec_dst: libc::in_addr {
+                                s_addr: u32::from(from).to_be(),
+                            },
+                            ipi_addr: libc::in_addr { s_addr: 0 },
+                        };
+                        used += put(cmsg, libc::IPPROTO_IP, libc::IP_PKTINFO, info);
+                    }
+                    Some(IpAddr::V6(from)) => {
+                        let info = libc::in6_pktinfo {
+                            ipi6_addr: libc::in6_addr {
+                                s6_addr: from.octets(),
+                            },
+                            ipi6_ifindex: 0,
+                        };
+                        used += put(cmsg, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info);
+                    }
+                    None => {}
+                }
+                hdr.msg_controllen = used as _;
             }
         }
         first += len;
     }
-    // SAFETY: each header points at its own peer address and control message and at its run's
-    // iovecs, each iovec at a datagram; the kernel only reads them, and all outlive the call.
+    // SAFETY: each header points at its own peer address and control messages and at its
+    // run's iovecs, each iovec at a datagram; the kernel only reads them, and all outlive the
+    // call.
     let sent = unsafe {
         libc::sendmmsg(
             socket.as_raw_fd(),
@@ -336,6 +481,29 @@ fn send(socket: &UdpSocket, datagrams: &[(Vec<u8>, SocketAddr)], runs: &Runs) ->
     };
     let sent = usize::try_from(sent).map_err(|_| io::Error::last_os_error())?;
     Ok(runs.lens[..sent.min(runs.count)].iter().sum())
+}
+
+/// Writes a control message of `level` and `kind` carrying `data` at `cmsg`; returns the room
+/// it takes (`CMSG_SPACE`), where the next one starts.
+///
+/// # Safety
+/// `cmsg` is aligned as a `cmsghdr` and has `CMSG_SPACE(size_of::<T>())` bytes of room.
+#[cfg(target_os = "linux")]
+unsafe fn put<T>(
+    cmsg: *mut libc::cmsghdr,
+    level: libc::c_int,
+    kind: libc::c_int,
+    data: T,
+) -> usize {
+    let len = size_of::<T>() as libc::c_uint;
+    // SAFETY: as the caller promises, the header and `len` bytes of data after it are in room.
+    unsafe {
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(len) as _;
+        libc::CMSG_DATA(cmsg).cast::<T>().write_unaligned(data);
+        libc::CMSG_SPACE(len) as usize
+    }
 }
 
 /// The header of one message: its address (`name`, `namelen` bytes) and its `iovlen` buffers
@@ -360,18 +528,24 @@ fn header(
 // The helpers too: a failed socket call fails the test.
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
 
-    fn lens(datagrams: &[(Vec<u8>, SocketAddr)]) -> Vec<usize> {
+    fn lens(datagrams: &[Outgoing]) -> Vec<usize> {
         let runs = Runs::of(datagrams, true);
         runs.lens[..runs.count].to_vec()
     }
 
     /// `(size, peer)` pairs as datagrams, each filled with its own index.
-    fn datagrams(shape: &[(usize, SocketAddr)]) -> Vec<(Vec<u8>, SocketAddr)> {
+    fn datagrams(shape: &[(usize, SocketAddr)]) -> Vec<Outgoing> {
         (0..)
             .zip(shape)
-            .map(|(i, &(size, peer))| (vec![b'a' + i; size], peer))
+            .map(|(i, &(size, to))| Outgoing {
+                bytes: vec![b'a' + i; size],
+                to,
+                from: None,
+            })
             .collect()
     }
 
@@ -392,6 +566,12 @@ mod tests {
             (9, b),
         ];
         assert_eq!(lens(&datagrams(&shape)), [4, 1, 1, 2]);
+        // Replies from another of this host's addresses: a run of their own.
+        let mut from_two = datagrams(&[(9, a); 4]);
+        for datagram in &mut from_two[2..] {
+            datagram.from = Some([127, 0, 0, 2].into());
+        }
+        assert_eq!(lens(&from_two), [2, 2]);
         // Over the segment limit, or empty: alone.
         let shape = [(1201, a), (1201, a), (0, a), (0, a), (1200, a), (1200, a)];
         assert_eq!(lens(&datagrams(&shape)), [1, 1, 1, 1, 2]);
@@ -404,7 +584,7 @@ mod tests {
 
     /// The shape the socket tests send: a run of four to `a`, a run of two to `b`, then two
     /// alone to `a` (one over the segment limit).
-    fn sent(a: SocketAddr, b: SocketAddr) -> Vec<(Vec<u8>, SocketAddr)> {
+    fn sent(a: SocketAddr, b: SocketAddr) -> Vec<Outgoing> {
         datagrams(&[
             (700, a),
             (700, a),
@@ -419,11 +599,7 @@ mod tests {
 
     /// Two receiving sockets on loopback, a socket to send from, and [`sent`]'s datagrams to
     /// the two.
-    async fn loopback() -> (
-        [std::net::UdpSocket; 2],
-        UdpSocket,
-        Vec<(Vec<u8>, SocketAddr)>,
-    ) {
+    async fn loopback() -> ([std::net::UdpSocket; 2], UdpSocket, Vec<Outgoing>) {
         let receivers = [(); 2].map(|()| {
             let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             socket
@@ -437,11 +613,7 @@ mod tests {
     }
 
     /// Sends all of `datagrams` with `sender`.
-    async fn send_all(
-        sender: &mut Sender,
-        socket: &UdpSocket,
-        datagrams: &[(Vec<u8>, SocketAddr)],
-    ) {
+    async fn send_all(sender: &mut Sender, socket: &UdpSocket, datagrams: &[Outgoing]) {
         let (sent, result) = sender.send_all(socket, datagrams).await;
         assert_eq!(
             (sent, result.err().map(|e| e.to_string())),
@@ -471,16 +643,9 @@ mod tests {
 
     /// Checks that `receiver` gets its datagrams of `datagrams` in order, grouped as `groups`
     /// (how many datagrams come in each buffer it reads), and nothing more.
-    fn check(
-        receiver: &std::net::UdpSocket,
-        datagrams: &[(Vec<u8>, SocketAddr)],
-        groups: &[usize],
-    ) {
+    fn check(receiver: &std::net::UdpSocket, datagrams: &[Outgoing], groups: &[usize]) {
         let peer = receiver.local_addr().unwrap();
-        let mut own = datagrams
-            .iter()
-            .filter(|(_, to)| *to == peer)
-            .map(|(d, _)| d);
+        let mut own = datagrams.iter().filter(|d| d.to == peer).map(|d| &d.bytes);
         let want: Vec<Vec<u8>> = groups
             .iter()
             .map(|&n| own.by_ref().take(n).flatten().copied().collect())
@@ -549,5 +714,105 @@ mod tests {
         );
         check(&receivers[0], &datagrams, &[1; 6]);
         check(&receivers[1], &datagrams, &[1; 2]);
+    }
+
+    /// A socket bound to every address, asking for destinations, as the listeners bind.
+    fn wildcard(ipv6: bool) -> io::Result<UdpSocket> {
+        use socket2::{Domain, Socket, Type};
+
+        let (domain, any) = if ipv6 {
+            (Domain::IPV6, "[::]:0")
+        } else {
+            (Domain::IPV4, "0.0.0.0:0")
+        };
+        let socket = Socket::new(domain, Type::DGRAM, None)?;
+        receive_destinations(&socket, ipv6)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&any.parse::<SocketAddr>().unwrap().into())?;
+        UdpSocket::from_std(socket.into())
+    }
+
+    /// Three requests from a client connected to `to` (a port of `server`'s), received in one
+    /// batch; what the server learnt of each (sender, destination); then the replies sent back
+    /// from their destinations, or from where routing picks with `reply_from_destination`
+    /// false, and how many of them the client got.
+    async fn exchange(
+        server: &UdpSocket,
+        to: SocketAddr,
+        reply_from_destination: bool,
+    ) -> (Vec<(Option<SocketAddr>, Option<IpAddr>)>, usize) {
+        let client = std::net::UdpSocket::bind(SocketAddr::new(to.ip(), 0)).unwrap();
+        client.connect(to).unwrap();
+        for _ in 0..3 {
+            client.send(b"ping").unwrap();
+        }
+        let mut inbox = Inbox::default();
+        let mut got = 0;
+        while got < 3 {
+            server.readable().await.unwrap();
+            match server.try_io(Interest::READABLE, || inbox.recv(server)) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let learnt: Vec<_> = (0..got)
+            .map(|i| {
+                let datagram = inbox.datagram(i);
+                assert_eq!(datagram.bytes, b"ping");
+                (datagram.peer, datagram.local)
+            })
+            .collect();
+        let replies: Vec<Outgoing> = learnt
+            .iter()
+            .map(|&(peer, local)| Outgoing {
+                bytes: b"pong".to_vec(),
+                to: peer.unwrap(),
+                from: local.filter(|_| reply_from_destination),
+            })
+            .collect();
+        send_all(&mut Sender::new(server), server, &replies).await;
+        client
+            .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0; 16];
+        let answered = (0..3)
+            .take_while(|_| client.recv(&mut buf).is_ok_and(|n| &buf[..n] == b"pong"))
+            .count();
+        (learnt, answered)
+    }
+
+    /// A client that sent to one of several addresses of the host (here 127.0.0.2, on
+    /// loopback) and takes replies only from it gets them: each reply goes from its request's
+    /// destination, learnt on receipt. From where routing picks (127.0.0.1), it would get none.
+    #[tokio::test]
+    async fn replies_go_from_the_address_their_request_was_sent_to() {
+        let server = wildcard(false).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let to = SocketAddr::from(([127, 0, 0, 2], port));
+        let (learnt, answered) = exchange(&server, to, true).await;
+        for (peer, local) in learnt {
+            assert_eq!(peer.map(|p| p.ip()), Some(to.ip()));
+            assert_eq!(local, Some(to.ip()));
+        }
+        assert_eq!(answered, 3);
+        assert_eq!(exchange(&server, to, false).await.1, 0);
+        // An IPv6 socket bound to every address learns IPv4 destinations as mapped addresses,
+        // and its own (when this host has IPv6 loopback).
+        let Ok(server) = wildcard(true) else {
+            return;
+        };
+        let port = server.local_addr().unwrap().port();
+        let mapped = Ipv4Addr::new(127, 0, 0, 2).to_ipv6_mapped();
+        let to_v4 = SocketAddr::from(([127, 0, 0, 2], port));
+        let (learnt, answered) = exchange(&server, to_v4, true).await;
+        assert_eq!(learnt[0].1, Some(IpAddr::V6(mapped)));
+        assert_eq!(answered, 3);
+        if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+            let to_v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+            let (learnt, answered) = exchange(&server, to_v6, true).await;
+            assert_eq!(learnt[0].1, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+            assert_eq!(answered, 3);
+        }
     }
 }

@@ -13,10 +13,10 @@
 //! answered `overloaded` at once. Everything is counted in the node's
 //! [`RuntimeCounters`](crate::counters::RuntimeCounters).
 
-mod mmsg;
+pub(crate) mod mmsg;
 pub mod request;
 
-pub use mmsg::Sender;
+pub use mmsg::{Outgoing, Sender};
 
 use std::{
     io,
@@ -102,7 +102,8 @@ impl UdpStats {
 }
 
 /// Binds `options.workers` sockets to `addr` with SO_REUSEPORT (port 0: the port the first one
-/// got). The kernel may cap the buffer sizes (`net.core.rmem_max`).
+/// got). The kernel may cap the buffer sizes (`net.core.rmem_max`). Bound to every address,
+/// they learn each datagram's destination, for its reply to go from there.
 pub fn bind(addr: SocketAddr, options: UdpOptions) -> io::Result<Vec<std::net::UdpSocket>> {
     let mut sockets = Vec::with_capacity(options.workers.max(1));
     let mut addr = addr;
@@ -112,6 +113,9 @@ pub fn bind(addr: SocketAddr, options: UdpOptions) -> io::Result<Vec<std::net::U
         socket.set_recv_buffer_size(options.recv_buffer_bytes)?;
         socket.set_send_buffer_size(options.send_buffer_bytes)?;
         socket.set_nonblocking(true)?;
+        if addr.ip().is_unspecified() {
+            mmsg::receive_destinations(&socket, addr.is_ipv6())?;
+        }
         socket.bind(&addr.into())?;
         let bound = socket.local_addr()?.as_socket().unwrap_or(addr);
         addr = bound;
@@ -140,7 +144,7 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
     let counters = state.counters.clone();
     let stats = &counters.udp;
     let mut inbox = mmsg::Inbox::default();
-    let mut outbox: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(mmsg::BATCH);
+    let mut outbox: Vec<Outgoing> = Vec::with_capacity(mmsg::BATCH);
     let mut sender = Sender::new(&socket);
     loop {
         tokio::select! {
@@ -163,34 +167,45 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
         // Counted here and added once per batch: the counters are shared by every worker.
         let (mut requests, mut garbage, mut oversized) = (0, 0, 0);
         for i in 0..got {
-            let (datagram, peer) = inbox.datagram(i);
-            let Some(peer) = peer else {
+            let datagram = inbox.datagram(i);
+            let Some(to) = datagram.peer else {
                 garbage += 1;
                 continue;
             };
-            if datagram.len() > MAX_REQUEST {
+            let reply = |bytes| Outgoing {
+                bytes,
+                to,
+                from: datagram.local,
+            };
+            if datagram.bytes.len() > MAX_REQUEST {
                 oversized += 1;
                 continue;
             }
-            match parse(datagram) {
+            match parse(datagram.bytes) {
                 Parsed::Garbage => garbage += 1,
                 Parsed::Invalid { id, error } => {
                     requests += 1;
                     counters.answered(error.status());
-                    outbox.push((with_id(id.as_deref(), Err(&error)), peer));
+                    outbox.push(reply(with_id(id.as_deref(), Err(&error))));
                 }
                 Parsed::Request(request) => {
                     requests += 1;
-                    let mut reply = Box::pin(answer(state.clone(), request.into_owned()));
+                    let mut answering = Box::pin(answer(state.clone(), request.into_owned()));
                     // Memory answers complete at once and go out with the batch. One that
                     // must wait (an on-demand REST fetch, a full usage channel) finishes in its
                     // own task, so this socket keeps receiving.
-                    match (&mut reply).now_or_never() {
-                        Some(bytes) => outbox.push((bytes, peer)),
+                    match (&mut answering).now_or_never() {
+                        Some(bytes) => outbox.push(reply(bytes)),
                         None => {
                             let (socket, counters) = (socket.clone(), counters.clone());
+                            let (mut sender, from) = (sender.clone(), datagram.local);
                             tokio::spawn(async move {
-                                send(&socket, &counters.udp, reply.await, peer).await
+                                let reply = Outgoing {
+                                    bytes: answering.await,
+                                    to,
+                                    from,
+                                };
+                                send(&socket, &counters.udp, &mut sender, reply).await
                             });
                         }
                     }
@@ -218,7 +233,7 @@ async fn flush(
     socket: &UdpSocket,
     stats: &UdpStats,
     sender: &mut Sender,
-    outbox: &mut Vec<(Vec<u8>, SocketAddr)>,
+    outbox: &mut Vec<Outgoing>,
 ) {
     let mut done = 0;
     while done < outbox.len() {
@@ -226,7 +241,7 @@ async fn flush(
         stats.sent.fetch_add(sent as u64, Relaxed);
         done += sent;
         if let Err(e) = result {
-            tracing::debug!(error = %e, peer = %outbox[done].1, "udp send failed");
+            tracing::debug!(error = %e, peer = %outbox[done].to, "udp send failed");
             stats.send_errors.fetch_add(1, Relaxed);
             done += 1;
         }
@@ -235,11 +250,16 @@ async fn flush(
 }
 
 /// Sends one reply on its own, counting it as sent or as a send error.
-pub(crate) async fn send(socket: &UdpSocket, stats: &UdpStats, reply: Vec<u8>, peer: SocketAddr) {
-    match socket.send_to(&reply, peer).await {
-        Ok(_) => stats.sent.fetch_add(1, Relaxed),
-        Err(e) => {
-            tracing::debug!(error = %e, %peer, "udp send failed");
+pub(crate) async fn send(
+    socket: &UdpSocket,
+    stats: &UdpStats,
+    sender: &mut Sender,
+    reply: Outgoing,
+) {
+    match sender.send_all(socket, std::slice::from_ref(&reply)).await {
+        (_, Ok(())) => stats.sent.fetch_add(1, Relaxed),
+        (_, Err(e)) => {
+            tracing::debug!(error = %e, peer = %reply.to, "udp send failed");
             stats.send_errors.fetch_add(1, Relaxed)
         }
     };

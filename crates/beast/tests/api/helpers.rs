@@ -212,6 +212,19 @@ where
     F: FnOnce(std::path::PathBuf) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    spawn_app_with_settings(prepare, |_| {}).await
+}
+
+/// Spawns a node after `prepare` has run on its (already seeded) data dir, with the test
+/// settings (every listener on 127.0.0.1, port 0) as `adjust` leaves them.
+pub async fn spawn_app_with_settings<F, Fut>(
+    prepare: F,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp
+where
+    F: FnOnce(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     init_logs();
     let data_dir = tempfile::tempdir().unwrap();
     SqliteStore::open(data_dir.path())
@@ -221,7 +234,7 @@ where
         .await;
     prepare(data_dir.path().to_owned()).await;
     let local = "127.0.0.1:0".parse().unwrap();
-    let settings = Settings {
+    let mut settings = Settings {
         data_dir: data_dir.path().to_owned(),
         price_http: local,
         price_health: local,
@@ -234,6 +247,7 @@ where
         simulate: true,
         ..Settings::default()
     };
+    adjust(&mut settings);
     let app = Application::build(settings).await.unwrap();
     let price = app.address("price-http").unwrap();
     let health = app.address("price-health").unwrap();

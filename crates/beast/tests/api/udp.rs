@@ -7,7 +7,9 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
-use crate::helpers::{TestApp, ask_udp, refusal_code, spawn_app, usage_rows};
+use crate::helpers::{
+    TestApp, ask_udp, refusal_code, spawn_app, spawn_app_with_settings, usage_rows,
+};
 
 /// Sends one datagram and returns its reply, waiting up to 5 s (the machine may be busy).
 pub async fn ask(app: &TestApp, socket: &UdpSocket, request: &[u8]) -> Value {
@@ -406,4 +408,44 @@ fn the_request_scan_reads_what_serde_json_reads() {
         scanned > 5_000 && left > 1_000,
         "{scanned} scanned, {left} valid ones left to serde_json"
     );
+}
+
+/// Bound to every address, both UDP listeners answer a client from the address it sent to:
+/// one connected to 127.0.0.2 (another of this host's addresses on loopback) takes replies
+/// only from there.
+#[tokio::test]
+async fn listeners_bound_to_every_address_reply_from_the_address_asked() {
+    let any: std::net::SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let mut app = spawn_app_with_settings(
+        |_| async {},
+        |settings| {
+            settings.price_udp = any;
+            settings.report_udp = any;
+        },
+    )
+    .await;
+    let key = app.priced_key("pro").await;
+    for (port, request) in [
+        (
+            app.udp.port(),
+            json!({"key": key, "asset": "BTC", "id": "p"}),
+        ),
+        (
+            app.report_udp.port(),
+            json!({"key": key, "report": "summary", "id": "r"}),
+        ),
+    ] {
+        let client = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        client.connect(("127.0.0.2", port)).await.unwrap();
+        client.send(request.to_string().as_bytes()).await.unwrap();
+        let mut buf = vec![0; 65_536];
+        let got = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no reply from 127.0.0.2:{port}"))
+            .unwrap();
+        let reply: Value = serde_json::from_slice(&buf[..got]).unwrap();
+        assert_eq!(reply["id"], request["id"], "{reply}");
+        assert!(reply.get("error").is_none(), "{reply}");
+    }
+    app.stop().await;
 }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::Context;
-use beast_api::udp::Sender;
+use beast_api::udp::{Outgoing, Sender};
 use tokio::{io::Interest, net::UdpSocket};
 use tokio_util::sync::CancellationToken;
 
@@ -191,7 +191,7 @@ pub async fn run(
 /// to 32 of them, and a run of equal ones as one segmented message (see [`Sender`]).
 struct Burst {
     /// Datagram buffers to the target, reused; the first `requests.len()` are this burst's.
-    datagrams: Vec<(Vec<u8>, SocketAddr)>,
+    datagrams: Vec<Outgoing>,
     /// The slot and number of each request of this burst.
     requests: Vec<(usize, u64)>,
     target: SocketAddr,
@@ -217,9 +217,13 @@ impl Burst {
         let at = self.requests.len();
         self.requests.push((slot, seq));
         if self.datagrams.len() == at {
-            self.datagrams.push((Vec::with_capacity(256), self.target));
+            self.datagrams.push(Outgoing {
+                bytes: Vec::with_capacity(256),
+                to: self.target,
+                from: None,
+            });
         }
-        let datagram = &mut self.datagrams[at].0;
+        let datagram = &mut self.datagrams[at].bytes;
         datagram.clear();
         datagram
     }
