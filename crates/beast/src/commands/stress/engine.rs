@@ -19,15 +19,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     http,
-    plan::{Plan, Target},
+    plan::{MAX_TIMEOUT_MS, Plan, Target},
     scan::{MAX_KINDS, OTHER_KIND},
     udp,
 };
 
 /// Latencies a worker collects before taking the histogram lock once for all of them.
 const BATCH: usize = 128;
-/// Highest latency the histogram tells apart (longer ones are recorded as this), in µs.
-const MAX_LATENCY_US: u64 = 60_000_000;
+/// Highest latency the histogram tells apart, in µs: the longest timeout, which no answer
+/// counted takes longer than.
+const MAX_LATENCY_US: u64 = MAX_TIMEOUT_MS * 1000;
 
 /// How a run is stopped early. `soft`: send no new request, let those in flight finish
 /// (each is bounded by the timeout). `hard`: abandon those in flight too.
@@ -82,7 +83,9 @@ impl Tally {
 pub struct LevelOutcome {
     pub concurrency: usize,
     pub tally: Tally,
-    /// From the start signal until the last worker was done.
+    /// From the start signal until the level's end or its last answer, whichever is later: a
+    /// request that got no answer (a timeout) does not hold the level open while it is waited
+    /// out. Cut short by Ctrl-C: until the last worker was done.
     pub elapsed: Duration,
     /// Latencies of the successful requests, in µs.
     pub latency: Histogram<u64>,
@@ -90,7 +93,7 @@ pub struct LevelOutcome {
     pub interrupted: bool,
 }
 
-/// An empty latency histogram: 1 µs to 60 s, 3 significant digits.
+/// An empty latency histogram: 1 µs to an hour, 3 significant digits.
 pub fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("creating a latency histogram")
 }
@@ -129,6 +132,7 @@ pub async fn run_level(
                 shared: shared.clone(),
                 batch: Vec::with_capacity(BATCH),
                 tally: Tally::default(),
+                last_answer: None,
                 unpublished: (0, 0),
             },
         };
@@ -155,11 +159,18 @@ pub async fn run_level(
     let _ = start_tx.send(Some(started + plan.duration));
 
     let mut tally = Tally::default();
+    let mut last_answer = started + plan.duration;
     for worker in workers {
-        let counted = worker.await.context("a stress worker failed")?;
-        tally.merge(&counted);
+        let done = worker.await.context("a stress worker failed")?;
+        tally.merge(&done.tally);
+        last_answer = last_answer.max(done.last_answer.unwrap_or(started));
     }
-    let elapsed = started.elapsed();
+    let interrupted = stop.soft.is_cancelled();
+    let elapsed = if interrupted {
+        started.elapsed()
+    } else {
+        last_answer.saturating_duration_since(started)
+    };
     let latency = std::mem::replace(
         &mut *shared
             .latency
@@ -172,7 +183,7 @@ pub async fn run_level(
         tally,
         elapsed,
         latency,
-        interrupted: stop.soft.is_cancelled(),
+        interrupted,
     })
 }
 
@@ -205,10 +216,20 @@ impl Worker {
     }
 
     /// Flushes the latencies and returns this worker's counts.
-    pub fn finish(mut self) -> Tally {
+    pub fn finish(mut self) -> Done {
         self.recorder.flush();
-        self.recorder.tally
+        Done {
+            tally: self.recorder.tally,
+            last_answer: self.recorder.last_answer,
+        }
     }
+}
+
+/// What a worker hands back: its counts, and when its last answer came (none: no request of
+/// it was answered).
+pub struct Done {
+    tally: Tally,
+    last_answer: Option<Instant>,
 }
 
 /// A worker's own counts, and its batch of latencies and progress on the way to the shared
@@ -217,12 +238,15 @@ pub struct Recorder {
     shared: Arc<Shared>,
     batch: Vec<u64>,
     tally: Tally,
+    /// When the last answer (success or error) came; a timeout is none.
+    last_answer: Option<Instant>,
     /// Completed and failed requests not yet added to the progress counters.
     unpublished: (u64, u64),
 }
 
 impl Recorder {
     pub fn success(&mut self, latency: Duration) {
+        self.last_answer = Some(Instant::now());
         self.tally.requests += 1;
         self.tally.successes += 1;
         self.unpublished.0 += 1;
@@ -233,7 +257,18 @@ impl Recorder {
         }
     }
 
+    /// A request that failed: answered with an error (`kind`, its code) or not sent.
     pub fn error(&mut self, kind: &str) {
+        self.last_answer = Some(Instant::now());
+        self.failed(kind);
+    }
+
+    /// A request that got no answer within the timeout.
+    pub fn timed_out(&mut self) {
+        self.failed("timeout");
+    }
+
+    fn failed(&mut self, kind: &str) {
         self.tally.error(kind);
         self.unpublished.0 += 1;
         self.unpublished.1 += 1;
@@ -266,6 +301,16 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latencies_up_to_the_longest_timeout_are_told_apart() {
+        let mut histogram = new_histogram().unwrap();
+        for us in [90_000_000, MAX_TIMEOUT_MS * 1000] {
+            histogram.record(us).unwrap();
+        }
+        let p50 = histogram.value_at_quantile(0.5);
+        assert!(p50.abs_diff(90_000_000) < 90_000, "{p50}");
+    }
 
     #[test]
     fn error_kinds_beyond_the_cap_are_counted_as_other() {

@@ -20,7 +20,11 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{engine::Tally, engine::Worker, plan::in_turn, scan};
+use super::{
+    engine::{Done, Worker},
+    plan::in_turn,
+    scan,
+};
 
 /// How long a connect before the level starts may take.
 const WARMUP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,7 +116,7 @@ enum Answer {
 }
 
 /// One worker's loop; returns its counts.
-pub async fn run(mut worker: Worker, requests: Arc<Requests>, timeout: Duration) -> Tally {
+pub async fn run(mut worker: Worker, requests: Arc<Requests>, timeout: Duration) -> Done {
     // Connecting before the start line is not measured, so it may take its time (thousands
     // of simultaneous connects overflow accept queues and wait for SYN retries); a failure
     // is retried, and counted, in the loop.
@@ -187,7 +191,7 @@ pub async fn run(mut worker: Worker, requests: Arc<Requests>, timeout: Duration)
             }
             Err(_) => {
                 // The answer may still come: this connection is out of step, drop it.
-                worker.recorder.error("timeout");
+                worker.recorder.timed_out();
                 conn = None;
             }
         }

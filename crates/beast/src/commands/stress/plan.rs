@@ -20,7 +20,7 @@ use crate::{
 /// The most workers one level may ask for.
 const MAX_CONCURRENCY: usize = 100_000;
 /// The longest a request may wait for its answer: an hour.
-const MAX_TIMEOUT_MS: u64 = 3_600_000;
+pub(super) const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// The most UDP requests one socket keeps in flight.
 const MAX_UDP_DEPTH: usize = 1024;
 

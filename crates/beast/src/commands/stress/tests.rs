@@ -300,6 +300,21 @@ async fn a_udp_level_is_split_over_sockets_of_udp_depth_requests_each() {
     assert_eq!(tally.errors.get("timeout"), Some(&8), "{tally:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waited_out_past_the_level_do_not_stretch_its_time() {
+    let (addr, _) = udp_server(UdpMode::Silent).await;
+    // Unanswered, the requests are waited out for 2 s after a level of 0.5 s: its rate is
+    // over its own time, not over the wait.
+    let outcomes = outcomes_of(&format!("udp://{addr}"), &[4], 0.5, 2000).await;
+    let level = &outcomes[0];
+    assert_eq!(level.tally.errors.get("timeout"), Some(&4));
+    assert!(
+        (Duration::from_millis(500)..Duration::from_millis(600)).contains(&level.elapsed),
+        "{:?}",
+        level.elapsed
+    );
+}
+
 #[tokio::test]
 async fn bad_command_lines_are_clear_errors() {
     let blank = tempfile::NamedTempFile::new().unwrap();

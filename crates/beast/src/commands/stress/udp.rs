@@ -19,7 +19,7 @@ use tokio::{io::Interest, net::UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    engine::{Tally, Worker},
+    engine::{Done, Worker},
     plan::in_turn,
     scan,
 };
@@ -96,7 +96,7 @@ pub async fn run(
     requests: Arc<Requests>,
     timeout: Duration,
     depth: usize,
-) -> Tally {
+) -> Done {
     let socket = open(requests.addr).await;
     let Some(deadline) = worker.started().await else {
         return worker.finish();
@@ -123,7 +123,7 @@ pub async fn run(
         for state in &mut slots {
             if state.is_some_and(|f| now.duration_since(f.sent) >= timeout) {
                 *state = None;
-                worker.recorder.error("timeout");
+                worker.recorder.timed_out();
             }
         }
         // Every free slot sends its next request while the level runs, all in one burst.
