@@ -301,6 +301,31 @@ async fn a_udp_level_is_split_over_sockets_of_udp_depth_requests_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_be_sent_is_its_own_error_not_one_in_flight() {
+    let (addr, seen) = udp_server(UdpMode::Answer).await;
+    // Every other request carries a key too long for a datagram: its send fails (EMSGSIZE)
+    // while requests sent before it in the burst are in flight, and they are answered.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("{KEY}\n{}\n", "k".repeat(70_000))).unwrap();
+    let plan = Plan::new(&StressArgs {
+        keys_file: Some(file.path().to_path_buf()),
+        assets: vec!["BTC".to_owned()],
+        ..args(&format!("udp://{addr}"), &[3], 0.3, 1000)
+    })
+    .await
+    .expect("valid plan");
+    let tally = total(&run_all(&plan, &Stop::default()).await);
+    assert!(tally.successes > 0, "{tally:?}");
+    assert_eq!(
+        tally.successes,
+        seen.total(),
+        "every request sent was answered"
+    );
+    assert_eq!(tally.errors.keys().collect::<Vec<_>>(), ["io"], "{tally:?}");
+    assert_eq!(tally.requests, tally.successes + tally.errors["io"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_waited_out_past_the_level_do_not_stretch_its_time() {
     let (addr, _) = udp_server(UdpMode::Silent).await;
     // Unanswered, the requests are waited out for 2 s after a level of 0.5 s: its rate is

@@ -147,8 +147,11 @@ pub async fn run(
         };
         if let Some(e) = failed {
             // A pending "port unreachable" may surface on a send: it ends the oldest request
-            // in flight, if any; otherwise the one that could not go.
-            if !end_oldest(&mut slots, &mut worker, &e) {
+            // in flight, if any. Any other error (no buffer space, a firewall) is the request
+            // that could not go: the ones in flight may still be answered.
+            let refused_earlier = e.kind() == io::ErrorKind::ConnectionRefused
+                && end_oldest(&mut slots, &mut worker, &e);
+            if !refused_earlier {
                 worker.recorder.error(io_kind(&e));
             }
             if pause(&hard).await {
