@@ -19,16 +19,22 @@ fn event(key_id: i64, status: u16) -> UsageEvent {
     }
 }
 
+/// A pipeline whose channel holds `capacity` events, writing batches of up to 50 at least
+/// every 20 ms.
+fn small_pipeline(capacity: usize) -> (UsageSink, UsageWriter) {
+    pipeline(WriterOptions {
+        capacity,
+        batch_size: 50,
+        flush_interval: Duration::from_millis(20),
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_written_even_when_the_channel_is_tiny() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
     let (_, key) = keys::create(&*store, "", "pro").await.unwrap();
-    let (sink, writer) = pipeline(WriterOptions {
-        capacity: 8,
-        batch_size: 50,
-        flush_interval: Duration::from_millis(20),
-    });
+    let (sink, writer) = small_pipeline(8);
     let stop = CancellationToken::new();
     let task = tokio::spawn(writer.run(store.clone(), stop.clone()));
     let mut senders = Vec::new();
@@ -87,11 +93,7 @@ async fn stopping_drains_what_is_queued() {
 
 #[tokio::test]
 async fn depth_counts_the_events_waiting_for_the_writer() {
-    let (sink, _writer) = pipeline(WriterOptions {
-        capacity: 8,
-        batch_size: 50,
-        flush_interval: Duration::from_millis(20),
-    });
+    let (sink, _writer) = small_pipeline(8);
     assert_eq!(sink.depth(), 0);
     for _ in 0..3 {
         sink.room(1).await.record(event(1, 200));
@@ -101,11 +103,7 @@ async fn depth_counts_the_events_waiting_for_the_writer() {
 
 #[tokio::test]
 async fn a_request_given_up_while_waiting_for_room_has_queued_nothing() {
-    let (sink, _writer) = pipeline(WriterOptions {
-        capacity: 2,
-        batch_size: 50,
-        flush_interval: Duration::from_millis(20),
-    });
+    let (sink, _writer) = small_pipeline(2);
     sink.room(2).await.record(event(1, 200));
     // One of the two places taken is given back unused.
     assert_eq!(sink.depth(), 1);
@@ -125,11 +123,7 @@ async fn a_request_given_up_while_waiting_for_room_has_queued_nothing() {
 
 #[tokio::test]
 async fn events_past_the_room_taken_go_while_the_channel_has_room_and_are_counted_if_not() {
-    let (sink, _writer) = pipeline(WriterOptions {
-        capacity: 3,
-        batch_size: 50,
-        flush_interval: Duration::from_millis(20),
-    });
+    let (sink, _writer) = small_pipeline(3);
     // Room for more than the channel holds is room for all it holds.
     let mut room = sink.room(5).await;
     for _ in 0..4 {

@@ -7,15 +7,12 @@
 //! received, read as requests, dropped (by reason) and replies sent are counted as there, in
 //! `report_udp` of `/health`.
 
-use std::{
-    io,
-    sync::{Arc, atomic::Ordering::Relaxed},
-};
+use std::sync::{Arc, atomic::Ordering::Relaxed};
 
 use beast_core::{ApiError, Protocol};
 use beast_reports::{Report, ReportParams, usage::Page};
 use serde_json::Value;
-use tokio::{io::Interest, net::UdpSocket, sync::Semaphore};
+use tokio::{net::UdpSocket, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{Caller, Ticket};
@@ -41,23 +38,7 @@ pub async fn serve(
     let mut inbox = Inbox::default();
     let sender = Sender::new(&socket);
     let stats = &state.counters.report_udp;
-    'serving: loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            ready = socket.readable() => if let Err(e) = ready {
-                // Only a runtime shutting down fails this.
-                tracing::debug!(error = %e, "report udp socket not readable");
-                break;
-            },
-        }
-        let got = match socket.try_io(Interest::READABLE, || inbox.recv(&socket)) {
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => {
-                tracing::debug!(error = %e, "report udp receive failed");
-                continue;
-            }
-        };
+    'serving: while let Some(got) = udp::receive(&socket, &mut inbox, &cancel).await {
         stats.received.fetch_add(got as u64, Relaxed);
         for i in 0..got {
             let datagram = inbox.datagram(i);

@@ -146,23 +146,7 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
     let mut inbox = mmsg::Inbox::default();
     let mut outbox: Vec<Outgoing> = Vec::with_capacity(mmsg::BATCH);
     let mut sender = Sender::new(&socket);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            ready = socket.readable() => if let Err(e) = ready {
-                // Only a runtime shutting down fails this.
-                tracing::debug!(error = %e, "udp socket not readable");
-                return;
-            },
-        }
-        let got = match socket.try_io(Interest::READABLE, || inbox.recv(&socket)) {
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => {
-                tracing::debug!(error = %e, "udp receive failed");
-                continue;
-            }
-        };
+    while let Some(got) = receive(&socket, &mut inbox, &cancel).await {
         stats.received.fetch_add(got as u64, Relaxed);
         // Counted here and added once per batch: the counters are shared by every worker.
         let (mut requests, mut garbage, mut oversized) = (0, 0, 0);
@@ -224,6 +208,35 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
         flush(&socket, stats, &mut sender, &mut outbox).await;
         // Under a constant stream of datagrams, still let this thread's other tasks run.
         tokio::task::consume_budget().await;
+    }
+}
+
+/// Waits for datagrams on `socket` and receives a batch of them into `inbox`: how many, or
+/// `None` once `cancel` fires (or the runtime is shutting down).
+pub(crate) async fn receive(
+    socket: &UdpSocket,
+    inbox: &mut mmsg::Inbox,
+    cancel: &CancellationToken,
+) -> Option<usize> {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            ready = socket.readable() => if let Err(e) = ready {
+                // Only a runtime shutting down fails this.
+                tracing::debug!(error = %e, "udp socket not readable");
+                return None;
+            },
+        }
+        match socket.try_io(Interest::READABLE, || inbox.recv(socket)) {
+            Ok(got) => return Some(got),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "udp receive failed");
+                // An error that persisted would be met at once again: not without letting
+                // this thread's other tasks run.
+                tokio::task::consume_budget().await;
+            }
+        }
     }
 }
 
