@@ -32,10 +32,36 @@ pub struct KeyEntry {
     pub tier: Tier,
     /// `None` for unlimited (partner) tiers.
     limiter: Option<Limiter>,
-    /// Answers given this month, with the room held by requests being answered, and when
-    /// that month ends (unix ms).
-    used: AtomicU64,
+    /// This month's quota use ([`Usage`]): answers given, with the room held by requests
+    /// being answered.
+    usage: AtomicU64,
+    /// When this month ends (unix ms).
     month_ends_ms: AtomicI64,
+}
+
+/// A key's quota use in one word, so that room is taken, given back, or wiped by a new month
+/// whole: the answers counted (low 48 bits) and which month they count in, as the number of
+/// month changes seen (high 16 bits, wrapping).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Usage {
+    month: u16,
+    count: u64,
+}
+
+impl Usage {
+    const COUNT_BITS: u32 = 48;
+    const MAX_COUNT: u64 = (1 << Self::COUNT_BITS) - 1;
+
+    fn of(word: u64) -> Self {
+        Self {
+            month: (word >> Self::COUNT_BITS) as u16,
+            count: word & Self::MAX_COUNT,
+        }
+    }
+
+    fn word(self) -> u64 {
+        (u64::from(self.month) << Self::COUNT_BITS) | self.count.min(Self::MAX_COUNT)
+    }
 }
 
 impl KeyEntry {
@@ -54,7 +80,13 @@ impl KeyEntry {
             id: record.id,
             tier,
             limiter,
-            used: AtomicU64::new(used),
+            usage: AtomicU64::new(
+                Usage {
+                    month: 0,
+                    count: used,
+                }
+                .word(),
+            ),
             month_ends_ms: AtomicI64::new(next_month_start_ms(now_ms)),
         }
     }
@@ -67,7 +99,7 @@ impl KeyEntry {
             return Ok(Admitted {
                 key: self,
                 held: 0,
-                month_ends_ms: 0,
+                month: 0,
             });
         }
         let ends = self.month_ends_ms.load(Relaxed);
@@ -77,7 +109,12 @@ impl KeyEntry {
                 .compare_exchange(ends, next_month_start_ms(now_ms), Relaxed, Relaxed)
                 .is_ok()
         {
-            self.used.store(0, Relaxed);
+            self.update(|u| {
+                Some(Usage {
+                    month: u.month.wrapping_add(1),
+                    count: 0,
+                })
+            });
         }
         if let Some(limiter) = &self.limiter
             && let Err(not_until) = limiter.check()
@@ -86,32 +123,45 @@ impl KeyEntry {
                 not_until.wait_time_from(limiter.clock().now()),
             ));
         }
-        let admitted = Admitted {
-            key: self,
-            held: answers,
-            month_ends_ms: self.month_ends_ms.load(Relaxed),
-        };
-        let before = self.used.fetch_add(answers, Relaxed);
-        if before.saturating_add(answers) > self.tier.monthly_quota {
-            drop(admitted);
-            return Err(ApiError::QuotaExceeded {
+        // Taken only if it fits: a request refused holds nothing, even for a moment.
+        let taken = self.update(|u| {
+            let count = u
+                .count
+                .checked_add(answers)
+                .filter(|&c| c <= self.tier.monthly_quota.min(Usage::MAX_COUNT))?;
+            Some(Usage { count, ..u })
+        });
+        match taken {
+            Some(before) => Ok(Admitted {
+                key: self,
+                held: answers,
+                month: before.month,
+            }),
+            None => Err(ApiError::QuotaExceeded {
                 retry_after_s: retry_after_s(now_ms, self.month_ends_ms.load(Relaxed)),
-            });
+            }),
         }
-        Ok(admitted)
     }
 
-    /// Gives back `n` answers of quota room taken in the month ending at `month_ends_ms` and
-    /// not used; room taken in a month that has since ended was wiped with it. Never below
-    /// zero (a month ending as the room was taken may have wiped it too).
-    fn release(&self, n: u64, month_ends_ms: i64) {
-        if self.month_ends_ms.load(Relaxed) != month_ends_ms {
-            return;
-        }
-        // The closure always returns `Some`: the update cannot fail.
-        let _ = self
-            .used
-            .fetch_update(Relaxed, Relaxed, |used| Some(used.saturating_sub(n)));
+    /// Gives back `n` answers of quota room taken in `month` and not used; room taken in a
+    /// month that has since ended was wiped with it.
+    fn release(&self, n: u64, month: u16) {
+        self.update(|u| {
+            (u.month == month).then(|| Usage {
+                count: u.count.saturating_sub(n),
+                ..u
+            })
+        });
+    }
+
+    /// Changes the quota use as `change` says, if it says (`Some`); the use before, if it did.
+    fn update(&self, change: impl Fn(Usage) -> Option<Usage>) -> Option<Usage> {
+        self.usage
+            .fetch_update(Relaxed, Relaxed, |word| {
+                change(Usage::of(word)).map(Usage::word)
+            })
+            .ok()
+            .map(Usage::of)
     }
 }
 
@@ -121,8 +171,8 @@ impl KeyEntry {
 pub struct Admitted<'a> {
     key: &'a KeyEntry,
     held: u64,
-    /// When the month the room was taken in ends.
-    month_ends_ms: i64,
+    /// The month the room was taken in ([`Usage::month`]).
+    month: u16,
 }
 
 impl Admitted<'_> {
@@ -136,7 +186,7 @@ impl Admitted<'_> {
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         if self.held > 0 {
-            self.key.release(self.held, self.month_ends_ms);
+            self.key.release(self.held, self.month);
         }
     }
 }
@@ -263,6 +313,12 @@ mod tests {
         KeyEntry::new(&record, tier, beast_core::now_ms())
     }
 
+    impl KeyEntry {
+        fn used(&self) -> u64 {
+            Usage::of(self.usage.load(Relaxed)).count
+        }
+    }
+
     fn refused(result: Result<Admitted<'_>, ApiError>) -> bool {
         matches!(result, Err(ApiError::QuotaExceeded { .. }))
     }
@@ -279,10 +335,10 @@ mod tests {
         // Five of the seven were given: two come back; dropped unsettled, all three do.
         first.settle(5);
         drop(second);
-        assert_eq!(key.used.load(Relaxed), 5);
+        assert_eq!(key.used(), 5);
         key.admit(now, 5).unwrap().settle(5);
         assert!(refused(key.admit(now, 1)));
-        assert_eq!(key.used.load(Relaxed), 10, "a refusal holds nothing");
+        assert_eq!(key.used(), 10, "a refusal holds nothing");
     }
 
     #[test]
@@ -293,13 +349,51 @@ mod tests {
         let next_month = key.month_ends_ms.load(Relaxed);
         key.admit(next_month, 2).unwrap().settle(2);
         drop(held);
-        assert_eq!(
-            key.used.load(Relaxed),
-            2,
-            "the new month's two answers stay counted"
-        );
+        assert_eq!(key.used(), 2, "the new month's two answers stay counted");
         assert!(refused(key.admit(next_month, 9)));
         assert!(key.admit(next_month, 8).is_ok());
+    }
+
+    #[test]
+    fn quota_use_is_one_word_of_month_and_count() {
+        for usage in [
+            Usage { month: 0, count: 0 },
+            Usage {
+                month: 7,
+                count: 123_456_789,
+            },
+            Usage {
+                month: u16::MAX,
+                count: Usage::MAX_COUNT,
+            },
+        ] {
+            assert_eq!(Usage::of(usage.word()), usage);
+        }
+        let huge = Usage {
+            month: 3,
+            count: u64::MAX,
+        };
+        assert_eq!(
+            Usage::of(huge.word()),
+            Usage {
+                month: 3,
+                count: Usage::MAX_COUNT
+            }
+        );
+        // The month after the 65,536th wraps to 0, and room is still told apart by month.
+        let key = entry(10, false);
+        key.usage.store(
+            Usage {
+                month: u16::MAX,
+                count: 4,
+            }
+            .word(),
+            Relaxed,
+        );
+        let held = key.admit(beast_core::now_ms(), 2).unwrap();
+        key.update(|_| Some(Usage { month: 0, count: 0 }));
+        drop(held);
+        assert_eq!(key.used(), 0);
     }
 
     #[test]
@@ -307,6 +401,6 @@ mod tests {
         let key = entry(0, true);
         let now = beast_core::now_ms();
         key.admit(now, 100).unwrap().settle(100);
-        assert_eq!(key.used.load(Relaxed), 0);
+        assert_eq!(key.used(), 0);
     }
 }

@@ -74,8 +74,8 @@ impl UsageSink {
     /// rather than an event being lost). The only wait of metering: a request takes its room
     /// first, then counts and queues its events with [`Room::record`], which never waits, so
     /// a request dropped part-way (its client hung up) has counted and queued nothing, or all.
-    /// Room for more events than the channel holds cannot be had: the channel's capacity is
-    /// at least the most events one request records.
+    /// Room for more events than the channel holds cannot be had: a node's channel holds at
+    /// least as many as one request records.
     pub async fn room(&self, n: usize) -> Room<'_> {
         let n = n.min(self.tx.max_capacity());
         let permits = match self.tx.try_reserve_many(n) {
@@ -104,7 +104,6 @@ impl UsageSink {
     }
 }
 
-/// Batching settings.
 /// Room taken in the usage channel ([`UsageSink::room`]); what is left unused is given
 /// back when it is dropped.
 pub struct Room<'a> {
@@ -115,7 +114,8 @@ pub struct Room<'a> {
 
 impl Room<'_> {
     /// Queues an event, without waiting: into the room taken, or, past it, into the channel
-    /// if it has room. An event that finds none (the channel closed) is counted as dropped.
+    /// if it has room. An event that finds none (the channel closed, or full past the room
+    /// taken) is counted as dropped.
     pub fn record(&mut self, event: UsageEvent) {
         let stats = &self.sink.stats;
         let queued = match self.permits.as_mut().and_then(Iterator::next) {
@@ -134,6 +134,7 @@ impl Room<'_> {
     }
 }
 
+/// Batching settings.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterOptions {
     pub capacity: usize,

@@ -122,6 +122,22 @@ async fn a_request_given_up_while_waiting_for_room_has_queued_nothing() {
 }
 
 #[tokio::test]
+async fn room_partly_had_when_its_request_is_given_up_is_all_given_back() {
+    let (sink, _writer) = small_pipeline(3);
+    sink.room(1).await.record(event(1, 200));
+    // Two places are free, three are asked for: given up, the two are free again.
+    let waiting = tokio::time::timeout(Duration::from_millis(20), sink.room(3)).await;
+    assert!(waiting.is_err());
+    let mut room = tokio::time::timeout(Duration::from_millis(20), sink.room(2))
+        .await
+        .expect("two places are free");
+    room.record(event(1, 200));
+    room.record(event(1, 200));
+    assert_eq!(sink.depth(), 3);
+    assert_eq!(sink.stats().snapshot().dropped, 0);
+}
+
+#[tokio::test]
 async fn events_past_the_room_taken_go_while_the_channel_has_room_and_are_counted_if_not() {
     let (sink, _writer) = small_pipeline(3);
     // Room for more than the channel holds is room for all it holds.

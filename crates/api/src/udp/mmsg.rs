@@ -199,12 +199,19 @@ fn destination(header: &libc::msghdr) -> Option<IpAddr> {
         while !cmsg.is_null() {
             let (level, kind) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
             let data = libc::CMSG_DATA(cmsg);
-            if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
+            let fits = |len: usize| (*cmsg).cmsg_len as usize >= libc::CMSG_LEN(len as _) as usize;
+            if level == libc::IPPROTO_IP
+                && kind == libc::IP_PKTINFO
+                && fits(size_of::<libc::in_pktinfo>())
+            {
                 let info = data.cast::<libc::in_pktinfo>().read_unaligned();
                 let addr = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
                 return Some(IpAddr::V4(addr)).filter(|_| !addr.is_unspecified());
             }
-            if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO {
+            if level == libc::IPPROTO_IPV6
+                && kind == libc::IPV6_PKTINFO
+                && fits(size_of::<libc::in6_pktinfo>())
+            {
                 let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
                 let addr = Ipv6Addr::from(info.ipi6_addr.s6_addr);
                 let group = match addr.to_ipv4_mapped() {
@@ -274,6 +281,31 @@ impl Sender {
     /// the socket is full). Meant for `UdpSocket::try_io`.
     #[cfg(target_os = "linux")]
     fn send(&mut self, socket: &UdpSocket, datagrams: &[Outgoing]) -> io::Result<usize> {
+        let result = self.send_runs(socket, datagrams);
+        match (&result, datagrams.first()) {
+            (Err(e), Some(first))
+                if first.from.is_some()
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::ENETUNREACH | libc::EADDRNOTAVAIL)
+                    ) =>
+            {
+                // The first cannot go from the address it was sent to (a subnet's broadcast
+                // reaching an IPv6 socket, which learns the broadcast address; a link-local
+                // address without its interface): it goes from the one routing picks.
+                let alone = [Outgoing {
+                    from: None,
+                    ..first.clone()
+                }];
+                send(socket, &alone, &Runs::of(&alone, false))
+            }
+            _ => result,
+        }
+    }
+
+    /// [`Sender::send`] as asked: runs as one message each while the kernel takes them.
+    #[cfg(target_os = "linux")]
+    fn send_runs(&mut self, socket: &UdpSocket, datagrams: &[Outgoing]) -> io::Result<usize> {
         let runs = Runs::of(datagrams, self.segment);
         let refused = match send(socket, datagrams, &runs) {
             Err(e)
@@ -780,6 +812,29 @@ mod tests {
             .take_while(|_| client.recv(&mut buf).is_ok_and(|n| &buf[..n] == b"pong"))
             .count();
         (learnt, answered)
+    }
+
+    /// A reply that cannot go from the address given (not one of this host's) goes from the
+    /// one routing picks.
+    #[tokio::test]
+    async fn a_reply_that_cannot_go_from_its_address_goes_from_the_routed_one() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let reply = Outgoing {
+            bytes: b"pong".to_vec(),
+            to: receiver.local_addr().unwrap(),
+            from: Some([192, 0, 2, 1].into()),
+        };
+        send_all(&mut Sender::new(&socket), &socket, &[reply]).await;
+        let mut buf = [0; 16];
+        let (n, from) = receiver.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"pong"[..], socket.local_addr().unwrap())
+        );
     }
 
     /// A client that sent to one of several addresses of the host (here 127.0.0.2, on

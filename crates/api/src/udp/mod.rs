@@ -233,8 +233,8 @@ pub(crate) async fn receive(
             Err(e) => {
                 tracing::debug!(error = %e, "udp receive failed");
                 // An error that persisted would be met at once again: not without letting
-                // this thread's other tasks run.
-                tokio::task::consume_budget().await;
+                // this thread's other tasks run first.
+                tokio::task::yield_now().await;
             }
         }
     }

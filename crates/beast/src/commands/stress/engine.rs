@@ -245,11 +245,14 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn success(&mut self, latency: Duration) {
-        self.last_answer = Some(Instant::now());
+    /// A request sent at `sent` answered with success now.
+    pub fn success(&mut self, sent: Instant) {
+        let now = Instant::now();
+        self.last_answer = Some(now);
         self.tally.requests += 1;
         self.tally.successes += 1;
         self.unpublished.0 += 1;
+        let latency = now.saturating_duration_since(sent);
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.batch.push(us.max(1));
         if self.unpublished.0 >= BATCH as u64 {

@@ -179,7 +179,7 @@ pub async fn run(mut worker: Worker, requests: Arc<Requests>, timeout: Duration)
         };
         fresh = false;
         match answer {
-            Ok(Ok(Answer::Success)) => worker.recorder.success(sent.elapsed()),
+            Ok(Ok(Answer::Success)) => worker.recorder.success(sent),
             // The error code is read in place; only an answer without one names its status.
             Ok(Ok(Answer::Error(status, body))) => match scan::error_code(&body) {
                 Some(code) => worker.recorder.error(code),

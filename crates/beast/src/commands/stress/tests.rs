@@ -134,6 +134,8 @@ enum UdpMode {
     Refuse,
     /// Never answers.
     Silent,
+    /// Answers, after this long.
+    Late(Duration),
 }
 
 /// Well-formed requests a UDP test server got, per client socket.
@@ -160,7 +162,7 @@ impl Peers {
 
 /// A UDP price server per the protocol contract; counts the well-formed requests it got.
 async fn udp_server(mode: UdpMode) -> (SocketAddr, Arc<Peers>) {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback");
+    let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback"));
     let addr = socket.local_addr().expect("bound address");
     let seen = Arc::new(Peers::default());
     let counter = seen.clone();
@@ -192,6 +194,15 @@ async fn udp_server(mode: UdpMode) -> (SocketAddr, Arc<Peers>) {
                     r#"{{"id":"{id}","error":{{"code":"stale_price","message":"old","age_ms":9000}}}}"#
                 )],
                 UdpMode::Silent => vec![],
+                UdpMode::Late(after) => {
+                    let (socket, reply) =
+                        (socket.clone(), format!(r#"{{"price":"1","id":"{id}"}}"#));
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = socket.send_to(reply.as_bytes(), from).await;
+                    });
+                    vec![]
+                }
             };
             for reply in replies {
                 let _ = socket.send_to(reply.as_bytes(), from).await;
@@ -335,6 +346,16 @@ async fn requests_waited_out_past_the_level_do_not_stretch_its_time() {
     assert_eq!(level.tally.errors.get("timeout"), Some(&4));
     assert!(
         (Duration::from_millis(500)..Duration::from_millis(600)).contains(&level.elapsed),
+        "{:?}",
+        level.elapsed
+    );
+    // Answered 0.4 s after a level of 0.1 s: its time runs to the last answer.
+    let (addr, _) = udp_server(UdpMode::Late(Duration::from_millis(400))).await;
+    let outcomes = outcomes_of(&format!("udp://{addr}"), &[4], 0.1, 2000).await;
+    let level = &outcomes[0];
+    assert_eq!((level.tally.requests, level.tally.successes), (4, 4));
+    assert!(
+        (Duration::from_millis(400)..Duration::from_millis(1000)).contains(&level.elapsed),
         "{:?}",
         level.elapsed
     );

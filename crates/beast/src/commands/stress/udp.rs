@@ -298,7 +298,7 @@ fn settle(
     };
     *state = None;
     match reply {
-        Reply::Success => worker.recorder.success(flight.sent.elapsed()),
+        Reply::Success => worker.recorder.success(flight.sent),
         Reply::Error(kind) => worker.recorder.error(kind),
     }
 }
