@@ -35,13 +35,14 @@ pub struct KeyEntry {
     /// This month's quota use ([`Usage`]): answers given, with the room held by requests
     /// being answered.
     usage: AtomicU64,
-    /// When this month ends (unix ms).
+    /// When this month ends (unix ms), as last seen: which month a request counts in, and
+    /// its `Retry-After` when the quota is used up.
     month_ends_ms: AtomicI64,
 }
 
-/// A key's quota use in one word, so that room is taken, given back, or wiped by a new month
-/// whole: the answers counted (low 48 bits) and which month they count in, as the number of
-/// month changes seen (high 16 bits, wrapping).
+/// A key's quota use in one word, so that room is taken, given back, or started again in a new
+/// month whole: the answers counted (low 48 bits, at most 2^48 - 1, past any quota) and which
+/// month they count in (high 16 bits, [`Usage::month_of`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Usage {
     month: u16,
@@ -51,6 +52,17 @@ struct Usage {
 impl Usage {
     const COUNT_BITS: u32 = 48;
     const MAX_COUNT: u64 = (1 << Self::COUNT_BITS) - 1;
+
+    /// The month that ends at `ends_ms`, as the day it ends on (days since 1970, wrapping at
+    /// 2^16: months are far fewer days apart).
+    fn month_of(ends_ms: i64) -> u16 {
+        ends_ms.div_euclid(86_400_000) as u16
+    }
+
+    /// Whether month `a` comes after month `b`.
+    fn later(a: u16, b: u16) -> bool {
+        (a.wrapping_sub(b) as i16) > 0
+    }
 
     fn of(word: u64) -> Self {
         Self {
@@ -76,18 +88,19 @@ impl KeyEntry {
         } else {
             0
         };
+        let ends = next_month_start_ms(now_ms);
         Self {
             id: record.id,
             tier,
             limiter,
             usage: AtomicU64::new(
                 Usage {
-                    month: 0,
+                    month: Usage::month_of(ends),
                     count: used,
                 }
                 .word(),
             ),
-            month_ends_ms: AtomicI64::new(next_month_start_ms(now_ms)),
+            month_ends_ms: AtomicI64::new(ends),
         }
     }
 
@@ -102,19 +115,15 @@ impl KeyEntry {
                 month: 0,
             });
         }
-        let ends = self.month_ends_ms.load(Relaxed);
-        if now_ms >= ends
-            && self
+        let mut ends = self.month_ends_ms.load(Relaxed);
+        if now_ms >= ends {
+            let next = next_month_start_ms(now_ms);
+            // Whoever is first moves the month end on; the count starts again with the first
+            // room taken in the new month, in the same step.
+            let _ = self
                 .month_ends_ms
-                .compare_exchange(ends, next_month_start_ms(now_ms), Relaxed, Relaxed)
-                .is_ok()
-        {
-            self.update(|u| {
-                Some(Usage {
-                    month: u.month.wrapping_add(1),
-                    count: 0,
-                })
-            });
+                .compare_exchange(ends, next, Relaxed, Relaxed);
+            ends = next;
         }
         if let Some(limiter) = &self.limiter
             && let Err(not_until) = limiter.check()
@@ -123,8 +132,19 @@ impl KeyEntry {
                 not_until.wait_time_from(limiter.clock().now()),
             ));
         }
-        // Taken only if it fits: a request refused holds nothing, even for a moment.
+        // Taken only if it fits: a request refused holds nothing, even for a moment. A count of
+        // an earlier month starts again; one of a later month (another request's clock a hair
+        // ahead of this one's) is counted in.
+        let month = Usage::month_of(ends);
+        let counted_in = |u: Usage| {
+            if Usage::later(month, u.month) {
+                Usage { month, count: 0 }
+            } else {
+                u
+            }
+        };
         let taken = self.update(|u| {
+            let u = counted_in(u);
             let count = u
                 .count
                 .checked_add(answers)
@@ -135,16 +155,16 @@ impl KeyEntry {
             Some(before) => Ok(Admitted {
                 key: self,
                 held: answers,
-                month: before.month,
+                month: counted_in(before).month,
             }),
             None => Err(ApiError::QuotaExceeded {
-                retry_after_s: retry_after_s(now_ms, self.month_ends_ms.load(Relaxed)),
+                retry_after_s: retry_after_s(now_ms, ends),
             }),
         }
     }
 
     /// Gives back `n` answers of quota room taken in `month` and not used; room taken in a
-    /// month that has since ended was wiped with it.
+    /// month that has since ended ended with it.
     fn release(&self, n: u64, month: u16) {
         self.update(|u| {
             (u.month == month).then(|| Usage {
@@ -380,20 +400,26 @@ mod tests {
                 count: Usage::MAX_COUNT
             }
         );
-        // The month after the 65,536th wraps to 0, and room is still told apart by month.
+        // Months are told apart across the wrap of their day numbers.
+        assert!(Usage::later(30, 0) && !Usage::later(0, 30) && !Usage::later(9, 9));
+        assert!(Usage::later(10, u16::MAX - 20) && !Usage::later(u16::MAX - 20, 10));
+    }
+
+    #[test]
+    fn a_new_month_starts_the_count_again_in_the_step_that_takes_room() {
         let key = entry(10, false);
-        key.usage.store(
-            Usage {
-                month: u16::MAX,
-                count: 4,
-            }
-            .word(),
-            Relaxed,
-        );
-        let held = key.admit(beast_core::now_ms(), 2).unwrap();
-        key.update(|_| Some(Usage { month: 0, count: 0 }));
-        drop(held);
-        assert_eq!(key.used(), 0);
+        let now = beast_core::now_ms();
+        let ends = key.month_ends_ms.load(Relaxed);
+        key.admit(now, 10).unwrap().settle(10);
+        assert!(refused(key.admit(now, 1)));
+        // Another request has just moved the month end on, and not yet taken room: this one,
+        // of the new month, is not refused for the old month's count.
+        key.month_ends_ms.store(next_month_start_ms(ends), Relaxed);
+        key.admit(ends, 3).unwrap().settle(3);
+        assert_eq!(key.used(), 3);
+        // A request whose clock is a hair behind counts in the new month too.
+        key.admit(ends - 1, 1).unwrap().settle(1);
+        assert_eq!(key.used(), 4);
     }
 
     #[test]
