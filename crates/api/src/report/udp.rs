@@ -63,8 +63,8 @@ pub async fn serve(
             let (state, socket, mut sender) = (state.clone(), socket.clone(), sender.clone());
             tokio::spawn(async move {
                 let bytes = answer(&state, value).await;
-                let reply = Outgoing { bytes, to, from };
-                udp::send(&socket, &state.counters.report_udp, &mut sender, reply).await;
+                let mut alone = vec![Outgoing { bytes, to, from }];
+                udp::flush(&socket, &state.counters.report_udp, &mut sender, &mut alone).await;
                 drop(permit);
             });
         }

@@ -156,11 +156,8 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
                 garbage += 1;
                 continue;
             };
-            let reply = |bytes| Outgoing {
-                bytes,
-                to,
-                from: datagram.local,
-            };
+            let from = datagram.local;
+            let reply = move |bytes| Outgoing { bytes, to, from };
             if datagram.bytes.len() > MAX_REQUEST {
                 oversized += 1;
                 continue;
@@ -182,14 +179,10 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
                         Some(bytes) => outbox.push(reply(bytes)),
                         None => {
                             let (socket, counters) = (socket.clone(), counters.clone());
-                            let (mut sender, from) = (sender.clone(), datagram.local);
+                            let mut sender = sender.clone();
                             tokio::spawn(async move {
-                                let reply = Outgoing {
-                                    bytes: answering.await,
-                                    to,
-                                    from,
-                                };
-                                send(&socket, &counters.udp, &mut sender, reply).await
+                                let mut alone = vec![reply(answering.await)];
+                                flush(&socket, &counters.udp, &mut sender, &mut alone).await
                             });
                         }
                     }
@@ -240,9 +233,10 @@ pub(crate) async fn receive(
     }
 }
 
-/// Sends every reply of a batch, [`mmsg::BATCH`] per system call, waiting for room in the
-/// socket's buffer if need be. A reply the kernel refuses is counted and skipped.
-async fn flush(
+/// Sends every reply of a batch (or one on its own), [`mmsg::BATCH`] per system call, waiting
+/// for room in the socket's buffer if need be. A reply the kernel refuses is counted and
+/// skipped.
+pub(crate) async fn flush(
     socket: &UdpSocket,
     stats: &UdpStats,
     sender: &mut Sender,
@@ -260,22 +254,6 @@ async fn flush(
         }
     }
     outbox.clear();
-}
-
-/// Sends one reply on its own, counting it as sent or as a send error.
-pub(crate) async fn send(
-    socket: &UdpSocket,
-    stats: &UdpStats,
-    sender: &mut Sender,
-    reply: Outgoing,
-) {
-    match sender.send_all(socket, std::slice::from_ref(&reply)).await {
-        (_, Ok(())) => stats.sent.fetch_add(1, Relaxed),
-        (_, Err(e)) => {
-            tracing::debug!(error = %e, peer = %reply.to, "udp send failed");
-            stats.send_errors.fetch_add(1, Relaxed)
-        }
-    };
 }
 
 /// Answers one well-formed request, counting its status: admitted by the governor (it counts
