@@ -7,13 +7,13 @@ use std::{
     num::NonZeroU32,
     sync::{
         Arc,
-        atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU64, Ordering::Relaxed},
     },
     time::Duration,
 };
 
 use arc_swap::ArcSwap;
-use beast_core::{ApiError, Tier, month_of, next_month_start_ms, retry_after_s};
+use beast_core::{ApiError, DAY_MS, Tier, month_of, next_month_start_ms, retry_after_s};
 use beast_store::{ApiKeyRecord, Area, Store};
 use governor::{
     Quota, RateLimiter,
@@ -33,40 +33,49 @@ pub struct KeyEntry {
     /// `None` for unlimited (partner) tiers.
     limiter: Option<Limiter>,
     /// This month's quota use ([`Usage`]): answers given, with the room held by requests
-    /// being answered.
+    /// being answered, and which month that is.
     usage: AtomicU64,
-    /// When this month ends (unix ms), as last seen: which month a request counts in, and
-    /// its `Retry-After` when the quota is used up.
-    month_ends_ms: AtomicI64,
 }
 
 /// A key's quota use in one word, so that room is taken, given back, or started again in a new
-/// month whole: the answers counted (low 48 bits, at most 2^48 - 1, past any quota) and which
-/// month they count in (high 16 bits, [`Usage::month_of`]).
+/// month whole: the answers counted (low 44 bits, at most 2^44 - 1, past any quota) and the
+/// day their month ends on (high 20 bits, days since 1970: enough until the year 4840).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Usage {
-    month: u16,
+    month: u32,
     count: u64,
 }
 
 impl Usage {
-    const COUNT_BITS: u32 = 48;
+    const COUNT_BITS: u32 = 44;
     const MAX_COUNT: u64 = (1 << Self::COUNT_BITS) - 1;
 
-    /// The month that ends at `ends_ms`, as the day it ends on (days since 1970, wrapping at
-    /// 2^16: months are far fewer days apart).
-    fn month_of(ends_ms: i64) -> u16 {
-        ends_ms.div_euclid(86_400_000) as u16
+    /// `count` answers in the month `now_ms` is in.
+    fn in_month_of(now_ms: i64, count: u64) -> Self {
+        Self {
+            month: next_month_start_ms(now_ms).div_euclid(DAY_MS) as u32,
+            count,
+        }
     }
 
-    /// Whether month `a` comes after month `b`.
-    fn later(a: u16, b: u16) -> bool {
-        (a.wrapping_sub(b) as i16) > 0
+    /// When this use's month ends (unix ms).
+    fn ends_ms(self) -> i64 {
+        i64::from(self.month) * DAY_MS
+    }
+
+    /// This use as of `now_ms`: a month that has ended starts again at 0. (A request whose
+    /// clock is a hair behind another's counts in the month the other started.)
+    fn as_of(self, now_ms: i64) -> Self {
+        if now_ms >= self.ends_ms() {
+            Self::in_month_of(now_ms, 0)
+        } else {
+            self
+        }
     }
 
     fn of(word: u64) -> Self {
         Self {
-            month: (word >> Self::COUNT_BITS) as u16,
+            month: (word >> Self::COUNT_BITS) as u32,
             count: word & Self::MAX_COUNT,
         }
     }
@@ -88,19 +97,11 @@ impl KeyEntry {
         } else {
             0
         };
-        let ends = next_month_start_ms(now_ms);
         Self {
             id: record.id,
             tier,
             limiter,
-            usage: AtomicU64::new(
-                Usage {
-                    month: Usage::month_of(ends),
-                    count: used,
-                }
-                .word(),
-            ),
-            month_ends_ms: AtomicI64::new(ends),
+            usage: AtomicU64::new(Usage::in_month_of(now_ms, used).word()),
         }
     }
 
@@ -115,16 +116,6 @@ impl KeyEntry {
                 month: 0,
             });
         }
-        let mut ends = self.month_ends_ms.load(Relaxed);
-        if now_ms >= ends {
-            let next = next_month_start_ms(now_ms);
-            // Whoever is first moves the month end on; the count starts again with the first
-            // room taken in the new month, in the same step.
-            let _ = self
-                .month_ends_ms
-                .compare_exchange(ends, next, Relaxed, Relaxed);
-            ends = next;
-        }
         if let Some(limiter) = &self.limiter
             && let Err(not_until) = limiter.check()
         {
@@ -132,19 +123,10 @@ impl KeyEntry {
                 not_until.wait_time_from(limiter.clock().now()),
             ));
         }
-        // Taken only if it fits: a request refused holds nothing, even for a moment. A count of
-        // an earlier month starts again; one of a later month (another request's clock a hair
-        // ahead of this one's) is counted in.
-        let month = Usage::month_of(ends);
-        let counted_in = |u: Usage| {
-            if Usage::later(month, u.month) {
-                Usage { month, count: 0 }
-            } else {
-                u
-            }
-        };
+        // Taken only if it fits: a request refused holds nothing, even for a moment. A new
+        // month starts the count again in the same step.
         let taken = self.update(|u| {
-            let u = counted_in(u);
+            let u = u.as_of(now_ms);
             let count = u
                 .count
                 .checked_add(answers)
@@ -152,21 +134,22 @@ impl KeyEntry {
             Some(Usage { count, ..u })
         });
         match taken {
-            Some(before) => Ok(Admitted {
+            Ok(before) => Ok(Admitted {
                 key: self,
                 held: answers,
-                month: counted_in(before).month,
+                month: before.as_of(now_ms).month,
             }),
-            None => Err(ApiError::QuotaExceeded {
-                retry_after_s: retry_after_s(now_ms, ends),
+            Err(full) => Err(ApiError::QuotaExceeded {
+                retry_after_s: retry_after_s(now_ms, full.as_of(now_ms).ends_ms()),
             }),
         }
     }
 
     /// Gives back `n` answers of quota room taken in `month` and not used; room taken in a
     /// month that has since ended ended with it.
-    fn release(&self, n: u64, month: u16) {
-        self.update(|u| {
+    fn release(&self, n: u64, month: u32) {
+        // Refused (another month now): nothing to give back.
+        let _ = self.update(|u| {
             (u.month == month).then(|| Usage {
                 count: u.count.saturating_sub(n),
                 ..u
@@ -174,14 +157,15 @@ impl KeyEntry {
         });
     }
 
-    /// Changes the quota use as `change` says, if it says (`Some`); the use before, if it did.
-    fn update(&self, change: impl Fn(Usage) -> Option<Usage>) -> Option<Usage> {
+    /// Changes the quota use as `change` says, if it says (`Some`): the use before (`Ok`), or
+    /// as it is (`Err`) when `change` refused.
+    fn update(&self, change: impl Fn(Usage) -> Option<Usage>) -> Result<Usage, Usage> {
         self.usage
             .fetch_update(Relaxed, Relaxed, |word| {
                 change(Usage::of(word)).map(Usage::word)
             })
-            .ok()
             .map(Usage::of)
+            .map_err(Usage::of)
     }
 }
 
@@ -192,7 +176,7 @@ pub struct Admitted<'a> {
     key: &'a KeyEntry,
     held: u64,
     /// The month the room was taken in ([`Usage::month`]).
-    month: u16,
+    month: u32,
 }
 
 impl Admitted<'_> {
@@ -337,6 +321,10 @@ mod tests {
         fn used(&self) -> u64 {
             Usage::of(self.usage.load(Relaxed)).count
         }
+
+        fn month_ends_ms(&self) -> i64 {
+            Usage::of(self.usage.load(Relaxed)).ends_ms()
+        }
     }
 
     fn refused(result: Result<Admitted<'_>, ApiError>) -> bool {
@@ -366,7 +354,7 @@ mod tests {
         let key = entry(10, false);
         let now = beast_core::now_ms();
         let held = key.admit(now, 4).unwrap();
-        let next_month = key.month_ends_ms.load(Relaxed);
+        let next_month = key.month_ends_ms();
         key.admit(next_month, 2).unwrap().settle(2);
         drop(held);
         assert_eq!(key.used(), 2, "the new month's two answers stay counted");
@@ -376,14 +364,14 @@ mod tests {
 
     #[test]
     fn quota_use_is_one_word_of_month_and_count() {
+        let now = beast_core::now_ms();
+        let this_month = Usage::in_month_of(now, 7);
+        assert_eq!(this_month.ends_ms(), next_month_start_ms(now));
         for usage in [
             Usage { month: 0, count: 0 },
+            this_month,
             Usage {
-                month: 7,
-                count: 123_456_789,
-            },
-            Usage {
-                month: u16::MAX,
+                month: (1 << 20) - 1,
                 count: Usage::MAX_COUNT,
             },
         ] {
@@ -400,26 +388,33 @@ mod tests {
                 count: Usage::MAX_COUNT
             }
         );
-        // Months are told apart across the wrap of their day numbers.
-        assert!(Usage::later(30, 0) && !Usage::later(0, 30) && !Usage::later(9, 9));
-        assert!(Usage::later(10, u16::MAX - 20) && !Usage::later(u16::MAX - 20, 10));
     }
 
     #[test]
     fn a_new_month_starts_the_count_again_in_the_step_that_takes_room() {
         let key = entry(10, false);
         let now = beast_core::now_ms();
-        let ends = key.month_ends_ms.load(Relaxed);
+        let ends = key.month_ends_ms();
         key.admit(now, 10).unwrap().settle(10);
-        assert!(refused(key.admit(now, 1)));
-        // Another request has just moved the month end on, and not yet taken room: this one,
-        // of the new month, is not refused for the old month's count.
-        key.month_ends_ms.store(next_month_start_ms(ends), Relaxed);
+        let Err(ApiError::QuotaExceeded { retry_after_s }) = key.admit(now, 1) else {
+            panic!("the quota is used up");
+        };
+        assert_eq!(retry_after_s, beast_core::retry_after_s(now, ends));
         key.admit(ends, 3).unwrap().settle(3);
         assert_eq!(key.used(), 3);
+        assert_eq!(key.month_ends_ms(), next_month_start_ms(ends));
         // A request whose clock is a hair behind counts in the new month too.
         key.admit(ends - 1, 1).unwrap().settle(1);
         assert_eq!(key.used(), 4);
+        // Used up in the new month: its end is when to come back.
+        key.admit(ends, 6).unwrap().settle(6);
+        let Err(ApiError::QuotaExceeded { retry_after_s }) = key.admit(ends, 1) else {
+            panic!("the new month's quota is used up");
+        };
+        assert_eq!(
+            retry_after_s,
+            beast_core::retry_after_s(ends, next_month_start_ms(ends))
+        );
     }
 
     #[test]
