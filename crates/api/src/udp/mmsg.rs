@@ -161,14 +161,24 @@ pub fn receive_destinations(socket: &socket2::Socket, ipv6: bool) -> io::Result<
     } else {
         (libc::IPPROTO_IP, libc::IP_PKTINFO)
     };
-    let on: libc::c_int = 1;
-    // SAFETY: the kernel reads one `c_int` from `on`.
+    set_option(socket.as_raw_fd(), level, name, 1)
+}
+
+/// Sets an integer socket option (one socket2 does not offer).
+#[cfg(target_os = "linux")]
+fn set_option(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the kernel reads one `c_int` from `value`.
     let done = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
+            fd,
             level,
             name,
-            (&raw const on).cast(),
+            (&raw const value).cast(),
             size_of::<libc::c_int>() as _,
         )
     };
@@ -653,26 +663,6 @@ mod tests {
         );
     }
 
-    /// Sets an integer socket option.
-    fn set_option(
-        fd: std::os::fd::RawFd,
-        level: libc::c_int,
-        name: libc::c_int,
-        value: libc::c_int,
-    ) {
-        // SAFETY: the kernel reads one `c_int` from `value`.
-        let done = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&raw const value).cast(),
-                size_of::<libc::c_int>() as _,
-            )
-        };
-        assert_eq!(done, 0, "{}", io::Error::last_os_error());
-    }
-
     /// Checks that `receiver` gets its datagrams of `datagrams` in order, grouped as `groups`
     /// (how many datagrams come in each buffer it reads), and nothing more.
     fn check(receiver: &std::net::UdpSocket, datagrams: &[Outgoing], groups: &[usize]) {
@@ -722,7 +712,7 @@ mod tests {
         use std::os::fd::AsRawFd;
 
         let (receivers, socket, datagrams) = loopback().await;
-        set_option(receivers[0].as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1);
+        set_option(receivers[0].as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1).unwrap();
         let mut sender = Sender::new(&socket);
         assert!(sender.segment, "this kernel has no UDP segmentation");
         send_all(&mut sender, &socket, &datagrams).await;
@@ -737,7 +727,7 @@ mod tests {
         use std::os::fd::AsRawFd;
 
         let (receivers, socket, datagrams) = loopback().await;
-        set_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, 1);
+        set_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
         let mut sender = Sender::new(&socket);
         send_all(&mut sender, &socket, &datagrams).await;
         assert!(
@@ -748,24 +738,21 @@ mod tests {
         check(&receivers[1], &datagrams, &[1; 2]);
     }
 
-    /// A socket bound to every address, asking for destinations, as the listeners bind.
+    /// A socket bound to every address by the listeners' own `bind`.
     fn wildcard(ipv6: bool) -> io::Result<UdpSocket> {
-        use socket2::{Domain, Socket, Type};
-
-        let (domain, any) = if ipv6 {
-            (Domain::IPV6, "[::]:0")
-        } else {
-            (Domain::IPV4, "0.0.0.0:0")
+        let any = if ipv6 { "[::]:0" } else { "0.0.0.0:0" };
+        let options = super::super::UdpOptions {
+            workers: 1,
+            recv_buffer_bytes: 1 << 20,
+            send_buffer_bytes: 1 << 20,
         };
-        let socket = Socket::new(domain, Type::DGRAM, None)?;
-        receive_destinations(&socket, ipv6)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&any.parse::<SocketAddr>().unwrap().into())?;
-        UdpSocket::from_std(socket.into())
+        let mut sockets = super::super::bind(any.parse().unwrap(), options)?;
+        UdpSocket::from_std(sockets.remove(0))
     }
 
-    /// Three requests from a client connected to `to` (a port of `server`'s), received in one
-    /// batch; what the server learnt of each (sender, destination); then the replies sent back
+    /// Three requests from a client connected to `to` (a port of `server`'s), received as the
+    /// listeners receive; what the server learnt of each (sender, destination); then the
+    /// replies sent back
     /// from their destinations, or from where routing picks with `reply_from_destination`
     /// false, and how many of them the client got.
     async fn exchange(
@@ -779,22 +766,18 @@ mod tests {
             client.send(b"ping").unwrap();
         }
         let mut inbox = Inbox::default();
-        let mut got = 0;
-        while got < 3 {
-            server.readable().await.unwrap();
-            match server.try_io(Interest::READABLE, || inbox.recv(server)) {
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
-        let learnt: Vec<_> = (0..got)
-            .map(|i| {
+        let mut learnt = Vec::new();
+        let running = tokio_util::sync::CancellationToken::new();
+        while learnt.len() < 3 {
+            let got = super::super::receive(server, &mut inbox, &running)
+                .await
+                .unwrap();
+            learnt.extend((0..got).map(|i| {
                 let datagram = inbox.datagram(i);
                 assert_eq!(datagram.bytes, b"ping");
                 (datagram.peer, datagram.local)
-            })
-            .collect();
+            }));
+        }
         let replies: Vec<Outgoing> = learnt
             .iter()
             .map(|&(peer, local)| Outgoing {
