@@ -42,7 +42,7 @@ use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::{AppState, keys::KeyEntry};
+use crate::{AppState, keys::KeyEntry, state::key_text};
 
 /// The price listener's routes, with the admin API under `/admin`. Served through
 /// [`Endpoint::price`], which answers `GET /price` before routing: a layer added here would
@@ -400,11 +400,9 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
         .and_then(|v| {
             let (scheme, key) = v.trim_start().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then_some(key)
-        })
-        .filter(|key| !key.trim().is_empty());
-    crate::state::key_text(
-        bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok())),
-    )
+        });
+    let api_key = || headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    key_text(bearer).or_else(|_| key_text(api_key()))
 }
 
 /// Whether the headers present a valid key (an active API key or the admin key): one hash of
