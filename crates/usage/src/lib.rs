@@ -113,24 +113,19 @@ pub struct Room<'a> {
 }
 
 impl Room<'_> {
-    /// Queues an event, without waiting: into the room taken, or, past it, into the channel
-    /// if it has room. An event that finds none (the channel closed, or full past the room
-    /// taken) is counted as dropped.
+    /// Queues an event into the room taken, without waiting. One past it (or finding the
+    /// channel closed: the node is stopping) is counted as dropped.
     pub fn record(&mut self, event: UsageEvent) {
         let stats = &self.sink.stats;
-        let queued = match self.permits.as_mut().and_then(Iterator::next) {
+        match self.permits.as_mut().and_then(Iterator::next) {
             Some(permit) => {
                 permit.send(event);
-                true
+                stats.queued.fetch_add(1, Relaxed);
             }
-            None => self.sink.tx.try_send(event).is_ok(),
-        };
-        let counter = if queued {
-            &stats.queued
-        } else {
-            &stats.dropped
-        };
-        counter.fetch_add(1, Relaxed);
+            None => {
+                stats.dropped.fetch_add(1, Relaxed);
+            }
+        }
     }
 }
 
