@@ -181,24 +181,29 @@ impl Drop for Batch<'_> {
 
 /// A multi-row statement run in chunks: `head`, up to `per` groups of `N` values, `tail`.
 /// Full chunks run through one statement, kept between batches in the connection's statement
-/// cache (keyed by its text, written once per run); the shorter last chunk has a length of
-/// its own each time and is prepared for itself.
+/// cache (keyed by its text, written once, here); the shorter last chunk has a length of its
+/// own each time and is prepared for itself.
 struct Chunked<const N: usize> {
     head: &'static str,
     tail: &'static str,
     per: usize,
     /// One group of `N` placeholders, `(?,?,…)`.
     group: String,
+    /// The statement of a full chunk, `per` groups.
+    full: String,
 }
 
 impl<const N: usize> Chunked<N> {
     fn new(head: &'static str, tail: &'static str, per: usize) -> Self {
-        Self {
+        let mut chunked = Self {
             head,
             tail,
             per,
             group: format!("({})", ["?"; N].join(",")),
-        }
+            full: String::new(),
+        };
+        chunked.full = chunked.sql(per);
+        chunked
     }
 
     /// The statement for `rows` groups.
@@ -227,7 +232,7 @@ impl<const N: usize> Chunked<N> {
         let chunks = items.chunks_exact(self.per);
         let tail = chunks.remainder();
         if chunks.len() > 0 {
-            let mut full = connection.prepare_cached(&self.sql(self.per))?;
+            let mut full = connection.prepare_cached(&self.full)?;
             for chunk in chunks {
                 execute(&mut full, chunk, &values)?;
             }
