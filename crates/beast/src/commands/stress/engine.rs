@@ -121,10 +121,12 @@ pub async fn run_level(
     let (start_tx, start_rx) = watch::channel(None);
     let per_worker = plan.per_worker();
     let count = plan.workers(concurrency);
+    let first_id = plan.worker_ids(count);
     let mut workers = Vec::with_capacity(count);
     for index in 0..count {
         let worker = Worker {
             index,
+            id: first_id + index,
             ready: ready.clone(),
             start: start_rx.clone(),
             stop: stop.clone(),
@@ -190,7 +192,10 @@ pub async fn run_level(
 /// What every protocol's worker gets: its index, the start line, the stop signals and its
 /// recorder.
 pub struct Worker {
+    /// Its place in its level.
     pub index: usize,
+    /// Unique over the run ([`Plan::worker_ids`]).
+    pub id: usize,
     ready: Arc<Semaphore>,
     start: watch::Receiver<Option<Instant>>,
     pub stop: Stop,

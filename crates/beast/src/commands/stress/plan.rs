@@ -4,7 +4,10 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
     time::Duration,
 };
 
@@ -38,6 +41,8 @@ pub struct Plan {
     pub timeout: Duration,
     /// UDP: requests in flight per socket.
     pub udp_depth: usize,
+    /// The id the next level's first worker gets: ids are unique over the run.
+    next_worker_id: AtomicUsize,
 }
 
 /// Where the load goes, with the requests prepared for that protocol.
@@ -68,6 +73,14 @@ impl Plan {
     /// Workers (connections or sockets, one descriptor each) for `concurrency` in flight.
     pub fn workers(&self, concurrency: usize) -> usize {
         concurrency.div_ceil(self.per_worker())
+    }
+
+    /// The id of the first of `count` workers of a level, the others following it: no two
+    /// workers of a run share one, so neither do their UDP request ids (a late answer to an
+    /// earlier level cannot be taken for an answer to this one's, whatever port its socket
+    /// is given).
+    pub fn worker_ids(&self, count: usize) -> usize {
+        self.next_worker_id.fetch_add(count, Relaxed)
     }
 
     /// Validates the arguments and resolves the target's host.
@@ -160,6 +173,7 @@ impl Plan {
             duration: Duration::from_secs_f64(args.duration_s),
             timeout: Duration::from_millis(args.timeout_ms),
             udp_depth: args.udp_depth,
+            next_worker_id: AtomicUsize::new(0),
         })
     }
 }

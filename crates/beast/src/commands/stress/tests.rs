@@ -138,14 +138,17 @@ enum UdpMode {
     Late(Duration),
 }
 
-/// Well-formed requests a UDP test server got, per client socket.
+/// Well-formed requests a UDP test server got: how many per client socket, and their ids.
 #[derive(Default)]
-struct Peers(Mutex<HashMap<SocketAddr, u64>>);
+struct Peers {
+    per_socket: Mutex<HashMap<SocketAddr, u64>>,
+    ids: Mutex<Vec<String>>,
+}
 
 impl Peers {
     fn counts(&self) -> Vec<u64> {
         let mut counts: Vec<u64> = self
-            .0
+            .per_socket
             .lock()
             .expect("test lock")
             .values()
@@ -180,11 +183,12 @@ async fn udp_server(mode: UdpMode) -> (SocketAddr, Arc<Peers>) {
                 continue;
             }
             *counter
-                .0
+                .per_socket
                 .lock()
                 .expect("test lock")
                 .entry(from)
                 .or_default() += 1;
+            counter.ids.lock().expect("test lock").push(id.to_owned());
             let replies = match mode {
                 UdpMode::Answer => vec![
                     r#"{"id":"stale-0","error":{"code":"not_yours","message":"m"}}"#.to_owned(),
@@ -277,6 +281,20 @@ async fn udp_replies_are_matched_by_id_and_none_are_lost() {
     assert!(tally.successes > 0);
     assert!(tally.errors.is_empty(), "{:?}", tally.errors);
     assert_eq!(tally.successes, seen.total());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_request_ids_are_unique_over_the_run() {
+    let (addr, seen) = udp_server(UdpMode::Answer).await;
+    let outcomes = outcomes_of(&format!("udp://{addr}"), &[1, 1, 4], 0.2, 1000).await;
+
+    let ids = seen.ids.lock().expect("test lock").clone();
+    assert_eq!(ids.len() as u64, total(&outcomes).requests);
+    let distinct: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(distinct.len(), ids.len(), "an id was sent twice");
+    // Each level's workers take ids after the last level's: 0, then 1, then 2 and 3.
+    let workers: BTreeSet<&str> = ids.iter().filter_map(|id| id.split('-').next()).collect();
+    assert_eq!(workers, BTreeSet::from(["0", "1", "2", "3"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

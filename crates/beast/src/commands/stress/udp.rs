@@ -1,6 +1,6 @@
 //! The UDP worker: one socket with several requests in flight,
-//! `{"key":"<key>","asset":"BTC","id":"<worker>-<slot>-<seq>"}`, those of its free slots sent
-//! as one burst ([`Burst`]). The answer is the `/price` body with the `id` echoed, or
+//! `{"key":"<key>","asset":"BTC","id":"<worker>-<slot>-<seq>"}` (the worker's id is unique over
+//! the run), those of its free slots sent as one burst ([`Burst`]). The answer is the `/price` body with the `id` echoed, or
 //! `{"id":..,"error":{"code":..,..}}`. Answers are matched by id (a late answer to an earlier,
 //! timed-out request is skipped); no answer within the timeout is a `timeout` error (a lost
 //! datagram).
@@ -112,7 +112,7 @@ pub async fn run(
     let mut slots: Vec<Option<InFlight>> = vec![None; depth.max(1)];
     let mut burst = Burst::new(Sender::new(&socket), requests.addr);
     let mut numbers = itoa::Buffer::new();
-    let worker_tag = numbers.format(worker.index).to_owned();
+    let worker_tag = numbers.format(worker.id).to_owned();
     let mut seq: u64 = 0;
     // Which prepared request goes next: workers start apart, so they do not ask in step.
     let mut next = worker.index;
