@@ -159,7 +159,9 @@ impl AppState {
     /// `ts_ms` (every row's time; the clock is read once per request): waited for when the
     /// channel is full, the only wait of metering. Counting and queueing the rows with
     /// [`Metering::record`] then never waits, so a request dropped part-way (its client hung
-    /// up) has counted and queued nothing or all of them.
+    /// up) has counted and queued nothing or all of them. A node stopping, whose usage
+    /// writer has written its last batch, has no room: its request is refused (`stopping`),
+    /// not answered unmetered.
     pub async fn metering<'a>(
         &'a self,
         key: &'a KeyEntry,
@@ -167,15 +169,15 @@ impl AppState {
         protocol: Protocol,
         started: Instant,
         ts_ms: i64,
-    ) -> Metering<'a> {
-        Metering {
-            room: self.usage.room(rows).await,
+    ) -> Result<Metering<'a>, ApiError> {
+        Ok(Metering {
+            room: self.usage.room(rows).await.ok_or(ApiError::Stopping)?,
             state: self,
             key,
             protocol,
             started,
             ts_ms,
-        }
+        })
     }
 }
 

@@ -52,6 +52,10 @@ pub enum ApiError {
     /// The node is at its limit of price requests in flight (`governor_max_in_flight`).
     #[error("this node is at capacity, retry in a moment")]
     Overloaded,
+    /// The node is stopping and no longer meters requests: one it could not meter is refused
+    /// rather than answered unmetered.
+    #[error("this node is stopping, retry in a moment")]
+    Stopping,
     /// Something on our side failed; the details are in the server log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -75,7 +79,10 @@ impl ApiError {
             ApiError::UnknownAsset { .. }
             | ApiError::UnknownSource { .. }
             | ApiError::NotFound(_) => 404,
-            ApiError::NoPrice { .. } | ApiError::StalePrice { .. } | ApiError::Overloaded => 503,
+            ApiError::NoPrice { .. }
+            | ApiError::StalePrice { .. }
+            | ApiError::Overloaded
+            | ApiError::Stopping => 503,
             ApiError::BadRequest(_) | ApiError::InvalidField { .. } => 400,
             ApiError::Forbidden | ApiError::ReportsNotIncluded => 403,
             ApiError::TooLargeForUdp { .. } => 413,
@@ -102,6 +109,7 @@ impl ApiError {
             ApiError::TooLargeForUdp { .. } => "too_large_for_udp",
             ApiError::NotFound(_) => "not_found",
             ApiError::Overloaded => "overloaded",
+            ApiError::Stopping => "stopping",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -112,7 +120,7 @@ impl ApiError {
             ApiError::RateLimited { retry_after_s }
             | ApiError::QuotaExceeded { retry_after_s }
             | ApiError::ReportAllowanceUsed { retry_after_s, .. } => Some(*retry_after_s),
-            ApiError::Overloaded => Some(1),
+            ApiError::Overloaded | ApiError::Stopping => Some(1),
             _ => None,
         }
     }
@@ -159,11 +167,15 @@ mod tests {
     }
 
     #[test]
-    fn overloaded_is_a_503_to_retry_in_a_second() {
-        let e = ApiError::Overloaded;
-        assert_eq!(
-            (e.status(), e.code(), e.retry_after_s()),
-            (503, "overloaded", Some(1))
-        );
+    fn overloaded_and_stopping_are_503s_to_retry_in_a_second() {
+        for (e, code) in [
+            (ApiError::Overloaded, "overloaded"),
+            (ApiError::Stopping, "stopping"),
+        ] {
+            assert_eq!(
+                (e.status(), e.code(), e.retry_after_s()),
+                (503, code, Some(1))
+            );
+        }
     }
 }

@@ -75,23 +75,25 @@ impl UsageSink {
     /// first, then counts and queues its events with [`Room::record`], which never waits, so
     /// a request dropped part-way (its client hung up) has counted and queued nothing, or all.
     /// Room for more events than the channel holds cannot be had: a node's channel holds at
-    /// least as many as one request records.
-    pub async fn room(&self, n: usize) -> Room<'_> {
+    /// least as many as one request records. `None` once the channel is closed (the node is
+    /// stopping and its writer has written the last batch): nothing recorded now would be
+    /// written, so the caller is to refuse the request rather than answer it unmetered.
+    pub async fn room(&self, n: usize) -> Option<Room<'_>> {
         let n = n.min(self.tx.max_capacity());
         let permits = match self.tx.try_reserve_many(n) {
-            Ok(permits) => Some(permits),
+            Ok(permits) => permits,
             Err(TrySendError::Full(())) => {
                 self.stats.backpressured.fetch_add(1, Relaxed);
                 self.full.notify_one();
                 // Boxed: this rare wait's future would otherwise make every request's larger.
-                Box::pin(self.tx.reserve_many(n)).await.ok()
+                Box::pin(self.tx.reserve_many(n)).await.ok()?
             }
-            Err(TrySendError::Closed(())) => None,
+            Err(TrySendError::Closed(())) => return None,
         };
-        Room {
+        Some(Room {
             permits,
             sink: self,
-        }
+        })
     }
 
     pub fn stats(&self) -> &Arc<UsageStats> {
@@ -107,17 +109,16 @@ impl UsageSink {
 /// Room taken in the usage channel ([`UsageSink::room`]); what is left unused is given
 /// back when it is dropped.
 pub struct Room<'a> {
-    /// `None` once the channel is closed (the node is stopping).
-    permits: Option<PermitIterator<'a, UsageEvent>>,
+    permits: PermitIterator<'a, UsageEvent>,
     sink: &'a UsageSink,
 }
 
 impl Room<'_> {
-    /// Queues an event into the room taken, without waiting. One past it (or finding the
-    /// channel closed: the node is stopping) is counted as dropped.
+    /// Queues an event into the room taken, without waiting. One past it is counted as
+    /// dropped.
     pub fn record(&mut self, event: UsageEvent) {
         let stats = &self.sink.stats;
-        match self.permits.as_mut().and_then(Iterator::next) {
+        match self.permits.next() {
             Some(permit) => {
                 permit.send(event);
                 stats.queued.fetch_add(1, Relaxed);

@@ -44,6 +44,7 @@ async fn every_event_is_written_even_when_the_channel_is_tiny() {
             for n in 0..300 {
                 sink.room(1)
                     .await
+                    .unwrap()
                     .record(event(key.id, if (i + n) % 10 == 0 { 429 } else { 200 }));
             }
         }));
@@ -83,7 +84,7 @@ async fn stopping_drains_what_is_queued() {
         flush_interval: Duration::from_secs(3600),
     });
     for _ in 0..1234 {
-        sink.room(1).await.record(event(1, 200));
+        sink.room(1).await.unwrap().record(event(1, 200));
     }
     let stop = CancellationToken::new();
     stop.cancel();
@@ -96,7 +97,7 @@ async fn depth_counts_the_events_waiting_for_the_writer() {
     let (sink, _writer) = small_pipeline(8);
     assert_eq!(sink.depth(), 0);
     for _ in 0..3 {
-        sink.room(1).await.record(event(1, 200));
+        sink.room(1).await.unwrap().record(event(1, 200));
     }
     assert_eq!(sink.depth(), 3);
 }
@@ -104,10 +105,10 @@ async fn depth_counts_the_events_waiting_for_the_writer() {
 #[tokio::test]
 async fn a_request_given_up_while_waiting_for_room_has_queued_nothing() {
     let (sink, _writer) = small_pipeline(2);
-    sink.room(2).await.record(event(1, 200));
+    sink.room(2).await.unwrap().record(event(1, 200));
     // One of the two places taken is given back unused.
     assert_eq!(sink.depth(), 1);
-    sink.room(1).await.record(event(1, 200));
+    sink.room(1).await.unwrap().record(event(1, 200));
     let waiting = tokio::time::timeout(Duration::from_millis(20), sink.room(1)).await;
     assert!(
         waiting.is_err(),
@@ -124,13 +125,14 @@ async fn a_request_given_up_while_waiting_for_room_has_queued_nothing() {
 #[tokio::test]
 async fn room_partly_had_when_its_request_is_given_up_is_all_given_back() {
     let (sink, _writer) = small_pipeline(3);
-    sink.room(1).await.record(event(1, 200));
+    sink.room(1).await.unwrap().record(event(1, 200));
     // Two places are free, three are asked for: given up, the two are free again.
     let waiting = tokio::time::timeout(Duration::from_millis(20), sink.room(3)).await;
     assert!(waiting.is_err());
     let mut room = tokio::time::timeout(Duration::from_millis(20), sink.room(2))
         .await
-        .expect("two places are free");
+        .expect("two places are free")
+        .unwrap();
     room.record(event(1, 200));
     room.record(event(1, 200));
     assert_eq!(sink.depth(), 3);
@@ -141,7 +143,7 @@ async fn room_partly_had_when_its_request_is_given_up_is_all_given_back() {
 async fn events_past_the_room_taken_are_counted_as_dropped() {
     let (sink, _writer) = small_pipeline(3);
     // Room for more than the channel holds is room for all it holds.
-    let mut room = sink.room(5).await;
+    let mut room = sink.room(5).await.unwrap();
     for _ in 0..4 {
         room.record(event(1, 200));
     }
@@ -149,4 +151,34 @@ async fn events_past_the_room_taken_are_counted_as_dropped() {
     let stats = sink.stats().snapshot();
     assert_eq!((stats.queued, stats.dropped), (3, 1));
     assert_eq!(sink.depth(), 3);
+}
+
+#[tokio::test]
+async fn once_the_writer_has_stopped_there_is_no_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let (sink, writer) = small_pipeline(2);
+    let mut room = sink.room(2).await.unwrap();
+    room.record(event(1, 200));
+    room.record(event(1, 200));
+    let waiting = tokio::spawn({
+        let sink = sink.clone();
+        async move { sink.room(1).await.is_none() }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the channel is full: the room is waited for"
+    );
+    let stop = CancellationToken::new();
+    stop.cancel();
+    writer.run(store.clone(), stop).await;
+    assert!(
+        waiting.await.unwrap(),
+        "a request still waiting gets no room"
+    );
+    assert!(sink.room(1).await.is_none(), "nor does a later one");
+    assert_eq!(store.usage_count().await.unwrap(), 2);
+    let stats = sink.stats().snapshot();
+    assert_eq!((stats.queued, stats.written, stats.dropped), (2, 2, 0));
 }

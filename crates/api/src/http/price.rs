@@ -73,8 +73,8 @@ pub(crate) fn required_asset(asset: Option<&str>) -> Result<&str, ApiError> {
 /// One metered price answer, whatever the protocol: admission (rate limit, quota) before
 /// anything else, so even malformed requests (`asset` is then the reason) spend the key's
 /// rate; then the lookup, and the quota count and the usage row together, after the one wait
-/// for room in the usage channel (see [`AppState::metering`]). Returns `out` with the body
-/// rendered after what it held.
+/// for room in the usage channel (see [`AppState::metering`]; a stopping node's refusal,
+/// `stopping`, is not metered). Returns `out` with the body rendered after what it held.
 pub(crate) async fn metered_price(
     state: &AppState,
     key: &KeyEntry,
@@ -92,7 +92,8 @@ pub(crate) async fn metered_price(
         (Ok(admitted), Err(e)) => (Err(e.clone()), Some(admitted)),
         (Ok(admitted), Ok(name)) => (state.price_answer(name, source, now).await, Some(admitted)),
     };
-    let mut metering = state.metering(key, 1, protocol, started, now).await;
+    // Refused here, its quota room is given back (`admitted` dropped unsettled).
+    let mut metering = state.metering(key, 1, protocol, started, now).await?;
     if let Some(admitted) = admitted {
         admitted.settle(u64::from(outcome.is_ok()));
     }

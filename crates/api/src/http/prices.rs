@@ -89,7 +89,7 @@ pub(crate) async fn metered_prices(
     let (admitted, assets) = match (key.admit(now, wanted), assets) {
         (Ok(admitted), Ok(assets)) => (admitted, assets),
         (Err(e), _) | (Ok(_), Err(e)) => {
-            let mut metering = state.metering(key, 1, protocol, started, now).await;
+            let mut metering = state.metering(key, 1, protocol, started, now).await?;
             metering.record("", Err(&e));
             return Err(e);
         }
@@ -123,7 +123,7 @@ pub(crate) async fn metered_prices(
     let served = results.iter().filter(|(_, r)| r.is_ok()).count();
     let mut metering = state
         .metering(key, results.len(), protocol, started, now)
-        .await;
+        .await?;
     admitted.settle(served as u64);
     for (asset, result) in &results {
         metering.record(asset, result.as_ref());
