@@ -19,7 +19,12 @@ use super::{Caller, Ticket};
 use crate::{
     AppState,
     state::key_text,
-    udp::{self, MAX_REQUEST, Outgoing, Sender, mmsg::Inbox, request::echo_id, with_id},
+    udp::{
+        self, MAX_REQUEST, Outgoing, Sender,
+        mmsg::Inbox,
+        request::{echo_id, is_json},
+        with_id,
+    },
 };
 
 /// Reports computed at once; further datagrams wait in the socket buffer.
@@ -51,10 +56,16 @@ pub async fn serve(
                 tracing::debug!(peer = %to, "report udp datagram too large, dropped");
                 continue;
             }
-            let Ok(value) = serde_json::from_slice::<Value>(datagram.bytes) else {
-                stats.dropped_garbage.fetch_add(1, Relaxed);
-                tracing::debug!(peer = %to, "report udp datagram is not JSON, dropped");
-                continue;
+            let request = match serde_json::from_slice::<Value>(datagram.bytes) {
+                Ok(value) => Ok(value),
+                Err(e) if is_json(datagram.bytes) => {
+                    Err(ApiError::BadRequest(format!("bad request: {e}")))
+                }
+                Err(_) => {
+                    stats.dropped_garbage.fetch_add(1, Relaxed);
+                    tracing::debug!(peer = %to, "report udp datagram is not JSON, dropped");
+                    continue;
+                }
             };
             stats.requests.fetch_add(1, Relaxed);
             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -62,7 +73,7 @@ pub async fn serve(
             };
             let (state, socket, mut sender) = (state.clone(), socket.clone(), sender.clone());
             tokio::spawn(async move {
-                let bytes = answer(&state, value).await;
+                let bytes = answer(&state, request).await;
                 let mut alone = vec![Outgoing { bytes, to, from }];
                 udp::flush(&socket, &state.counters.report_udp, &mut sender, &mut alone).await;
                 drop(permit);
@@ -73,8 +84,14 @@ pub async fn serve(
     Ok(())
 }
 
-async fn answer(state: &AppState, mut request: Value) -> Vec<u8> {
+/// The reply to a report request, or to JSON that could not be read as one (`request` is
+/// then why).
+async fn answer(state: &AppState, request: Result<Value, ApiError>) -> Vec<u8> {
     state.counters.report_request();
+    let mut request = match request {
+        Ok(request) => request,
+        Err(e) => return with_id(None, Err(&e)),
+    };
     let id = echo_id(&request);
     let reply = |body: Result<Vec<u8>, &ApiError>| with_id(id.as_deref(), body);
     let key = key_text(request.get("key").and_then(Value::as_str));

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 
 use beast_core::ApiError;
-use serde::Deserialize;
+use serde::{Deserialize, de::IgnoredAny};
 
 /// Longest request id echoed back.
 const MAX_ID: usize = 64;
@@ -62,6 +62,14 @@ pub(crate) fn echo_id(request: &serde_json::Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Whether a datagram is JSON, as serde_json skips over a value: its grammar, however deeply
+/// nested (its `Value` and typed readers stop at 128 levels), whatever a number's size or a
+/// string's escapes stand for. What is not is garbage, dropped; a request that is JSON but
+/// not one to answer is answered 400, never dropped.
+pub(crate) fn is_json(datagram: &[u8]) -> bool {
+    serde_json::from_slice::<IgnoredAny>(datagram).is_ok()
+}
+
 /// Reads a datagram: the fast [`scan`] when it can, serde_json otherwise.
 pub fn parse(datagram: &[u8]) -> Parsed<'_> {
     match scan(datagram) {
@@ -74,15 +82,13 @@ pub fn parse(datagram: &[u8]) -> Parsed<'_> {
 pub fn parse_general(datagram: &[u8]) -> Parsed<'_> {
     let request: Request = match serde_json::from_slice(datagram) {
         Ok(r) => r,
-        Err(e) if e.is_syntax() || e.is_eof() => return Parsed::Garbage,
+        // A wrong shape may be met before a syntax error further on (`7 garbage`): only JSON
+        // is answered, echoing the id if there is one to read.
+        Err(_) if !is_json(datagram) => return Parsed::Garbage,
         Err(e) => {
-            // A wrong shape may be met before a syntax error further on (`7 garbage`): only
-            // JSON is answered, echoing the id if there is one.
-            let Ok(value) = serde_json::from_slice::<serde_json::Value>(datagram) else {
-                return Parsed::Garbage;
-            };
+            let value = serde_json::from_slice::<serde_json::Value>(datagram).ok();
             return Parsed::Invalid {
-                id: echo_id(&value),
+                id: value.as_ref().and_then(echo_id),
                 error: ApiError::BadRequest(format!("bad request: {e}")),
             };
         }
@@ -297,6 +303,21 @@ mod tests {
             Parsed::Invalid { id: None, .. }
         ));
         assert!(matches!(parse(b"[1,2]"), Parsed::Invalid { .. }));
+        // JSON nested past serde_json's depth limit is still JSON: answered, not dropped.
+        let deep = format!(
+            r#"{{"key":{}1{},"id":"d"}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(matches!(
+            parse(deep.as_bytes()),
+            Parsed::Invalid {
+                id: None,
+                error: ApiError::BadRequest(_)
+            }
+        ));
+        let cut = &deep.as_bytes()[..deep.len() - 1];
+        assert!(matches!(parse(cut), Parsed::Garbage));
         // Not JSON, though its start already has the wrong shape.
         assert!(matches!(parse(br#"7{"key":"k"}"#), Parsed::Garbage));
         assert!(matches!(

@@ -509,10 +509,25 @@ async fn mutated_report_datagrams_are_answered_if_json_and_fit_else_dropped() {
         (&json!("ok"), None),
         "{reply}"
     );
+    // JSON nested deeper than serde_json reads (128) is still JSON: a 400, not dropped.
+    let deep = format!(
+        r#"{{"key":{}1{},"report":"summary"}}"#,
+        "[".repeat(300),
+        "]".repeat(300)
+    );
+    let reply = ask_udp(
+        &socket,
+        app.report_udp,
+        deep.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("a reply to deep JSON");
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
     // Every datagram counted once, under what became of it.
     let (oversized, garbage) = crate::udp::dropped(&datagrams);
     assert!(garbage > 100, "{garbage} not JSON");
-    let answered = replies.len() + 1;
+    let answered = replies.len() + 2;
     // A reply is counted as sent once the send returns, which may be just after it arrived.
     let counted = app
         .eventually("the last reply counted", Duration::from_secs(5), || async {
@@ -523,7 +538,7 @@ async fn mutated_report_datagrams_are_answered_if_json_and_fit_else_dropped() {
     assert_eq!(
         counted,
         json!({
-            "received": datagrams.len() + 2,
+            "received": datagrams.len() + 3,
             "requests": answered,
             "sent": answered,
             "dropped_oversized": oversized + 1,
