@@ -3,6 +3,7 @@
 //! by `beast keys` (or another node) within `keys_reload_ms`.
 
 use std::{
+    cell::RefCell,
     collections::HashMap,
     num::NonZeroU32,
     sync::{
@@ -14,17 +15,40 @@ use std::{
 
 use arc_swap::ArcSwap;
 use beast_core::{ApiError, DAY_MS, Tier, month_of, next_month_start_ms, retry_after_s};
-use beast_store::{ApiKeyRecord, Area, Store};
+use beast_store::{ApiKeyRecord, Area, Store, keys::hash_key};
 use governor::{
     Quota, RateLimiter,
     clock::{Clock, DefaultClock},
     state::{InMemoryState, NotKeyed},
 };
+use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::follow::follow;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
+
+/// The hash ([`hash_key`]) of a key a request presents, whatever the protocol. SHA-256 is most
+/// of what checking a key costs, and a thread sees the same key request after request (a
+/// client keeps its key, and its connection stays on one thread), so each thread keeps the
+/// last key it hashed, with its hash. Compared in constant time (`subtle`): a request cannot
+/// time how much of its key matches the one kept, which may be another client's.
+pub(crate) fn presented_hash(key: &str) -> [u8; 32] {
+    thread_local! {
+        static LAST: RefCell<Option<(Vec<u8>, [u8; 32])>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((kept, hash)) if bool::from(kept.as_slice().ct_eq(key.as_bytes())) => *hash,
+        Some((kept, hash)) => {
+            // The buffer is reused: a thread serving many keys does not allocate per key.
+            kept.clear();
+            kept.extend_from_slice(key.as_bytes());
+            *hash = hash_key(key);
+            *hash
+        }
+        None => last.insert((key.as_bytes().to_vec(), hash_key(key))).1,
+    })
+}
 
 /// One active key as the hot path sees it.
 pub struct KeyEntry {
@@ -206,7 +230,7 @@ pub(crate) fn rate_limited(wait: std::time::Duration) -> ApiError {
 #[derive(Default)]
 pub struct KeyRing {
     /// Replaced whole on reload; the hot path only loads it.
-    keys: ArcSwap<HashMap<[u8; 32], Arc<KeyEntry>>>,
+    keys: ArcSwap<foldhash::HashMap<[u8; 32], Arc<KeyEntry>>>,
 }
 
 impl KeyRing {
@@ -224,7 +248,8 @@ impl KeyRing {
     pub fn replace(&self, records: &[ApiKeyRecord], tiers: &[Tier], now_ms: i64) {
         let old = self.keys.load();
         let by_id: HashMap<i64, &Arc<KeyEntry>> = old.values().map(|e| (e.id, e)).collect();
-        let mut next = HashMap::with_capacity(records.len());
+        let mut next =
+            foldhash::HashMap::with_capacity_and_hasher(records.len(), Default::default());
         for record in records.iter().filter(|r| r.revoked_at_ms.is_none()) {
             let Some(tier) = tiers.iter().find(|t| t.name == record.tier) else {
                 tracing::warn!(key_id = record.id, tier = %record.tier, "key has an unknown tier, ignored");
@@ -292,6 +317,15 @@ impl KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_presented_key_hashes_as_stored_whatever_the_thread_hashed_before() {
+        for key in [
+            "tb_a", "tb_a", "tb_b", "tb_a", "tb_ab", "tb_", "", "tb_a", "tb_a",
+        ] {
+            assert_eq!(presented_hash(key), hash_key(key), "{key:?}");
+        }
+    }
 
     fn entry(monthly_quota: u64, unlimited: bool) -> KeyEntry {
         let record = ApiKeyRecord {

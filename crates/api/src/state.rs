@@ -7,10 +7,13 @@ use arc_swap::ArcSwap;
 use beast_book::{Answer, Book, Lookup};
 use beast_core::{ApiError, CacheTier, MAX_ASSET_LEN, Protocol, UsageEvent, latency_us, now_ms};
 use beast_feeds::FeedManager;
-use beast_store::{Store, keys::hash_key};
+use beast_store::Store;
 use beast_usage::{Room, UsageSink};
 
-use crate::{AdminKey, Catalog, KeyRing, keys::KeyEntry};
+use crate::{
+    AdminKey, Catalog, KeyRing,
+    keys::{KeyEntry, presented_hash},
+};
 
 /// What every handler and listener shares, behind one `Arc`: a request clones the state
 /// more than once (extractors, the router's handler), and one count on one cache line is far
@@ -85,7 +88,7 @@ impl AppState {
         &self,
         presented: Result<&str, ApiError>,
     ) -> Result<Arc<KeyEntry>, ApiError> {
-        self.authenticate_hash(presented.map(hash_key).as_ref())
+        self.authenticate_hash(presented.map(presented_hash).as_ref())
     }
 
     /// [`AppState::authenticate`] for a key already hashed ([`hash_key`]), so a key checked

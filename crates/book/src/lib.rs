@@ -5,10 +5,11 @@
 pub mod aggregate;
 pub mod template;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use beast_core::{Tick, TickSink};
+use foldhash::HashMap;
 use parking_lot::Mutex;
 
 pub use aggregate::{Answer, SourcePrice};

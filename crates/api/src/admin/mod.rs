@@ -29,6 +29,7 @@ use subtle::ConstantTimeEq;
 use crate::{
     AppState,
     http::{error_response, json_response, presented_key},
+    keys::presented_hash,
 };
 
 /// The admin key, kept only as its hash.
@@ -45,7 +46,7 @@ impl AdminKey {
 
     /// Whether `presented` is the admin key ([`AdminKey::verify_hash`] of its hash).
     pub(crate) fn verify(&self, presented: &str) -> bool {
-        self.verify_hash(&hash_key(presented))
+        self.verify_hash(&presented_hash(presented))
     }
 
     /// Whether a presented key with this hash is the admin key. Constant-time: comparing

@@ -29,7 +29,6 @@ use axum::{
     routing::get,
 };
 use beast_core::ApiError;
-use beast_store::keys::hash_key;
 use futures_util::{FutureExt, future::BoxFuture};
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::{
@@ -42,7 +41,11 @@ use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::{AppState, keys::KeyEntry, state::key_text};
+use crate::{
+    AppState,
+    keys::{KeyEntry, presented_hash},
+    state::key_text,
+};
 
 /// The price listener's routes, with the admin API under `/admin`. Served through
 /// [`Endpoint::price`], which answers `GET /price` before routing: a layer added here would
@@ -308,7 +311,7 @@ impl Presented {
     pub(crate) fn read(headers: &HeaderMap) -> Self {
         Self {
             started: Instant::now(),
-            hash: presented_key(headers).map(hash_key),
+            hash: presented_key(headers).map(presented_hash),
         }
     }
 }
@@ -409,7 +412,7 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
 /// it for both.
 fn presents_valid_key(state: &AppState, headers: &HeaderMap) -> bool {
     presented_key(headers).is_ok_and(|k| {
-        let hash = hash_key(k);
+        let hash = presented_hash(k);
         state.keys.authenticate_hash(&hash).is_ok() || state.admin.verify_hash(&hash)
     })
 }
