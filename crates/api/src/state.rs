@@ -91,7 +91,7 @@ impl AppState {
         self.authenticate_hash(presented.map(presented_hash).as_ref())
     }
 
-    /// [`AppState::authenticate`] for a key already hashed ([`hash_key`]), so a key checked
+    /// [`AppState::authenticate`] for a key already hashed ([`presented_hash`]), so a key checked
     /// against the admin key too is hashed once.
     pub(crate) fn authenticate_hash(
         &self,
@@ -162,9 +162,9 @@ impl AppState {
     /// `ts_ms` (every row's time; the clock is read once per request): waited for when the
     /// channel is full, the only wait of metering. Counting and queueing the rows with
     /// [`Metering::record`] then never waits, so a request dropped part-way (its client hung
-    /// up) has counted and queued nothing or all of them. A node stopping, whose usage
-    /// writer has written its last batch, has no room: its request is refused (`stopping`),
-    /// not answered unmetered.
+    /// up) has counted and queued nothing or all of them. A stopping node whose usage writer
+    /// takes no more rows has no room: its request is refused (`stopping`), not answered
+    /// unmetered.
     pub async fn metering<'a>(
         &'a self,
         key: &'a KeyEntry,

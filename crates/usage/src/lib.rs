@@ -76,8 +76,9 @@ impl UsageSink {
     /// a request dropped part-way (its client hung up) has counted and queued nothing, or all.
     /// Room for more events than the channel holds cannot be had: a node's channel holds at
     /// least as many as one request records. `None` once the channel is closed (the node is
-    /// stopping and its writer has written the last batch): nothing recorded now would be
-    /// written, so the caller is to refuse the request rather than answer it unmetered.
+    /// stopping: its writer takes no more events, and writes those it has): nothing recorded
+    /// now would be written, so the caller is to refuse the request rather than answer it
+    /// unmetered.
     pub async fn room(&self, n: usize) -> Option<Room<'_>> {
         let n = n.min(self.tx.max_capacity());
         let permits = match self.tx.try_reserve_many(n) {

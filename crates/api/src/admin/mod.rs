@@ -29,7 +29,6 @@ use subtle::ConstantTimeEq;
 use crate::{
     AppState,
     http::{error_response, json_response, presented_key},
-    keys::presented_hash,
 };
 
 /// The admin key, kept only as its hash.
@@ -44,9 +43,11 @@ impl AdminKey {
         }
     }
 
-    /// Whether `presented` is the admin key ([`AdminKey::verify_hash`] of its hash).
+    /// Whether `presented` is the admin key ([`AdminKey::verify_hash`] of its hash). Hashed
+    /// afresh, not through the thread's last key ([`crate::keys::presented_hash`]): admin requests are few,
+    /// and the admin key is not to be kept where a price request's key is.
     pub(crate) fn verify(&self, presented: &str) -> bool {
-        self.verify_hash(&presented_hash(presented))
+        self.verify_hash(&hash_key(presented))
     }
 
     /// Whether a presented key with this hash is the admin key. Constant-time: comparing

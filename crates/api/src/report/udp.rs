@@ -22,7 +22,7 @@ use crate::{
     udp::{
         self, MAX_REQUEST, Outgoing, Sender,
         mmsg::Inbox,
-        request::{echo_id, is_json},
+        request::{echo_id, read},
         with_id,
     },
 };
@@ -56,12 +56,10 @@ pub async fn serve(
                 tracing::debug!(peer = %to, "report udp datagram too large, dropped");
                 continue;
             }
-            let request = match serde_json::from_slice::<Value>(datagram.bytes) {
+            let request = match read::<Value>(datagram.bytes) {
                 Ok(value) => Ok(value),
-                Err(e) if is_json(datagram.bytes) => {
-                    Err(ApiError::BadRequest(format!("bad request: {e}")))
-                }
-                Err(_) => {
+                Err(Some(error)) => Err(error),
+                Err(None) => {
                     stats.dropped_garbage.fetch_add(1, Relaxed);
                     tracing::debug!(peer = %to, "report udp datagram is not JSON, dropped");
                     continue;

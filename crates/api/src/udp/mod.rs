@@ -34,7 +34,7 @@ use futures_util::FutureExt;
 use serde::Serialize;
 use socket2::{Domain, Socket, Type};
 use tokio::{io::Interest, net::UdpSocket};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     AppState,
@@ -124,22 +124,28 @@ pub fn bind(addr: SocketAddr, options: UdpOptions) -> io::Result<Vec<std::net::U
     Ok(sockets)
 }
 
-/// Serves datagrams on every socket until `cancel` fires, counting in `state.counters`.
+/// Serves datagrams on every socket until `cancel` fires, counting in `state.counters`; then
+/// waits for the answers still being worked out (an on-demand fetch, a wait for room in the
+/// usage channel), as the HTTP listeners finish the requests in flight.
 pub async fn serve(
     state: AppState,
     sockets: Vec<std::net::UdpSocket>,
     cancel: CancellationToken,
 ) -> io::Result<()> {
     let mut workers = tokio::task::JoinSet::new();
+    let slow = TaskTracker::new();
     for socket in sockets {
         let socket = UdpSocket::from_std(socket)?;
-        workers.spawn(worker(state.clone(), socket, cancel.clone()));
+        workers.spawn(worker(state.clone(), socket, slow.clone(), cancel.clone()));
     }
     while workers.join_next().await.is_some() {}
+    slow.close();
+    slow.wait().await;
     Ok(())
 }
 
-async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
+/// One socket's loop; answers that must wait are finished in tasks of `slow`.
+async fn worker(state: AppState, socket: UdpSocket, slow: TaskTracker, cancel: CancellationToken) {
     let socket = Arc::new(socket);
     let counters = state.counters.clone();
     let stats = &counters.udp;
@@ -180,7 +186,7 @@ async fn worker(state: AppState, socket: UdpSocket, cancel: CancellationToken) {
                         None => {
                             let (socket, counters) = (socket.clone(), counters.clone());
                             let mut sender = sender.clone();
-                            tokio::spawn(async move {
+                            slow.spawn(async move {
                                 let mut alone = vec![reply(answering.await)];
                                 flush(&socket, &counters.udp, &mut sender, &mut alone).await
                             });

@@ -62,12 +62,16 @@ pub(crate) fn echo_id(request: &serde_json::Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Whether a datagram is JSON, as serde_json skips over a value: its grammar, however deeply
-/// nested (its `Value` and typed readers stop at 128 levels), whatever a number's size or a
-/// string's escapes stand for. What is not is garbage, dropped; a request that is JSON but
-/// not one to answer is answered 400, never dropped.
-pub(crate) fn is_json(datagram: &[u8]) -> bool {
-    serde_json::from_slice::<IgnoredAny>(datagram).is_ok()
+/// A datagram read as a `T`; JSON that is not one is the 400 to answer it with, and anything
+/// else (`None`) is garbage, to drop. JSON is UTF-8 in JSON's grammar, however deeply nested:
+/// serde_json skips over a value without the depth limit (128 levels) its `Value` and typed
+/// readers keep, so a request nested deeper is answered, not dropped.
+pub(crate) fn read<'a, T: Deserialize<'a>>(datagram: &'a [u8]) -> Result<T, Option<ApiError>> {
+    serde_json::from_slice(datagram).map_err(|e| {
+        let json = std::str::from_utf8(datagram)
+            .is_ok_and(|text| serde_json::from_str::<IgnoredAny>(text).is_ok());
+        json.then(|| ApiError::BadRequest(format!("bad request: {e}")))
+    })
 }
 
 /// Reads a datagram: the fast [`scan`] when it can, serde_json otherwise.
@@ -80,20 +84,19 @@ pub fn parse(datagram: &[u8]) -> Parsed<'_> {
 
 /// Reads a datagram with serde_json alone.
 pub fn parse_general(datagram: &[u8]) -> Parsed<'_> {
-    let request: Request = match serde_json::from_slice(datagram) {
-        Ok(r) => r,
-        // A wrong shape may be met before a syntax error further on (`7 garbage`): only JSON
-        // is answered, echoing the id if there is one to read.
-        Err(_) if !is_json(datagram) => return Parsed::Garbage,
-        Err(e) => {
+    // A wrong shape may be met before a syntax error further on (`7 garbage`): only JSON is
+    // answered, echoing the id if there is one to read.
+    match read::<Request>(datagram) {
+        Ok(request) => checked(request),
+        Err(None) => Parsed::Garbage,
+        Err(Some(error)) => {
             let value = serde_json::from_slice::<serde_json::Value>(datagram).ok();
-            return Parsed::Invalid {
+            Parsed::Invalid {
                 id: value.as_ref().and_then(echo_id),
-                error: ApiError::BadRequest(format!("bad request: {e}")),
-            };
+                error,
+            }
         }
-    };
-    checked(request)
+    }
 }
 
 /// A request read, with its id held to [`MAX_ID`].
@@ -318,6 +321,8 @@ mod tests {
         ));
         let cut = &deep.as_bytes()[..deep.len() - 1];
         assert!(matches!(parse(cut), Parsed::Garbage));
+        // Nor is a string that is not UTF-8, though serde_json skips over it.
+        assert!(matches!(parse(b"{\"key\":\"\xff\"}"), Parsed::Garbage));
         // Not JSON, though its start already has the wrong shape.
         assert!(matches!(parse(br#"7{"key":"k"}"#), Parsed::Garbage));
         assert!(matches!(

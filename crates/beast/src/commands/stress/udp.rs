@@ -1,9 +1,9 @@
 //! The UDP worker: one socket with several requests in flight,
 //! `{"key":"<key>","asset":"BTC","id":"<worker>-<slot>-<seq>"}` (the worker's id is unique over
-//! the run), those of its free slots sent as one burst ([`Burst`]). The answer is the `/price` body with the `id` echoed, or
-//! `{"id":..,"error":{"code":..,..}}`. Answers are matched by id (a late answer to an earlier,
-//! timed-out request is skipped); no answer within the timeout is a `timeout` error (a lost
-//! datagram).
+//! the run), those of its free slots sent as one burst ([`Burst`]). The answer is the `/price`
+//! body with the `id` echoed, or `{"id":..,"error":{"code":..,..}}`. Answers are matched by id
+//! (a late answer to an earlier, timed-out request is skipped); no answer within the timeout is
+//! a `timeout` error (a lost datagram).
 
 use std::{
     cell::RefCell,
