@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ON_DEMAND_OKX_ASSET, TestApp, spawn_app_with, sql};
+use crate::helpers::{TestApp, spawn_app_with, spawn_app_with_on_demand_okx, sql};
 
 const WITHIN: Duration = Duration::from_secs(15);
 
@@ -308,17 +308,7 @@ async fn with_websocket_and_rest_both_down_prices_turn_honestly_stale_then_recov
 
 #[tokio::test]
 async fn slow_rest_on_one_exchange_never_delays_another() {
-    let app = spawn_app_with(|dir| async move {
-        sql(
-            &dir,
-            &[
-                "UPDATE application_parameters SET value = '1000' WHERE name = 'rest_timeout_ms'",
-                ON_DEMAND_OKX_ASSET,
-            ],
-        )
-        .await;
-    })
-    .await;
+    let app = spawn_app_with_on_demand_okx(1000, &[]).await;
     let key = app.key("partner").await;
     healthy(&app, &key, "coinbase", "BTC").await;
     app.fault(json!({"exchange": "okx", "kind": "slow_rest", "delay_ms": 3000}))

@@ -131,8 +131,25 @@ pub async fn beast(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> std::
 
 /// Maps `QQQ`, an asset only OKX lists and not prewarmed: it is fetched on demand from OKX's
 /// REST ticker.
-pub const ON_DEMAND_OKX_ASSET: &str = "INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
+const ON_DEMAND_OKX_ASSET: &str = "INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
      VALUES ('okx', 'QQQ', 'QQQ-USDT', 'USDT', 1, 0, 'on-demand')";
+
+/// A node where `QQQ` is fetched on demand from OKX's REST ticker ([`ON_DEMAND_OKX_ASSET`]),
+/// each fetch waited for up to `rest_timeout_ms`; `more` statements run on its store first.
+pub async fn spawn_app_with_on_demand_okx(rest_timeout_ms: u64, more: &[&str]) -> TestApp {
+    let mut statements = vec![
+        format!(
+            "UPDATE application_parameters SET value = '{rest_timeout_ms}' WHERE name = 'rest_timeout_ms'"
+        ),
+        ON_DEMAND_OKX_ASSET.to_owned(),
+    ];
+    statements.extend(more.iter().map(|s| (*s).to_owned()));
+    spawn_app_with(|dir| async move {
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        sql(&dir, &statements).await;
+    })
+    .await
+}
 
 /// Maps `ADA` on Kraken only, not prewarmed.
 pub const KRAKEN_ONLY_ASSET: &str = "INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
 use crate::{
-    helpers::{ON_DEMAND_OKX_ASSET, TestApp, spawn_app, spawn_app_with, sql},
+    helpers::{TestApp, spawn_app, spawn_app_with_on_demand_okx},
     udp::{ask, unanswered},
 };
 
@@ -193,17 +193,10 @@ async fn stress_stats_and_reset_need_the_admin_key() {
 
 #[tokio::test]
 async fn a_price_request_over_the_in_flight_limit_is_refused_overloaded_and_counted() {
-    let app = spawn_app_with(|dir| async move {
-        sql(
-            &dir,
-            &[
-                "UPDATE application_parameters SET value = '1' WHERE name = 'governor_max_in_flight'",
-                "UPDATE application_parameters SET value = '2000' WHERE name = 'rest_timeout_ms'",
-                ON_DEMAND_OKX_ASSET,
-            ],
-        )
-        .await;
-    })
+    let app = spawn_app_with_on_demand_okx(
+        2000,
+        &["UPDATE application_parameters SET value = '1' WHERE name = 'governor_max_in_flight'"],
+    )
     .await;
     let key = app.priced_key("partner").await;
     assert_eq!(app.stress_stats().await["governor_max_in_flight"], 1);

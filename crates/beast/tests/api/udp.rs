@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
 use crate::helpers::{
-    ON_DEMAND_OKX_ASSET, TestApp, ask_udp, refusal_code, spawn_app, spawn_app_with,
-    spawn_app_with_settings, sql, usage_rows,
+    TestApp, ask_udp, refusal_code, spawn_app, spawn_app_with_on_demand_okx,
+    spawn_app_with_settings, usage_rows,
 };
 
 /// Sends one datagram and returns its reply, waiting up to 5 s (the machine may be busy).
@@ -138,17 +138,7 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
 
 #[tokio::test]
 async fn an_answer_still_being_fetched_when_the_node_stops_is_finished_and_metered() {
-    let mut app = spawn_app_with(|dir| async move {
-        sql(
-            &dir,
-            &[
-                "UPDATE application_parameters SET value = '5000' WHERE name = 'rest_timeout_ms'",
-                ON_DEMAND_OKX_ASSET,
-            ],
-        )
-        .await;
-    })
-    .await;
+    let mut app = spawn_app_with_on_demand_okx(5000, &[]).await;
     let key = app.key("partner").await;
     app.wait_priced_by("BTC", "okx", &key).await;
     // QQQ is not live: its answer is fetched from OKX's REST ticker, made 1.5 s slow.
