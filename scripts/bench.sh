@@ -5,8 +5,8 @@
 #   (a) wrk on HTTP /price, (b) `beast stress` on HTTP, (c) `beast stress` on UDP; the same
 #   wrk load goes to (d) nginx serving a static copy of a real /price answer and (e)
 #   `beast bench-baseline`, the node's own hyper serving loop (same limits) answering the same
-#   bytes with no work per request; `beast stress` also loads (e) so its numbers have a
-#   baseline too. The first run measures them in that order; each later run starts one
+#   bytes with no work per request; `beast stress` also loads (d) and (e) so its numbers have
+#   both baselines too. The first run measures them in that order; each later run starts one
 #   measurement further on. Every client sends the baselines the very
 #   requests it sends the node, keys and all (they ignore them), so each side costs the client
 #   the same.
@@ -237,7 +237,7 @@ def summary(rows, runs):
               f"{f(m['cpu_s_per_million'], 2):>10}{f(m['rss_mb'], 1):>9}")
     # A ratio is the median over runs of each run's; req/s lists each run's.
     pairs = [("node-http-wrk", "nginx-wrk"), ("node-http-wrk", "hyper-wrk"),
-             ("node-http-stress", "hyper-stress"),
+             ("node-http-stress", "nginx-stress"), ("node-http-stress", "hyper-stress"),
              ("node-udp-stress", "node-http-stress"), ("node-udp-stress", "node-http-wrk")]
     print("\nratios (ours / baseline, the median of each run's; req/s higher is better, the rest lower)")
     for ours, base in pairs:
@@ -277,6 +277,8 @@ def targets(rows, concurrency):
          lambda v: v >= 1.2),
         ("node / hyper req/s, wrk", ratio("node-http-wrk", "hyper-wrk"), "", "at least 0.8",
          lambda v: v >= 0.8),
+        ("node / nginx req/s, beast stress", ratio("node-http-stress", "nginx-stress"), "",
+         "at least 1.2", lambda v: v >= 1.2),
         ("node / hyper req/s, beast stress", ratio("node-http-stress", "hyper-stress"), "",
          "at least 0.8", lambda v: v >= 0.8),
         ("node HTTP p99, wrk", p99_ms("node-http-wrk"), " ms", "under 5 ms at 64 in flight",
@@ -526,8 +528,12 @@ node_udp_stress() {
 }
 nginx_wrk() { measure nginx-wrk wrk "tree:$NGINX_PID" 0 wrk_cmd "http://127.0.0.1:$NGINX_PORT"; }
 hyper_wrk() { measure hyper-wrk wrk "$HYPER_PID" 0 wrk_cmd "http://$HYPER_ADDR"; }
+nginx_stress() {
+    measure nginx-stress stress "tree:$NGINX_PID" 0 stress_cmd "http://127.0.0.1:$NGINX_PORT"
+}
 hyper_stress() { measure hyper-stress stress "$HYPER_PID" 0 stress_cmd "http://$HYPER_ADDR"; }
-MEASUREMENTS=(node_http_wrk node_http_stress node_udp_stress nginx_wrk hyper_wrk hyper_stress)
+MEASUREMENTS=(node_http_wrk node_http_stress node_udp_stress nginx_wrk nginx_stress hyper_wrk
+    hyper_stress)
 for run in $(seq "$RUNS"); do
     # Each run starts one measurement further on, so that no target always takes the same
     # place in a run: in alternating wrk rounds of two builds of this node, swapping which one
