@@ -28,25 +28,25 @@ use crate::follow::follow;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 
-/// The hash ([`hash_key`]) of a key a request presents, whatever the protocol. SHA-256 is most
-/// of what checking a key costs, and a thread sees the same key request after request (a
-/// client keeps its key, and its connection stays on one thread), so each thread keeps the
-/// last key it hashed, with its hash. Compared in constant time (`subtle`): a request cannot
-/// time how much of its key matches the one kept, which may be another client's.
+/// The hash ([`hash_key`]) of the key a price request presents, whatever the protocol (and
+/// any request's, for the per-address limit).
+/// SHA-256 is most of what checking a key costs, and a thread mostly sees the same key request
+/// after request (a client keeps its key, and its connection's requests mostly run on one
+/// thread), so each thread keeps the last key it hashed, with its hash. Compared in constant
+/// time (`subtle`): a request cannot time how much of its key matches the one kept, which may
+/// be another client's. (Admin and report requests, few, hash afresh.)
 pub(crate) fn presented_hash(key: &str) -> [u8; 32] {
     thread_local! {
-        static LAST: RefCell<Option<(Vec<u8>, [u8; 32])>> = const { RefCell::new(None) };
+        static LAST: RefCell<(Vec<u8>, [u8; 32])> = RefCell::new((Vec::new(), hash_key("")));
     }
-    LAST.with_borrow_mut(|last| match last {
-        Some((kept, hash)) if bool::from(kept.as_slice().ct_eq(key.as_bytes())) => *hash,
-        Some((kept, hash)) => {
+    LAST.with_borrow_mut(|(kept, hash)| {
+        if !bool::from(kept.as_slice().ct_eq(key.as_bytes())) {
             // The buffer is reused: a thread serving many keys does not allocate per key.
             kept.clear();
             kept.extend_from_slice(key.as_bytes());
             *hash = hash_key(key);
-            *hash
         }
-        None => last.insert((key.as_bytes().to_vec(), hash_key(key))).1,
+        *hash
     })
 }
 
@@ -428,7 +428,8 @@ mod tests {
     fn a_new_month_starts_the_count_again_in_the_step_that_takes_room() {
         let key = entry(10, false);
         let now = beast_core::now_ms();
-        let ends = key.month_ends_ms();
+        let ends = next_month_start_ms(now);
+        assert_eq!(key.month_ends_ms(), ends);
         key.admit(now, 10).unwrap().settle(10);
         let Err(ApiError::QuotaExceeded { retry_after_s }) = key.admit(now, 1) else {
             panic!("the quota is used up");

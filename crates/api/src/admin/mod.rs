@@ -43,9 +43,8 @@ impl AdminKey {
         }
     }
 
-    /// Whether `presented` is the admin key ([`AdminKey::verify_hash`] of its hash). Hashed
-    /// afresh, not through the thread's last key ([`crate::keys::presented_hash`]): admin requests are few,
-    /// and the admin key is not to be kept where a price request's key is.
+    /// Whether `presented` is the admin key ([`AdminKey::verify_hash`] of its hash), hashed
+    /// afresh: the thread's last key ([`crate::keys::presented_hash`]) is for the hot paths.
     pub(crate) fn verify(&self, presented: &str) -> bool {
         self.verify_hash(&hash_key(presented))
     }
