@@ -165,7 +165,7 @@ impl AppState {
     /// up) has counted and queued nothing or all of them. A stopping node whose usage writer
     /// takes no more rows has no room: its request is refused (`stopping`), not answered
     /// unmetered.
-    pub async fn metering<'a>(
+    pub(crate) async fn metering<'a>(
         &'a self,
         key: &'a KeyEntry,
         rows: usize,
@@ -186,7 +186,7 @@ impl AppState {
 
 /// One request's metering ([`AppState::metering`]): its room in the usage channel, and what
 /// every row of it shares.
-pub struct Metering<'a> {
+pub(crate) struct Metering<'a> {
     room: Room<'a>,
     state: &'a AppState,
     key: &'a KeyEntry,
@@ -199,7 +199,7 @@ impl Metering<'_> {
     /// Counts one metered answer and queues its usage row, without waiting. An answer
     /// carries its asset (no allocation); an error row records `asset` as given (the
     /// normalized name when the request had a valid one), cut to a sane length.
-    pub fn record(&mut self, asset: &str, outcome: Result<&Served, &ApiError>) {
+    pub(crate) fn record(&mut self, asset: &str, outcome: Result<&Served, &ApiError>) {
         let (asset, status, source, tier) = match outcome {
             Ok((answer, tier)) => (
                 answer.asset.clone(),

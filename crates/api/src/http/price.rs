@@ -89,7 +89,7 @@ pub(crate) async fn metered_price(
     let name = asset.and_then(normalize_asset);
     let (outcome, admitted) = match (key.admit(now, 1), &name) {
         (Err(e), _) => (Err(e), None),
-        (Ok(admitted), Err(e)) => (Err(e.clone()), Some(admitted)),
+        (Ok(_), Err(e)) => (Err(e.clone()), None),
         (Ok(admitted), Ok(name)) => (state.price_answer(name, source, now).await, Some(admitted)),
     };
     // Refused here, its quota room is given back (`admitted` dropped unsettled).
