@@ -308,7 +308,7 @@ async fn with_websocket_and_rest_both_down_prices_turn_honestly_stale_then_recov
 
 #[tokio::test]
 async fn slow_rest_on_one_exchange_never_delays_another() {
-    let app = spawn_app_with_on_demand_okx(1000, &[]).await;
+    let app = spawn_app_with_on_demand_okx(&[("rest_timeout_ms", "1000")]).await;
     let key = app.key("partner").await;
     healthy(&app, &key, "coinbase", "BTC").await;
     app.fault(json!({"exchange": "okx", "kind": "slow_rest", "delay_ms": 3000}))

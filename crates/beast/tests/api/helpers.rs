@@ -134,21 +134,10 @@ pub async fn beast(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> std::
 const ON_DEMAND_OKX_ASSET: &str = "INSERT INTO exchange_asset_map (exchange, asset, symbol, quote, enabled, prewarm, category) \
      VALUES ('okx', 'QQQ', 'QQQ-USDT', 'USDT', 1, 0, 'on-demand')";
 
-/// A node where `QQQ` is fetched on demand from OKX's REST ticker ([`ON_DEMAND_OKX_ASSET`]),
-/// each fetch waited for up to `rest_timeout_ms`; `more` statements run on its store first.
-pub async fn spawn_app_with_on_demand_okx(rest_timeout_ms: u64, more: &[&str]) -> TestApp {
-    let mut statements = vec![
-        format!(
-            "UPDATE application_parameters SET value = '{rest_timeout_ms}' WHERE name = 'rest_timeout_ms'"
-        ),
-        ON_DEMAND_OKX_ASSET.to_owned(),
-    ];
-    statements.extend(more.iter().map(|s| (*s).to_owned()));
-    spawn_app_with(|dir| async move {
-        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
-        sql(&dir, &statements).await;
-    })
-    .await
+/// A node with these `parameters` ([`spawn_app_with_parameters`]) where `QQQ` is fetched on
+/// demand from OKX's REST ticker ([`ON_DEMAND_OKX_ASSET`]).
+pub async fn spawn_app_with_on_demand_okx(parameters: &[(&str, &str)]) -> TestApp {
+    spawn_app_with_parameters_and(parameters, &[ON_DEMAND_OKX_ASSET]).await
 }
 
 /// Maps `ADA` on Kraken only, not prewarmed.
@@ -198,11 +187,17 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns a node whose application parameters `(name, value)` are set first.
 pub async fn spawn_app_with_parameters(parameters: &[(&str, &str)]) -> TestApp {
+    spawn_app_with_parameters_and(parameters, &[]).await
+}
+
+/// [`spawn_app_with_parameters`], with the `more` statements run on its store too.
+async fn spawn_app_with_parameters_and(parameters: &[(&str, &str)], more: &[&str]) -> TestApp {
     let statements: Vec<String> = parameters
         .iter()
         .map(|(name, value)| {
             format!("UPDATE application_parameters SET value = '{value}' WHERE name = '{name}'")
         })
+        .chain(more.iter().map(|s| (*s).to_owned()))
         .collect();
     let names: Vec<String> = parameters.iter().map(|(n, _)| format!("'{n}'")).collect();
     spawn_app_with(|dir| async move {

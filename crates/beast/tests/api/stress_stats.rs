@@ -193,10 +193,10 @@ async fn stress_stats_and_reset_need_the_admin_key() {
 
 #[tokio::test]
 async fn a_price_request_over_the_in_flight_limit_is_refused_overloaded_and_counted() {
-    let app = spawn_app_with_on_demand_okx(
-        2000,
-        &["UPDATE application_parameters SET value = '1' WHERE name = 'governor_max_in_flight'"],
-    )
+    let app = spawn_app_with_on_demand_okx(&[
+        ("governor_max_in_flight", "1"),
+        ("rest_timeout_ms", "2000"),
+    ])
     .await;
     let key = app.priced_key("partner").await;
     assert_eq!(app.stress_stats().await["governor_max_in_flight"], 1);

@@ -138,7 +138,7 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
 
 #[tokio::test]
 async fn an_answer_still_being_fetched_when_the_node_stops_is_finished_and_metered() {
-    let mut app = spawn_app_with_on_demand_okx(5000, &[]).await;
+    let mut app = spawn_app_with_on_demand_okx(&[("rest_timeout_ms", "5000")]).await;
     let key = app.key("partner").await;
     app.wait_priced_by("BTC", "okx", &key).await;
     // QQQ is not live: its answer is fetched from OKX's REST ticker, made 1.5 s slow.
