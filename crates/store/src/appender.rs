@@ -535,7 +535,10 @@ mod tests {
             .unwrap()
             .pragma_query_value(None, "wal_autocheckpoint", |row| row.get(0))
             .unwrap();
-        assert_eq!(automatic, 0, "the appender's commits checkpoint");
+        assert_eq!(
+            automatic, 0,
+            "the appender's commits never checkpoint: the store does"
+        );
         // Batches of the default size, three times as many rows as a checkpoint waits for. The
         // WAL is never made shorter, only written again from its start after a checkpoint.
         let batch = 10_000;

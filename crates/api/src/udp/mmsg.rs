@@ -396,7 +396,6 @@ impl Runs {
             let mut len = 1;
             if segment && (1..=MAX_SEGMENT).contains(&size) {
                 for next in &datagrams[at + 1..] {
-                    let shorter = next.bytes.len() < size;
                     if (next.to, next.from) != (first.to, first.from)
                         || next.bytes.is_empty()
                         || next.bytes.len() > size
@@ -404,7 +403,7 @@ impl Runs {
                         break;
                     }
                     len += 1;
-                    if shorter {
+                    if next.bytes.len() < size {
                         break;
                     }
                 }

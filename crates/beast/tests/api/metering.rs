@@ -6,7 +6,6 @@ use std::time::Duration;
 use futures_util::{StreamExt, stream};
 use reqwest::StatusCode;
 use serde_json::Value;
-
 use sqlx::Connection;
 
 use crate::helpers::{scalar, spawn_app, spawn_app_with_parameters, usage_rows};
