@@ -6,12 +6,12 @@
 
 use std::{hint::black_box, time::Instant};
 
-use beast_api::udp::request::{Parsed, parse, parse_general};
+use beast_api::udp::request::{Request, parse, parse_general};
 
 const ROUNDS: usize = 7;
 const PER_ROUND: usize = 200_000;
 
-type Reader = for<'a> fn(&'a [u8]) -> Parsed<'a>;
+type Reader = for<'a> fn(&'a [u8]) -> Option<Request<'a>>;
 
 fn main() {
     let key = format!("tb_{}", "5e".repeat(32));
@@ -25,7 +25,7 @@ fn main() {
         let started = Instant::now();
         for _ in 0..PER_ROUND {
             for request in &requests {
-                if let Parsed::Request(request) = read(black_box(request.as_bytes())) {
+                if let Some(request) = read(black_box(request.as_bytes())) {
                     black_box(request.into_owned());
                 }
             }

@@ -25,6 +25,9 @@ use crate::config::{Role, Settings};
 /// Longest a stopping node waits for the requests in flight (a streamed export to a slow
 /// reader, say) before it goes on without them.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// The smallest `udp_max_answer_bytes`: what every IPv4 host takes in one datagram (576
+/// bytes, less the headers), room for the price of an asset from a few sources.
+const MIN_UDP_ANSWER: u64 = 508;
 
 /// Runtime parameters read from `application_parameters`.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +90,9 @@ impl Params {
                 workers: std::thread::available_parallelism().map_or(2, usize::from),
                 recv_buffer_bytes: get("udp_recv_buffer_bytes") as usize,
                 send_buffer_bytes: get("udp_send_buffer_bytes") as usize,
+                max_answer_bytes: at_least("udp_max_answer_bytes", MIN_UDP_ANSWER)
+                    .min(beast_api::udp::MAX_ANSWER as u64)
+                    as usize,
             },
             rest_timeout: Duration::from_millis(get("rest_timeout_ms")),
             http: http::HttpLimits::new(
@@ -120,8 +126,8 @@ pub struct Application {
     servers: Vec<(TcpListener, http::Endpoint)>,
     /// The HTTP listeners' limits (header time and size, stalled writes).
     http: http::HttpLimits,
-    /// The UDP price listener's sockets and the state they answer with.
-    udp: Option<(Vec<std::net::UdpSocket>, AppState)>,
+    /// The UDP price listener's sockets, the state they answer with, and their longest answer.
+    udp: Option<(Vec<std::net::UdpSocket>, AppState, usize)>,
     /// The UDP report listener's socket.
     report_udp: Option<(std::net::UdpSocket, AppState)>,
     addresses: Vec<(String, SocketAddr)>,
@@ -269,7 +275,7 @@ impl Application {
                 .unwrap_or(settings.price_udp);
             tracing::info!(listener = "price-udp", addr = %bound, sockets = sockets.len(), "listening");
             addresses.push(("price-udp".to_owned(), bound));
-            udp = Some((sockets, state.clone()));
+            udp = Some((sockets, state.clone(), params.udp.max_answer_bytes));
         }
         let mut report_udp = None;
         if roles.contains(&Role::Report) {
@@ -338,9 +344,9 @@ impl Application {
                 Ok(())
             });
         }
-        if let Some((sockets, state)) = self.udp {
+        if let Some((sockets, state, max_answer)) = self.udp {
             let stop = stop.clone();
-            servers.spawn(beast_api::udp::serve(state, sockets, stop));
+            servers.spawn(beast_api::udp::serve(state, sockets, max_answer, stop));
         }
         if let Some((socket, state)) = self.report_udp {
             servers.spawn(beast_api::report::udp::serve(state, socket, stop.clone()));

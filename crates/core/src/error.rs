@@ -40,12 +40,13 @@ pub enum ApiError {
         resets_at_ms: i64,
     },
     #[error(
-        "the answer is {bytes} bytes, more than one datagram carries ({max}); ask over HTTP instead (GET /reports/{report})"
+        "the answer is {bytes} bytes, more than one datagram carries ({max}); ask over HTTP instead ({instead})"
     )]
     TooLargeForUdp {
         bytes: usize,
         max: usize,
-        report: &'static str,
+        /// The HTTP request to make instead (`GET /prices`).
+        instead: &'static str,
     },
     #[error("{0}")]
     NotFound(String),

@@ -29,6 +29,14 @@ impl Report {
         }
     }
 
+    /// The HTTP request for the report (`GET /reports/usage`).
+    pub fn http_request(self) -> &'static str {
+        match self {
+            Report::Usage => "GET /reports/usage",
+            Report::Summary => "GET /reports/summary",
+        }
+    }
+
     /// `usage` or `summary`, in any case, as formats and protocols are read.
     pub fn parse(name: &str) -> Option<Self> {
         beast_core::by_name(&[Report::Usage, Report::Summary], Self::as_str, name)

@@ -151,6 +151,11 @@ pub fn parameter_defaults() -> &'static [(&'static str, &'static str, &'static s
             "Send buffer asked for each UDP socket (capped at net.core.wmem_max)",
         ),
         (
+            "udp_max_answer_bytes",
+            "65507",
+            "Longest UDP price answer (at most 65507, one IPv4 datagram; 1472 keeps answers unfragmented on a 1500-byte path); a longer one is refused with too_large_for_udp",
+        ),
+        (
             "on_demand_retry_ms",
             "2000",
             "After an on-demand REST fetch of an asset failed, wait this long before trying again",

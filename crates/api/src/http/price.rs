@@ -46,17 +46,7 @@ pub(crate) fn answer(
                 Ok(q) => (required_asset(q.asset.as_deref()), q.source.as_deref()),
                 Err(e) => (Err(e.clone()), None),
             };
-            match metered_price(
-                &state,
-                &key,
-                asset,
-                source,
-                Protocol::Http,
-                started,
-                Vec::new(),
-            )
-            .await
-            {
+            match metered_price(&state, &key, asset, source, Reply::http(started)).await {
                 Ok(body) => json_response(StatusCode::OK, body),
                 Err(e) => error_response(&e),
             }
@@ -70,19 +60,52 @@ pub(crate) fn required_asset(asset: Option<&str>) -> Result<&str, ApiError> {
     asset.ok_or_else(|| ApiError::BadRequest("asset is required".into()))
 }
 
+/// Where a metered answer goes: the protocol it is metered as, when its request started, and
+/// the buffer it is rendered into, after what it holds, `max` bytes at most in all.
+pub(crate) struct Reply {
+    pub(crate) protocol: Protocol,
+    pub(crate) started: Instant,
+    pub(crate) out: Vec<u8>,
+    pub(crate) max: usize,
+}
+
+impl Reply {
+    /// An HTTP answer: a body of its own, of any length.
+    pub(crate) fn http(started: Instant) -> Self {
+        Self {
+            protocol: Protocol::Http,
+            started,
+            out: Vec::new(),
+            max: usize::MAX,
+        }
+    }
+
+    /// Whether what is rendered fits; if not, the answer is refused, pointing to `instead`
+    /// (the HTTP endpoint to ask). Only a datagram has a limit.
+    pub(crate) fn fits(&self, instead: &'static str) -> Result<(), ApiError> {
+        if self.out.len() <= self.max {
+            return Ok(());
+        }
+        Err(ApiError::TooLargeForUdp {
+            bytes: self.out.len(),
+            max: self.max,
+            instead,
+        })
+    }
+}
+
 /// One metered price answer, whatever the protocol: admission (rate limit, quota) before
 /// anything else, so even malformed requests (`asset` is then the reason) spend the key's
-/// rate; then the lookup, and the quota count and the usage row together, after the one wait
-/// for room in the usage channel (see [`AppState::metering`]; a stopping node's refusal,
-/// `stopping`, is not metered). Returns `out` with the body rendered after what it held.
+/// rate; then the lookup and the rendering (an answer longer than the reply takes is refused),
+/// and the quota count and the usage row together, after the one wait for room in the usage
+/// channel (see [`AppState::metering`]; a stopping node's refusal, `stopping`, is not
+/// metered). Returns the reply's buffer with the body rendered after what it held.
 pub(crate) async fn metered_price(
     state: &AppState,
     key: &KeyEntry,
     asset: Result<&str, ApiError>,
     source: Option<&str>,
-    protocol: Protocol,
-    started: Instant,
-    mut out: Vec<u8>,
+    mut reply: Reply,
 ) -> Result<Vec<u8>, ApiError> {
     let now = now_ms();
     let given = asset.as_ref().ok().copied();
@@ -92,8 +115,14 @@ pub(crate) async fn metered_price(
         (Ok(_), Err(e)) => (Err(e.clone()), None),
         (Ok(admitted), Ok(name)) => (state.price_answer(name, source, now).await, Some(admitted)),
     };
+    let outcome = outcome.and_then(|served| {
+        served.0.template.render_into(now, &mut reply.out);
+        reply.fits("GET /price").map(|()| served)
+    });
     // Refused here, its quota room is given back (`admitted` dropped unsettled).
-    let mut metering = state.metering(key, 1, protocol, started, now).await?;
+    let mut metering = state
+        .metering(key, 1, reply.protocol, reply.started, now)
+        .await?;
     if let Some(admitted) = admitted {
         admitted.settle(u64::from(outcome.is_ok()));
     }
@@ -102,8 +131,5 @@ pub(crate) async fn metered_price(
         Err(_) => given.unwrap_or(""),
     };
     metering.record(recorded, outcome.as_ref());
-    outcome.map(|(answer, _)| {
-        answer.template.render_into(now, &mut out);
-        out
-    })
+    outcome.map(|_| reply.out)
 }

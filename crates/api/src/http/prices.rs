@@ -6,13 +6,13 @@ use axum::{
     http::StatusCode,
     response::Response,
 };
-use std::time::Instant;
-
-use beast_core::{ApiError, Protocol, now_ms};
+use beast_core::{ApiError, now_ms};
 use futures_util::future::join_all;
 use serde::Deserialize;
 
-use super::{Peer, Presented, error_response, json_response, keyed_price, parse_query};
+use super::{
+    Peer, Presented, error_response, json_response, keyed_price, parse_query, price::Reply,
+};
 use crate::{AppState, keys::KeyEntry, state::normalize_asset};
 
 /// Most assets in one request.
@@ -64,7 +64,7 @@ pub async fn prices(State(state): State<AppState>, request: Request) -> Response
     let (presented, peer) = (Presented::read(&head.headers), Peer::of(&head));
     keyed_price(&state, presented, peer, async |key, started| {
         let assets = requested_assets(parse_query(head.uri.query()));
-        match metered_prices(&state, &key, assets, Protocol::Http, started, Vec::new()).await {
+        match metered_prices(&state, &key, assets, Reply::http(started)).await {
             Ok((status, body)) => json_response(status, body),
             Err(e) => error_response(&e),
         }
@@ -73,40 +73,44 @@ pub async fn prices(State(state): State<AppState>, request: Request) -> Response
 }
 
 /// Several assets in one metered request, whatever the protocol: one rate-limit token, one
-/// usage row per asset. Returns the status and `body` with `{"prices":{..},"errors":{..}}`
-/// written after what it held, or the error that refused the whole request.
+/// usage row per asset. Returns the status and the reply's buffer with
+/// `{"prices":{..},"errors":{..}}` written after what it held, or the error that refused the
+/// whole request (metered as one row): its list of assets, its key's limits, or an answer
+/// longer than the reply takes.
 pub(crate) async fn metered_prices(
     state: &AppState,
     key: &KeyEntry,
     assets: Result<Vec<String>, ApiError>,
-    protocol: Protocol,
-    started: Instant,
-    mut body: Vec<u8>,
+    mut reply: Reply,
 ) -> Result<(StatusCode, Vec<u8>), ApiError> {
     let now = now_ms();
+    let (protocol, started) = (reply.protocol, reply.started);
+    let refused = async |e: ApiError| {
+        let mut metering = state.metering(key, 1, protocol, started, now).await?;
+        metering.record("", Err(&e));
+        Err(e)
+    };
     // One rate token for the request, quota room for every asset asked for (all or none).
     let wanted = assets.as_ref().map_or(1, Vec::len) as u64;
     let (admitted, assets) = match (key.admit(now, wanted), assets) {
         (Ok(admitted), Ok(assets)) => (admitted, assets),
-        (Err(e), _) | (Ok(_), Err(e)) => {
-            let mut metering = state.metering(key, 1, protocol, started, now).await?;
-            metering.record("", Err(&e));
-            return Err(e);
-        }
+        (Err(e), _) | (Ok(_), Err(e)) => return refused(e).await,
     };
     // Concurrently: assets fetched on demand do not wait for each other.
     let answers = join_all(assets.iter().map(|a| state.price_answer(a, None, now))).await;
     let results: Vec<_> = assets.iter().zip(answers).collect();
-    body.extend_from_slice(b"{\"prices\":{");
+    reply.out.extend_from_slice(b"{\"prices\":{");
     let mut first = true;
     for (asset, answer) in results
         .iter()
         .filter_map(|(a, r)| r.as_ref().ok().map(|(x, _)| (a, x)))
     {
-        body.extend_from_slice(if first { b"\"" } else { b",\"" });
-        body.extend_from_slice(asset.as_bytes());
-        body.extend_from_slice(b"\":");
-        answer.template.render_into(now, &mut body);
+        reply
+            .out
+            .extend_from_slice(if first { b"\"" } else { b",\"" });
+        reply.out.extend_from_slice(asset.as_bytes());
+        reply.out.extend_from_slice(b"\":");
+        answer.template.render_into(now, &mut reply.out);
         first = false;
     }
     let errors: serde_json::Map<String, serde_json::Value> = results
@@ -117,9 +121,15 @@ pub(crate) async fn metered_prices(
                 .map(|e| ((*a).clone(), e.to_json()["error"].clone()))
         })
         .collect();
-    body.extend_from_slice(b"},\"errors\":");
-    body.extend_from_slice(serde_json::Value::Object(errors).to_string().as_bytes());
-    body.push(b'}');
+    reply.out.extend_from_slice(b"},\"errors\":");
+    reply
+        .out
+        .extend_from_slice(serde_json::Value::Object(errors).to_string().as_bytes());
+    reply.out.push(b'}');
+    // Whole, or refused whole: an answer is never cut.
+    if let Err(e) = reply.fits("GET /prices") {
+        return refused(e).await;
+    }
     let served = results.iter().filter(|(_, r)| r.is_ok()).count();
     let mut metering = state
         .metering(key, results.len(), protocol, started, now)
@@ -134,5 +144,5 @@ pub(crate) async fn metered_prices(
         }
         _ => StatusCode::OK,
     };
-    Ok((status, body))
+    Ok((status, reply.out))
 }

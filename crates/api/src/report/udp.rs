@@ -121,7 +121,7 @@ async fn answer(state: &AppState, request: Result<Value, ApiError>) -> Vec<u8> {
                 let e = ApiError::TooLargeForUdp {
                     bytes: body.len(),
                     max,
-                    report: report.as_str(),
+                    instead: report.http_request(),
                 };
                 (e.status(), 0, reply(Err(&e)))
             } else {

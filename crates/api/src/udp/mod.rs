@@ -3,13 +3,16 @@
 //! characters echoed in the reply), or the batch form `{"key":..,"assets":["BTC","ETH"]}`. One
 //! datagram out: the same body as HTTP `/price` (or `/prices`) with `"id"` first, or
 //! `{"id":..,"error":{"code":..,"message":..}}` with the HTTP error codes. Same auth, rate
-//! limits, quotas and metering as HTTP (protocol `udp`).
+//! limits, quotas and metering as HTTP (protocol `udp`): JSON that is not a valid request is
+//! keyed like any request and its refusal (400) metered, as HTTP keys a request before it
+//! reads a bad query. An answer longer than `udp_max_answer_bytes` (at most 65,507, what one
+//! IPv4 datagram carries) is refused, `too_large_for_udp`, before it is metered.
 //!
 //! Engine: one socket per worker, all bound to the same port with SO_REUSEPORT so the kernel
 //! spreads datagrams over them, with large receive and send buffers; datagrams are received
 //! and answered in batches, one system call each way per batch, a peer's run of answers as one
 //! segmented message ([`mmsg`]). A datagram that is too large or not JSON at all is counted
-//! and dropped; any JSON request gets an answer. Requests over the node's in-flight limit are
+//! and dropped; any JSON datagram gets an answer. Requests over the node's in-flight limit are
 //! answered `overloaded` at once. Everything is counted in the node's
 //! [`RuntimeCounters`](crate::counters::RuntimeCounters).
 
@@ -40,17 +43,19 @@ use crate::{
     AppState,
     counters::RuntimeCounters,
     http::{
-        price::{metered_price, required_asset},
+        price::{Reply, metered_price, required_asset},
         prices,
     },
     state::key_text,
 };
-use request::{Parsed, parse};
+use request::parse;
 
 /// Largest request accepted; anything longer is dropped.
 pub const MAX_REQUEST: usize = 2048;
-/// Most assets in one UDP batch: their answers (up to ~1.3 KB each with six sources) must fit
-/// in one datagram, so a batch is refused before anything is metered, never cut afterwards.
+/// The most one IPv4 datagram carries: no answer is longer.
+pub const MAX_ANSWER: usize = 65_507;
+/// Most assets in one UDP batch (their answers are about 1.3 KB each with six sources): a
+/// longer list is refused before anything is looked up.
 const MAX_BATCH: usize = 40;
 // A request takes room in the usage channel for all its rows at once.
 const _: () = assert!(MAX_BATCH <= crate::MOST_ROWS_PER_REQUEST);
@@ -62,6 +67,8 @@ pub struct UdpOptions {
     pub workers: usize,
     pub recv_buffer_bytes: usize,
     pub send_buffer_bytes: usize,
+    /// Longest answer sent (at most [`MAX_ANSWER`]); a longer one is refused.
+    pub max_answer_bytes: usize,
 }
 
 /// Packet counters of a UDP listener. Every worker bumps `received`, `requests` and `sent`
@@ -69,7 +76,8 @@ pub struct UdpOptions {
 #[derive(Debug, Default)]
 pub struct UdpStats {
     pub received: CachePadded<AtomicU64>,
-    /// Datagrams read as requests (JSON within the size limit): each is answered. Counted
+    /// Datagrams read as requests (JSON within the size limit): each is answered (a reply the
+    /// kernel refuses to send is counted in `send_errors`). Counted
     /// directly, not as received minus dropped, so it never runs ahead of the drops.
     pub requests: CachePadded<AtomicU64>,
     pub sent: CachePadded<AtomicU64>,
@@ -124,19 +132,29 @@ pub fn bind(addr: SocketAddr, options: UdpOptions) -> io::Result<Vec<std::net::U
     Ok(sockets)
 }
 
-/// Serves datagrams on every socket until `cancel` fires, counting in `state.counters`; then
-/// waits for the answers still being worked out (an on-demand fetch, a wait for room in the
-/// usage channel), as the HTTP listeners finish the requests in flight.
+/// Serves datagrams on every socket until `cancel` fires, counting in `state.counters`, with
+/// answers of up to `max_answer` bytes; then waits for the answers still being worked out (an
+/// on-demand fetch, a wait for room in the usage channel), as the HTTP listeners finish the
+/// requests in flight.
 pub async fn serve(
     state: AppState,
     sockets: Vec<std::net::UdpSocket>,
+    max_answer: usize,
     cancel: CancellationToken,
 ) -> io::Result<()> {
     let mut workers = tokio::task::JoinSet::new();
     let slow = TaskTracker::new();
+    let max_answer = max_answer.min(MAX_ANSWER);
     for socket in sockets {
         let socket = UdpSocket::from_std(socket)?;
-        workers.spawn(worker(state.clone(), socket, slow.clone(), cancel.clone()));
+        let serving = worker(
+            state.clone(),
+            socket,
+            max_answer,
+            slow.clone(),
+            cancel.clone(),
+        );
+        workers.spawn(serving);
     }
     while workers.join_next().await.is_some() {}
     slow.close();
@@ -145,7 +163,13 @@ pub async fn serve(
 }
 
 /// One socket's loop; answers that must wait are finished in tasks of `slow`.
-async fn worker(state: AppState, socket: UdpSocket, slow: TaskTracker, cancel: CancellationToken) {
+async fn worker(
+    state: AppState,
+    socket: UdpSocket,
+    max_answer: usize,
+    slow: TaskTracker,
+    cancel: CancellationToken,
+) {
     let socket = Arc::new(socket);
     let counters = state.counters.clone();
     let stats = &counters.udp;
@@ -168,30 +192,25 @@ async fn worker(state: AppState, socket: UdpSocket, slow: TaskTracker, cancel: C
                 oversized += 1;
                 continue;
             }
-            match parse(datagram.bytes) {
-                Parsed::Garbage => garbage += 1,
-                Parsed::Invalid { id, error } => {
-                    requests += 1;
-                    counters.answered(error.status());
-                    outbox.push(reply(with_id(id.as_deref(), Err(&error))));
-                }
-                Parsed::Request(request) => {
-                    requests += 1;
-                    let mut answering = Box::pin(answer(state.clone(), request.into_owned()));
-                    // Memory answers complete at once and go out with the batch. One that
-                    // must wait (an on-demand REST fetch, a full usage channel) finishes in its
-                    // own task, so this socket keeps receiving.
-                    match (&mut answering).now_or_never() {
-                        Some(bytes) => outbox.push(reply(bytes)),
-                        None => {
-                            let (socket, counters) = (socket.clone(), counters.clone());
-                            let mut sender = sender.clone();
-                            slow.spawn(async move {
-                                let mut alone = vec![reply(answering.await)];
-                                flush(&socket, &counters.udp, &mut sender, &mut alone).await
-                            });
-                        }
-                    }
+            let Some(request) = parse(datagram.bytes) else {
+                garbage += 1;
+                continue;
+            };
+            requests += 1;
+            let asked = request.into_owned();
+            let mut answering = Box::pin(answer(state.clone(), asked, max_answer));
+            // Memory answers complete at once and go out with the batch. One that must wait
+            // (an on-demand REST fetch, a full usage channel) finishes in its own task, so
+            // this socket keeps receiving.
+            match (&mut answering).now_or_never() {
+                Some(bytes) => outbox.push(reply(bytes)),
+                None => {
+                    let (socket, counters) = (socket.clone(), counters.clone());
+                    let mut sender = sender.clone();
+                    slow.spawn(async move {
+                        let mut alone = vec![reply(answering.await)];
+                        flush(&socket, &counters.udp, &mut sender, &mut alone).await
+                    });
                 }
             }
         }
@@ -262,12 +281,13 @@ pub(crate) async fn flush(
     outbox.clear();
 }
 
-/// Answers one well-formed request, counting its status: admitted by the governor (it counts
-/// as in flight until answered), then authenticated and metered.
-async fn answer(state: AppState, request: request::Request<'static>) -> Vec<u8> {
+/// Answers one request (perhaps one refused as it was read), counting its status: admitted
+/// by the governor (it counts as in flight until answered), then authenticated and metered;
+/// its answer is at most `max_answer` bytes.
+async fn answer(state: AppState, request: request::Request<'static>, max_answer: usize) -> Vec<u8> {
     let counters: &RuntimeCounters = &state.counters;
     let (status, reply) = match counters.enter() {
-        Ok(_in_flight) => respond(&state, &request).await,
+        Ok(_in_flight) => respond(&state, &request, max_answer).await,
         Err(e) => (e.status(), with_id(request.id.as_deref(), Err(&e))),
     };
     counters.answered(status);
@@ -275,7 +295,11 @@ async fn answer(state: AppState, request: request::Request<'static>) -> Vec<u8> 
 }
 
 /// The status and reply datagram for an admitted request.
-async fn respond(state: &AppState, request: &request::Request<'static>) -> (u16, Vec<u8>) {
+async fn respond(
+    state: &AppState,
+    request: &request::Request<'static>,
+    max_answer: usize,
+) -> (u16, Vec<u8>) {
     let started = Instant::now();
     let id = request.id.as_deref();
     let key = match state.authenticate(key_text(Some(&request.key))) {
@@ -283,26 +307,29 @@ async fn respond(state: &AppState, request: &request::Request<'static>) -> (u16,
         Err(e) => return (e.status(), with_id(id, Err(&e))),
     };
     // The price is rendered straight after the id, into the datagram's one buffer.
-    let reply = begun(id);
-    let at = reply.len();
-    let answered = match &request.assets {
-        Some(names) => {
+    let reply = Reply {
+        protocol: Protocol::Udp,
+        started,
+        out: begun(id),
+        max: max_answer,
+    };
+    let at = reply.out.len();
+    let answered = match (&request.refused, &request.assets) {
+        (None, Some(names)) => {
             let assets = prices::asset_list(names.iter().map(|n| n.as_ref()), MAX_BATCH);
-            prices::metered_prices(state, &key, assets, Protocol::Udp, started, reply)
+            prices::metered_prices(state, &key, assets, reply)
                 .await
                 .map(|(status, reply)| (status.as_u16(), reply))
         }
-        None => metered_price(
-            state,
-            &key,
-            required_asset(request.asset.as_deref()),
-            request.source.as_deref(),
-            Protocol::Udp,
-            started,
-            reply,
-        )
-        .await
-        .map(|reply| (200, reply)),
+        (refused, _) => {
+            let asset = match refused {
+                Some(e) => Err(e.clone()),
+                None => required_asset(request.asset.as_deref()),
+            };
+            metered_price(state, &key, asset, request.source.as_deref(), reply)
+                .await
+                .map(|reply| (200, reply))
+        }
     };
     match answered {
         Ok((status, reply)) => (status, joined(reply, at)),

@@ -1,5 +1,8 @@
 //! Reading one UDP request datagram into a [`Request`], made owned once it is handed to the
-//! future that answers it.
+//! future that answers it. A request is a JSON object; JSON that is not a valid request is
+//! still a [`Request`], carrying why it is refused, so that it is keyed, governed and metered
+//! as any other (as HTTP keys a request before it reads its bad query); anything else is
+//! garbage.
 //!
 //! Two readers, one answer: [`scan`] reads the usual shape (a flat object of the known fields,
 //! plain strings, no escapes, no repeats) in one pass; anything else, and every error, is left
@@ -10,6 +13,7 @@ use std::borrow::Cow;
 
 use beast_core::ApiError;
 use serde::{Deserialize, de::IgnoredAny};
+use serde_json::Value;
 
 /// Longest request id echoed back.
 const MAX_ID: usize = 64;
@@ -26,6 +30,10 @@ pub struct Request<'a> {
     pub source: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub id: Option<Cow<'a, str>>,
+    /// Why the request is refused, when it is JSON but not a valid request: answered with
+    /// this error once its key (if it has one to read) is checked, and metered to it.
+    #[serde(skip)]
+    pub refused: Option<ApiError>,
 }
 
 impl Request<'_> {
@@ -38,23 +46,27 @@ impl Request<'_> {
             assets: self.assets.map(|a| a.into_iter().map(own).collect()),
             source: self.source.map(own),
             id: self.id.map(own),
+            refused: self.refused,
+        }
+    }
+
+    /// JSON that is not a valid request, refused with `error`: its key and id are read from
+    /// `json` where they are strings (and the id short enough to echo).
+    fn refused(json: Option<&Value>, error: ApiError) -> Self {
+        let text = |field| json.and_then(|v| v.get(field)).and_then(Value::as_str);
+        Request {
+            key: Cow::Owned(text("key").unwrap_or_default().to_owned()),
+            asset: None,
+            assets: None,
+            source: None,
+            id: json.and_then(echo_id).map(Cow::Owned),
+            refused: Some(error),
         }
     }
 }
 
-pub enum Parsed<'a> {
-    Request(Request<'a>),
-    /// JSON, but not a valid request: answered with this error (and the id, if readable).
-    Invalid {
-        id: Option<String>,
-        error: ApiError,
-    },
-    /// Not JSON at all: dropped.
-    Garbage,
-}
-
 /// The `id` of a JSON request to echo in its answer, if it has a readable one.
-pub(crate) fn echo_id(request: &serde_json::Value) -> Option<String> {
+pub(crate) fn echo_id(request: &Value) -> Option<String> {
     request
         .get("id")
         .and_then(|i| i.as_str())
@@ -62,54 +74,59 @@ pub(crate) fn echo_id(request: &serde_json::Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A datagram read as a `T`; JSON that is not one is the 400 to answer it with, and anything
-/// else (`None`) is garbage, to drop. JSON is UTF-8 in JSON's grammar, however deeply nested:
-/// serde_json skips over a value without the depth limit (128 levels) its `Value` and typed
-/// readers keep, so a request nested deeper is answered, not dropped.
+/// A datagram read as a `T`, which a JSON object is read as; other JSON is the 400 to answer
+/// it with, and anything else (`None`) is garbage, to drop. JSON is UTF-8 in JSON's grammar,
+/// however deeply nested: serde_json skips over a value without the depth limit (128 levels)
+/// its `Value` and typed readers keep, so a request nested deeper is answered, not dropped.
 pub(crate) fn read<'a, T: Deserialize<'a>>(datagram: &'a [u8]) -> Result<T, Option<ApiError>> {
-    serde_json::from_slice(datagram).map_err(|e| {
+    // serde_json would read an array as a struct too, its elements as the fields in order.
+    let read = if datagram.trim_ascii_start().starts_with(b"{") {
+        serde_json::from_slice(datagram).map_err(|e| format!("bad request: {e}"))
+    } else {
+        Err("bad request: a request is a JSON object".to_owned())
+    };
+    read.map_err(|message| {
         let json = std::str::from_utf8(datagram)
             .is_ok_and(|text| serde_json::from_str::<IgnoredAny>(text).is_ok());
-        json.then(|| ApiError::BadRequest(format!("bad request: {e}")))
+        json.then_some(ApiError::BadRequest(message))
     })
 }
 
-/// Reads a datagram: the fast [`scan`] when it can, serde_json otherwise.
-pub fn parse(datagram: &[u8]) -> Parsed<'_> {
+/// Reads a datagram: the fast [`scan`] when it can, serde_json otherwise; `None` for garbage.
+pub fn parse(datagram: &[u8]) -> Option<Request<'_>> {
     match scan(datagram) {
-        Some(request) => checked(request),
+        Some(request) => Some(checked(request)),
         None => parse_general(datagram),
     }
 }
 
 /// Reads a datagram with serde_json alone.
-pub fn parse_general(datagram: &[u8]) -> Parsed<'_> {
+pub fn parse_general(datagram: &[u8]) -> Option<Request<'_>> {
     // A wrong shape may be met before a syntax error further on (`7 garbage`): only JSON is
-    // answered, echoing the id if there is one to read.
+    // answered.
     match read::<Request>(datagram) {
-        Ok(request) => checked(request),
-        Err(None) => Parsed::Garbage,
+        Ok(request) => Some(checked(request)),
+        Err(None) => None,
         Err(Some(error)) => {
-            let value = serde_json::from_slice::<serde_json::Value>(datagram).ok();
-            Parsed::Invalid {
-                id: value.as_ref().and_then(echo_id),
-                error,
-            }
+            let json = serde_json::from_slice::<Value>(datagram).ok();
+            Some(Request::refused(json.as_ref(), error))
         }
     }
 }
 
-/// A request read, with its id held to [`MAX_ID`].
-fn checked(request: Request<'_>) -> Parsed<'_> {
-    if let Some(id) = &request.id
-        && id.chars().count() > MAX_ID
+/// A request read, refused if its id is longer than [`MAX_ID`] (and then not echoed).
+fn checked(mut request: Request<'_>) -> Request<'_> {
+    if request
+        .id
+        .as_ref()
+        .is_some_and(|id| id.chars().count() > MAX_ID)
     {
-        return Parsed::Invalid {
-            id: None,
-            error: ApiError::BadRequest(format!("id is longer than {MAX_ID} characters")),
-        };
+        request.id = None;
+        request.refused = Some(ApiError::BadRequest(format!(
+            "id is longer than {MAX_ID} characters"
+        )));
     }
-    Parsed::Request(request)
+    request
 }
 
 /// The usual request read in one pass, or `None` for serde_json to read: an object of the
@@ -127,6 +144,7 @@ pub fn scan(datagram: &[u8]) -> Option<Request<'_>> {
         assets: None,
         source: None,
         id: None,
+        refused: None,
     };
     let mut key = None;
     s.token(b'{')?;
@@ -279,55 +297,55 @@ mod tests {
 
     #[test]
     fn requests_are_read_or_refused_with_a_reason() {
-        let Parsed::Request(r) = parse(br#"{"key":"k","asset":"BTC","id":"1"}"#) else {
-            panic!("valid request refused");
+        let Some(r) = parse(br#"{"key":"k","asset":"BTC","id":"1"}"#) else {
+            panic!("valid request dropped");
         };
         assert_eq!(
-            (&*r.key, r.asset.as_deref(), r.id.as_deref()),
-            ("k", Some("BTC"), Some("1"))
+            (&*r.key, r.asset.as_deref(), r.id.as_deref(), &r.refused),
+            ("k", Some("BTC"), Some("1"), &None)
         );
-        assert!(matches!(parse(b"\x00\xffnot json"), Parsed::Garbage));
-        assert!(matches!(parse(br#"{"key":"k","asset":"#), Parsed::Garbage));
+        assert!(parse(b"\x00\xffnot json").is_none());
+        assert!(parse(br#"{"key":"k","asset":"#).is_none());
         // No key is for authentication to refuse (and count), as on HTTP.
-        assert!(matches!(
-            parse(br#"{"asset":"BTC","id":"9"}"#),
-            Parsed::Request(ref r) if r.key.is_empty()
-        ));
-        assert!(matches!(
-            parse(br#"{"key":"k","asset":42,"id":"x"}"#),
-            Parsed::Invalid {
-                id: Some(_),
-                error: ApiError::BadRequest(_)
-            }
-        ));
+        let r = parse(br#"{"asset":"BTC","id":"9"}"#).unwrap();
+        assert!(r.key.is_empty() && r.refused.is_none());
+        // Refused, keeping the key and id it has (strings) for the answer to check and echo.
+        let refused = |datagram: &[u8]| {
+            let r = parse(datagram).expect("answered, not dropped");
+            let code = r.refused.as_ref().map(ApiError::code);
+            (r.key.into_owned(), r.id.map(Cow::into_owned), code)
+        };
+        let (k, x) = (String::from("k"), Some(String::from("x")));
+        let bad = Some("bad_request");
+        assert_eq!(
+            refused(br#"{"key":"k","asset":42,"id":"x"}"#),
+            (k.clone(), x.clone(), bad)
+        );
+        assert_eq!(
+            refused(br#"{"key":"k","key":"k","id":"x"}"#),
+            (k.clone(), x, bad)
+        );
+        assert_eq!(refused(br#"{"key":7,"id":8}"#), (String::new(), None, bad));
         let long = format!(r#"{{"key":"k","asset":"BTC","id":"{}"}}"#, "x".repeat(65));
-        assert!(matches!(
-            parse(long.as_bytes()),
-            Parsed::Invalid { id: None, .. }
-        ));
-        assert!(matches!(parse(b"[1,2]"), Parsed::Invalid { .. }));
-        // JSON nested past serde_json's depth limit is still JSON: answered, not dropped.
+        assert_eq!(refused(long.as_bytes()), (k.clone(), None, bad));
+        // A request is an object: serde_json would read an array as the fields in order.
+        for array in [&br#"["k","BTC"]"#[..], b" [1,2]", b"7", b"\"k\""] {
+            assert_eq!(refused(array), (String::new(), None, bad));
+        }
+        // JSON nested past serde_json's depth limit is still JSON: answered, not dropped (its
+        // key and id unread: `Value` stops at 128 levels).
         let deep = format!(
-            r#"{{"key":{}1{},"id":"d"}}"#,
+            r#"{{"key":"k","asset":{}1{},"id":"d"}}"#,
             "[".repeat(200),
             "]".repeat(200)
         );
-        assert!(matches!(
-            parse(deep.as_bytes()),
-            Parsed::Invalid {
-                id: None,
-                error: ApiError::BadRequest(_)
-            }
-        ));
+        assert_eq!(refused(deep.as_bytes()), (String::new(), None, bad));
         let cut = &deep.as_bytes()[..deep.len() - 1];
-        assert!(matches!(parse(cut), Parsed::Garbage));
+        assert!(parse(cut).is_none());
         // Nor is a string that is not UTF-8, though serde_json skips over it.
-        assert!(matches!(parse(b"{\"key\":\"\xff\"}"), Parsed::Garbage));
+        assert!(parse(b"{\"key\":\"\xff\"}").is_none());
         // Not JSON, though its start already has the wrong shape.
-        assert!(matches!(parse(br#"7{"key":"k"}"#), Parsed::Garbage));
-        assert!(matches!(
-            parse(br#"{"key":true"k","asset":"BTC"}"#),
-            Parsed::Garbage
-        ));
+        assert!(parse(br#"7{"key":"k"}"#).is_none());
+        assert!(parse(br#"{"key":true"k","asset":"BTC"}"#).is_none());
     }
 }

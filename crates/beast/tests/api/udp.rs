@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
 use crate::helpers::{
-    TestApp, ask_udp, refusal_code, spawn_app, spawn_app_with_on_demand_okx,
-    spawn_app_with_settings, usage_rows,
+    TestApp, ask_udp, refusal_code, scalar, spawn_app, spawn_app_with_on_demand_okx,
+    spawn_app_with_parameters, spawn_app_with_settings, usage_rows,
 };
 
 /// Sends one datagram and returns its reply, waiting up to 5 s (the machine may be busy).
@@ -97,7 +97,18 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
             "unknown_asset",
         ),
         ("e4", json!({"key": key}), "bad_request"),
+        // JSON that is not a valid request is keyed first, as HTTP keys a bad query.
         ("e5", json!({"key": key, "asset": 7}), "bad_request"),
+        (
+            "e7",
+            json!({"key": "tb_wrong", "asset": 7}),
+            "invalid_api_key",
+        ),
+        (
+            "e8",
+            json!({"asset": "BTC", "source": ["okx"]}),
+            "missing_api_key",
+        ),
         // As HTTP's `/prices?assets=`: a batch names at least one asset.
         ("e6", json!({"key": key, "assets": []}), "bad_request"),
     ] {
@@ -110,14 +121,24 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
             "{request}: {reply}"
         );
     }
-    // JSON nested deeper than serde_json reads (128) is still JSON: a 400, not dropped.
+    // A request is an object: an array is not read as its fields in order.
+    let array = json!([key, "BTC"]).to_string();
+    let reply = ask(&app, &socket, array.as_bytes()).await;
+    assert_eq!(reply["error"]["code"], "missing_api_key", "{reply}");
+    // An id too long to echo is refused, and metered: the key is good.
+    let long = json!({"key": key, "asset": "BTC", "id": "x".repeat(65)}).to_string();
+    let reply = ask(&app, &socket, long.as_bytes()).await;
+    assert_eq!(reply, json!({"error": reply["error"]}), "no id echoed");
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    // JSON nested deeper than serde_json reads (128) is still JSON: answered, not dropped
+    // (its key unread at that depth).
     let deep = format!(
-        r#"{{"key":{}"k"{},"id":"d"}}"#,
+        r#"{{"key":"{key}","asset":{}"k"{},"id":"d"}}"#,
         "[".repeat(300),
         "]".repeat(300)
     );
     let reply = ask(&app, &socket, deep.as_bytes()).await;
-    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    assert_eq!(reply["error"]["code"], "missing_api_key", "{reply}");
     // Garbage and oversized datagrams are dropped, and counted.
     assert!(unanswered(&app, &socket, b"\x00\x01garbage").await);
     assert!(unanswered(&app, &socket, &vec![b'{'; 4000]).await);
@@ -128,12 +149,66 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
     app.stop().await;
     let dir = app.data_dir.path();
     // One row per request with a valid key: req-1, two for the batch, the refused batch, e3,
-    // e4, e6. (e5 is not metered: a request that does not parse has no key to meter it to.)
-    assert_eq!(usage_rows(dir, "WHERE protocol = 'udp'").await, 7);
+    // e4, e5, e6 and the long id.
+    assert_eq!(usage_rows(dir, "WHERE protocol = 'udp'").await, 9);
     assert_eq!(
         usage_rows(dir, "WHERE protocol = 'udp' AND status = 200").await,
         3
     );
+}
+
+#[tokio::test]
+async fn an_answer_longer_than_a_udp_reply_takes_is_refused_and_not_counted_as_served() {
+    // 508 bytes, the least: a price with the simulator's sources takes more.
+    let mut app = spawn_app_with_parameters(&[("udp_max_answer_bytes", "508")]).await;
+    let (key, key_id) = app.key_with_id("pro").await;
+    let http = app.wait_fresh("BTC", &key, Duration::from_secs(15)).await;
+    app.wait_fresh("ETH", &key, Duration::from_secs(15)).await;
+    assert!(http.body.to_string().len() > 508, "{}", http.body);
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for (request, instead) in [
+        (
+            json!({"key": key, "asset": "BTC", "id": "one"}),
+            "GET /price",
+        ),
+        (
+            json!({"key": key, "assets": ["BTC", "ETH"], "id": "two"}),
+            "GET /prices",
+        ),
+    ] {
+        let reply = ask(&app, &socket, request.to_string().as_bytes()).await;
+        assert_eq!(
+            (&reply["id"], &reply["error"]["code"]),
+            (&request["id"], &json!("too_large_for_udp")),
+            "{reply}"
+        );
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            message.ends_with(&format!("(508); ask over HTTP instead ({instead})")),
+            "{message}"
+        );
+    }
+    // Errors are short and not held to it.
+    let unknown = json!({"key": key, "asset": "NOSUCHCOIN"}).to_string();
+    let reply = ask(&app, &socket, unknown.as_bytes()).await;
+    assert_eq!(reply["error"]["code"], "unknown_asset", "{reply}");
+
+    app.stop().await;
+    let dir = app.data_dir.path();
+    assert_eq!(
+        usage_rows(dir, "WHERE protocol = 'udp' AND status = 413").await,
+        2,
+        "each refusal metered once"
+    );
+    assert_eq!(usage_rows(dir, "WHERE protocol = 'udp'").await, 3);
+    // Nothing was served over UDP: the month's count holds only the HTTP answers.
+    let http_served = usage_rows(dir, "WHERE protocol = 'http' AND status = 200").await;
+    let counted: i64 = scalar(
+        dir,
+        &format!("SELECT usage_count FROM api_keys WHERE id = {key_id}"),
+    )
+    .await;
+    assert_eq!(counted, http_served);
 }
 
 #[tokio::test]
