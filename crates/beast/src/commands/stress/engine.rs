@@ -157,17 +157,26 @@ pub async fn run_level(
         _ = stop.hard.cancelled() => {}
     }
     let started = Instant::now();
+    let deadline = started + plan.duration;
     // Workers only wait on this; if they are all gone there is nobody to tell.
-    let _ = start_tx.send(Some(started + plan.duration));
+    let _ = start_tx.send(Some(deadline));
+    // Interrupted: stopped before its time was up, not while its last answers were awaited.
+    let soft = stop.soft.clone();
+    let cut_short = tokio::spawn(async move {
+        tokio::select! {
+            () = soft.cancelled() => true,
+            () = tokio::time::sleep_until(deadline.into()) => false,
+        }
+    });
 
     let mut tally = Tally::default();
-    let mut last_answer = started + plan.duration;
+    let mut last_answer = deadline;
     for worker in workers {
         let done = worker.await.context("a stress worker failed")?;
         tally.merge(&done.tally);
         last_answer = last_answer.max(done.last_answer.unwrap_or(started));
     }
-    let interrupted = stop.soft.is_cancelled();
+    let interrupted = cut_short.await.context("watching for a stop")?;
     let elapsed = if interrupted {
         started.elapsed()
     } else {

@@ -309,6 +309,24 @@ async fn udp_error_replies_are_counted_by_their_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_a_level_waits_for_its_last_answers_leaves_it_whole() {
+    let (addr, _) = udp_server(UdpMode::Silent).await;
+    let plan = Plan::new(&args(&format!("udp://{addr}"), &[2], 0.3, 1500))
+        .await
+        .expect("valid plan");
+    let stop = Stop::default();
+    let trigger = stop.clone();
+    // After the level's 0.3 s, while its unanswered requests wait out their 1.5 s.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        trigger.soft.cancel();
+    });
+    let outcomes = run_all(&plan, &stop).await;
+    assert!(!outcomes[0].interrupted, "its time was up before the stop");
+    assert_eq!(outcomes[0].tally.errors.get("timeout"), Some(&2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_requests_with_no_reply_are_timeouts() {
     let (addr, seen) = udp_server(UdpMode::Silent).await;
     let tally = total(&outcomes_of(&format!("udp://{addr}"), &[2], 0.3, 100).await);
