@@ -90,7 +90,8 @@ pub struct Counters {
     pub udp_packets_received: u64,
     /// Replies sent on the UDP price port.
     pub udp_packets_sent: u64,
-    /// Datagrams dropped unanswered: oversized or not JSON.
+    /// Datagrams dropped unanswered: oversized, not JSON, or refused for want of a key past
+    /// their address's allowance.
     pub udp_packets_dropped: u64,
     /// Usage events accepted into the pipeline.
     pub bg_work_submitted: u64,
@@ -208,7 +209,7 @@ impl Counters {
                 "udp_packets_dropped",
                 Count,
                 self.udp_packets_dropped,
-                "UDP datagrams dropped: oversized or not JSON",
+                "UDP datagrams dropped: oversized, not JSON, or keyless past the address's allowance",
             ),
             f(
                 "bg_work_submitted",
@@ -504,7 +505,9 @@ impl RuntimeCounters {
             cache_misses: self.cache_misses.load(Relaxed),
             udp_packets_received: udp.received,
             udp_packets_sent: udp.sent,
-            udp_packets_dropped: udp.dropped_oversized + udp.dropped_garbage,
+            udp_packets_dropped: udp.dropped_oversized
+                + udp.dropped_garbage
+                + udp.unanswered_keyless,
             bg_work_submitted: bg.queued,
             bg_work_dropped: bg.dropped,
             bg_work_completed: bg.written,

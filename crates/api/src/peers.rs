@@ -4,7 +4,9 @@
 //! limited by its address (its key answers for it, and can be revoked), so a busy address
 //! holding keys is never slowed by this. The health listeners are internal and not
 //! limited; UDP is not either (a datagram's source address can be forged, so a limit by it
-//! would let anyone spend another address's allowance).
+//! would let anyone spend another address's allowance). UDP refusals for want of a key have an
+//! allowance of their own instead (`crate::udp::keyless_refusal`): spending another address's
+//! only keeps refusals from it.
 
 use std::{
     net::{IpAddr, Ipv6Addr},

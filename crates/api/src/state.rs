@@ -64,6 +64,10 @@ pub struct Shared {
     pub reports: beast_reports::ReportOptions,
     /// Per-address limits on requests without a valid key.
     pub peers: Arc<crate::peers::PeerLimits>,
+    /// Per-address allowance of UDP refusals for want of a valid key (see
+    /// [`crate::udp::keyless_refusal`]): apart from `peers`, as a datagram's source address
+    /// can be forged, and what a forger spends here silences only such refusals.
+    pub udp_refusals: Arc<crate::peers::PeerLimits>,
 }
 
 /// The empty source list of error rows, shared rather than allocated per row.

@@ -213,6 +213,7 @@ impl Application {
             started: Instant::now(),
             reports: params.reports,
             peers: Arc::new(beast_api::peers::PeerLimits::new(params.unpaid_per_minute)),
+            udp_refusals: Arc::new(beast_api::peers::PeerLimits::new(params.unpaid_per_minute)),
         });
         if runs_feeds {
             state.apply_exchanges().await?;
@@ -227,6 +228,7 @@ impl Application {
             state.catalog.store(Arc::new(catalog));
         }
         tracker.spawn(state.peers.clone().keep_trimmed(background.clone()));
+        tracker.spawn(state.udp_refusals.clone().keep_trimmed(background.clone()));
         let mut wanted: Vec<(&str, SocketAddr, http::Endpoint)> = Vec::new();
         for role in &roles {
             match role {

@@ -5,9 +5,13 @@
 //! use up the allowance. A datagram over [`MAX_REQUEST`] bytes, or not JSON at all, is dropped,
 //! as on the price UDP listener; the id is echoed as there (`crate::udp::request`). Datagrams
 //! received, read as requests, dropped (by reason) and replies sent are counted as there, in
-//! `report_udp` of `/health`.
+//! `report_udp` of `/health`; refusals for want of a key are answered within the sender's
+//! allowance, as there.
 
-use std::sync::{Arc, atomic::Ordering::Relaxed};
+use std::{
+    net::IpAddr,
+    sync::{Arc, atomic::Ordering::Relaxed},
+};
 
 use beast_core::{ApiError, Protocol};
 use beast_reports::{Report, ReportParams, usage::Page};
@@ -71,8 +75,11 @@ pub async fn serve(
             };
             let (state, socket, mut sender) = (state.clone(), socket.clone(), sender.clone());
             tokio::spawn(async move {
-                let bytes = answer(&state, request).await;
-                let mut alone = vec![Outgoing { bytes, to, from }];
+                let bytes = answer(&state, request, to.ip()).await;
+                let mut alone: Vec<_> = bytes
+                    .map(|bytes| Outgoing { bytes, to, from })
+                    .into_iter()
+                    .collect();
                 udp::flush(&socket, &state.counters.report_udp, &mut sender, &mut alone).await;
                 drop(permit);
             });
@@ -82,20 +89,26 @@ pub async fn serve(
     Ok(())
 }
 
-/// The reply to a report request, or to JSON that could not be read as one (`request` is
-/// then why).
-async fn answer(state: &AppState, request: Result<Value, ApiError>) -> Vec<u8> {
+/// The reply to a report request from `peer`, or to JSON that could not be read as one
+/// (`request` is then why, and it has no key to read). `None`: a refusal for want of a key past
+/// the address's allowance ([`udp::keyless_refusal`]), unanswered.
+async fn answer(
+    state: &AppState,
+    request: Result<Value, ApiError>,
+    peer: IpAddr,
+) -> Option<Vec<u8>> {
     state.counters.report_request();
+    let stats = &state.counters.report_udp;
     let mut request = match request {
         Ok(request) => request,
-        Err(e) => return with_id(None, Err(&e)),
+        Err(e) => return udp::keyless_refusal(state, stats, peer, None, &e),
     };
     let id = echo_id(&request);
     let reply = |body: Result<Vec<u8>, &ApiError>| with_id(id.as_deref(), body);
     let key = key_text(request.get("key").and_then(Value::as_str));
     let caller = match state.caller_of(key) {
         Ok(c) => c,
-        Err(e) => return reply(Err(&e)),
+        Err(e) => return udp::keyless_refusal(state, stats, peer, id.as_deref(), &e),
     };
     let report = match request
         .get("report")
@@ -105,7 +118,7 @@ async fn answer(state: &AppState, request: Result<Value, ApiError>) -> Vec<u8> {
         Some(report) => report,
         None => {
             let e = ApiError::invalid_field("report", "expected \"summary\" or \"usage\"");
-            return reply(Err(&e));
+            return Some(reply(Err(&e)));
         }
     };
     // Logged as sent, without the key.
@@ -131,7 +144,7 @@ async fn answer(state: &AppState, request: Result<Value, ApiError>) -> Vec<u8> {
         Err(e) => (e.status(), 0, reply(Err(&e))),
     };
     state.finish_report(ticket, status, rows).await;
-    body
+    Some(body)
 }
 
 /// The answer to a report request from an authenticated caller.

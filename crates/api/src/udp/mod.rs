@@ -5,7 +5,8 @@
 //! `{"id":..,"error":{"code":..,"message":..}}` with the HTTP error codes. Same auth, rate
 //! limits, quotas and metering as HTTP (protocol `udp`): JSON that is not a valid request is
 //! keyed like any request and its refusal (400) metered, as HTTP keys a request before it
-//! reads a bad query. An answer longer than `udp_max_answer_bytes` (at most 65,507, what one
+//! reads a bad query. Refusals for want of a valid key are answered within the sender's
+//! address's allowance of them ([`keyless_refusal`]). An answer longer than `udp_max_answer_bytes` (at most 65,507, what one
 //! IPv4 datagram carries) is refused, `too_large_for_udp`, before it is metered.
 //!
 //! Engine: one socket per worker, all bound to the same port with SO_REUSEPORT so the kernel
@@ -23,7 +24,7 @@ pub use mmsg::{Outgoing, Sender};
 
 use std::{
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -77,12 +78,15 @@ pub struct UdpOptions {
 pub struct UdpStats {
     pub received: CachePadded<AtomicU64>,
     /// Datagrams read as requests (JSON within the size limit): each is answered (a reply the
-    /// kernel refuses to send is counted in `send_errors`). Counted
+    /// kernel refuses to send is counted in `send_errors`), except refusals for want of a key
+    /// past the address's allowance (`unanswered_keyless`). Counted
     /// directly, not as received minus dropped, so it never runs ahead of the drops.
     pub requests: CachePadded<AtomicU64>,
     pub sent: CachePadded<AtomicU64>,
     pub dropped_oversized: AtomicU64,
     pub dropped_garbage: AtomicU64,
+    /// Requests refused for want of a valid key past their address's allowance: unanswered.
+    pub unanswered_keyless: AtomicU64,
     pub send_errors: AtomicU64,
 }
 
@@ -93,6 +97,7 @@ pub struct UdpStatsSnapshot {
     pub sent: u64,
     pub dropped_oversized: u64,
     pub dropped_garbage: u64,
+    pub unanswered_keyless: u64,
     pub send_errors: u64,
 }
 
@@ -104,6 +109,7 @@ impl UdpStats {
             sent: self.sent.load(Relaxed),
             dropped_oversized: self.dropped_oversized.load(Relaxed),
             dropped_garbage: self.dropped_garbage.load(Relaxed),
+            unanswered_keyless: self.unanswered_keyless.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),
         }
     }
@@ -198,17 +204,17 @@ async fn worker(
             };
             requests += 1;
             let asked = request.into_owned();
-            let mut answering = Box::pin(answer(state.clone(), asked, max_answer));
+            let mut answering = Box::pin(answer(state.clone(), asked, max_answer, to.ip()));
             // Memory answers complete at once and go out with the batch. One that must wait
             // (an on-demand REST fetch, a full usage channel) finishes in its own task, so
             // this socket keeps receiving.
             match (&mut answering).now_or_never() {
-                Some(bytes) => outbox.push(reply(bytes)),
+                Some(bytes) => outbox.extend(bytes.map(reply)),
                 None => {
                     let (socket, counters) = (socket.clone(), counters.clone());
                     let mut sender = sender.clone();
                     slow.spawn(async move {
-                        let mut alone = vec![reply(answering.await)];
+                        let mut alone: Vec<_> = answering.await.map(reply).into_iter().collect();
                         flush(&socket, &counters.udp, &mut sender, &mut alone).await
                     });
                 }
@@ -281,30 +287,45 @@ pub(crate) async fn flush(
     outbox.clear();
 }
 
-/// Answers one request (perhaps one refused as it was read), counting its status: admitted
-/// by the governor (it counts as in flight until answered), then authenticated and metered;
-/// its answer is at most `max_answer` bytes.
-async fn answer(state: AppState, request: request::Request<'static>, max_answer: usize) -> Vec<u8> {
+/// Answers one request from `peer` (perhaps one refused as it was read), counting its status:
+/// admitted by the governor (it counts as in flight until answered), then authenticated and
+/// metered; its answer is at most `max_answer` bytes. `None`: a refusal for want of a key past
+/// the address's allowance, unanswered.
+async fn answer(
+    state: AppState,
+    request: request::Request<'static>,
+    max_answer: usize,
+    peer: IpAddr,
+) -> Option<Vec<u8>> {
     let counters: &RuntimeCounters = &state.counters;
     let (status, reply) = match counters.enter() {
-        Ok(_in_flight) => respond(&state, &request, max_answer).await,
+        Ok(_in_flight) => respond(&state, &request, max_answer, peer).await?,
         Err(e) => (e.status(), with_id(request.id.as_deref(), Err(&e))),
     };
     counters.answered(status);
-    reply
+    Some(reply)
 }
 
-/// The status and reply datagram for an admitted request.
+/// The status and reply datagram for an admitted request; `None` as [`answer`] says.
 async fn respond(
     state: &AppState,
     request: &request::Request<'static>,
     max_answer: usize,
-) -> (u16, Vec<u8>) {
+    peer: IpAddr,
+) -> Option<(u16, Vec<u8>)> {
     let started = Instant::now();
     let id = request.id.as_deref();
     let key = match state.authenticate(key_text(Some(&request.key))) {
         Ok(key) => key,
-        Err(e) => return (e.status(), with_id(id, Err(&e))),
+        Err(e) => {
+            // JSON with no key to read: why it is not a request says more than that.
+            let e = match (&e, &request.refused) {
+                (ApiError::MissingKey, Some(refused)) => refused,
+                _ => &e,
+            };
+            let reply = keyless_refusal(state, &state.counters.udp, peer, id, e)?;
+            return Some((e.status(), reply));
+        }
     };
     // The price is rendered straight after the id, into the datagram's one buffer.
     let reply = Reply {
@@ -331,10 +352,29 @@ async fn respond(
                 .map(|reply| (200, reply))
         }
     };
-    match answered {
+    Some(match answered {
         Ok((status, reply)) => (status, joined(reply, at)),
         Err(e) => (e.status(), with_id(id, Err(&e))),
+    })
+}
+
+/// The refusal `e` of a request from `peer` for want of a valid key, with its `id`: sent only
+/// within the address's allowance of them (`unauthenticated_per_ip_per_minute`, apart from
+/// HTTP's; `None` past it, counted in `stats` as unanswered). A datagram's source address can
+/// be forged, and a refusal is larger than the datagram that asks for it: unlimited, anyone
+/// could flood an address with refusals through the node, unseen and unmetered.
+pub(crate) fn keyless_refusal(
+    state: &AppState,
+    stats: &UdpStats,
+    peer: IpAddr,
+    id: Option<&str>,
+    e: &ApiError,
+) -> Option<Vec<u8>> {
+    if state.udp_refusals.admit(peer, || false).is_err() {
+        stats.unanswered_keyless.fetch_add(1, Relaxed);
+        return None;
     }
+    Some(with_id(id, Err(e)))
 }
 
 /// A reply with the request id first: `{"id":"x",...}`, built in one buffer. A body without

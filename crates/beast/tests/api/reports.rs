@@ -543,6 +543,7 @@ async fn mutated_report_datagrams_are_answered_if_json_and_fit_else_dropped() {
             "sent": answered,
             "dropped_oversized": oversized + 1,
             "dropped_garbage": garbage,
+            "unanswered_keyless": 0,
             "send_errors": 0,
         })
     );

@@ -97,7 +97,8 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
             "unknown_asset",
         ),
         ("e4", json!({"key": key}), "bad_request"),
-        // JSON that is not a valid request is keyed first, as HTTP keys a bad query.
+        // JSON that is not a valid request is keyed first, as HTTP keys a bad query; with no
+        // key to read, why it is not a request is the answer.
         ("e5", json!({"key": key, "asset": 7}), "bad_request"),
         (
             "e7",
@@ -107,7 +108,7 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
         (
             "e8",
             json!({"asset": "BTC", "source": ["okx"]}),
-            "missing_api_key",
+            "bad_request",
         ),
         // As HTTP's `/prices?assets=`: a batch names at least one asset.
         ("e6", json!({"key": key, "assets": []}), "bad_request"),
@@ -124,7 +125,10 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
     // A request is an object: an array is not read as its fields in order.
     let array = json!([key, "BTC"]).to_string();
     let reply = ask(&app, &socket, array.as_bytes()).await;
-    assert_eq!(reply["error"]["code"], "missing_api_key", "{reply}");
+    assert_eq!(
+        reply["error"]["message"], "bad request: a request is a JSON object",
+        "{reply}"
+    );
     // An id too long to echo is refused, and metered: the key is good.
     let long = json!({"key": key, "asset": "BTC", "id": "x".repeat(65)}).to_string();
     let reply = ask(&app, &socket, long.as_bytes()).await;
@@ -138,7 +142,7 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
         "]".repeat(300)
     );
     let reply = ask(&app, &socket, deep.as_bytes()).await;
-    assert_eq!(reply["error"]["code"], "missing_api_key", "{reply}");
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
     // Garbage and oversized datagrams are dropped, and counted.
     assert!(unanswered(&app, &socket, b"\x00\x01garbage").await);
     assert!(unanswered(&app, &socket, &vec![b'{'; 4000]).await);
@@ -209,6 +213,43 @@ async fn an_answer_longer_than_a_udp_reply_takes_is_refused_and_not_counted_as_s
     )
     .await;
     assert_eq!(counted, http_served);
+}
+
+#[tokio::test]
+async fn keyless_refusals_are_answered_within_the_address_allowance_and_keyed_requests_always() {
+    let mut app = spawn_app_with_parameters(&[("unauthenticated_per_ip_per_minute", "3")]).await;
+    let key = app.priced_key("pro").await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let keyless = |i: usize| json!({"key": "tb_forged", "asset": "BTC", "id": i}).to_string();
+    for i in 0..3 {
+        let reply = ask(&app, &socket, keyless(i).as_bytes()).await;
+        assert_eq!(reply["error"]["code"], "invalid_api_key", "{reply}");
+    }
+    // Past the allowance, a refusal goes unanswered (a forged source gets little from us),
+    // on both UDP listeners, which share it; a request with a valid key is answered.
+    assert!(unanswered(&app, &socket, keyless(3).as_bytes()).await);
+    assert!(unanswered(&app, &socket, b"[1]").await);
+    let report = json!({"report": "summary", "id": "r"}).to_string();
+    let silent = ask_udp(
+        &socket,
+        app.report_udp,
+        report.as_bytes(),
+        Duration::from_millis(500),
+    );
+    assert!(silent.await.is_none());
+    let priced = json!({"key": key, "asset": "BTC", "id": "paid"}).to_string();
+    let reply = ask(&app, &socket, priced.as_bytes()).await;
+    assert!(reply["price"].is_string(), "{reply}");
+    let health = app.health().await;
+    assert_eq!(health["udp"]["unanswered_keyless"], 2, "{health}");
+    assert_eq!(health["report_udp"]["unanswered_keyless"], 1, "{health}");
+    let stats = app.stress_stats().await;
+    assert_eq!(stats["counters"]["udp_packets_dropped"], 2, "{stats}");
+    // HTTP's allowance is its own: forged datagrams cannot spend it.
+    for _ in 0..3 {
+        assert_eq!(app.get("/exchanges", None).await.status, 200);
+    }
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -421,7 +462,8 @@ pub async fn answers(to: std::net::SocketAddr, datagrams: &[Vec<u8>]) -> Vec<Val
 
 #[tokio::test]
 async fn mutated_and_random_datagrams_are_each_answered_or_counted_and_the_node_serves_on() {
-    let mut app = spawn_app().await;
+    // Most mutants spoil the key: every refusal is answered, however many from one address.
+    let mut app = spawn_app_with_parameters(&[("unauthenticated_per_ip_per_minute", "0")]).await;
     let key = app.key("partner").await;
     // Every asset and source the requests name priced first, so a 503 for a price not yet in
     // does not pass for a server error (errors_5xx must read 0).
