@@ -11,8 +11,9 @@
 #   requests it sends the node, keys and all (they ignore them), so each side costs the client
 #   the same.
 # For each: requests/s, latency p50/p99, server CPU seconds per million requests (net of the
-# node's idle use: the simulator and feeds), server RSS; medians over RUNS runs; the ratios
-# node/nginx, node/hyper and UDP/HTTP, each taken within a run and then the median over runs;
+# node's idle use: the simulator and feeds), server RSS (nginx: its processes' PSS summed);
+# medians over RUNS runs; the ratios node/nginx, node/hyper and UDP/HTTP, each taken within a
+# run and then the median over runs;
 # the targets, each marked met or NOT MET; and the share of UDP requests lost (never answered).
 # Then the node is stopped and its usage_logs rows are compared with the requests the clients
 # counted: a mismatch, not a missed target, fails the script.
@@ -177,11 +178,14 @@ def cpu_ticks(spec):
     return total
 
 def rss_kb(spec):
+    """A process's resident memory; for a tree (nginx's master and workers) the sum of their
+    proportional shares (PSS), so the pages they share (the binary, libraries) count once."""
+    source, field = ("smaps_rollup", "Pss:") if spec.startswith("tree:") else ("status", "VmRSS:")
     total = 0
     for p in pids_of(spec):
         try:
-            for line in open(f"/proc/{p}/status"):
-                if line.startswith("VmRSS:"):
+            for line in open(f"/proc/{p}/{source}"):
+                if line.startswith(field):
                     total += int(line.split()[1])
         except OSError:
             pass
