@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -38,9 +38,11 @@ pub struct Stop {
     pub hard: CancellationToken,
 }
 
-/// Counters the progress display reads while a level runs.
+/// What the progress display reads while a level runs.
 #[derive(Debug, Default)]
 pub struct Live {
+    /// When the level's clock started (once every worker had its connection).
+    pub started: OnceLock<Instant>,
     pub completed: AtomicU64,
     pub failed: AtomicU64,
 }
@@ -157,6 +159,7 @@ pub async fn run_level(
         _ = stop.hard.cancelled() => {}
     }
     let started = Instant::now();
+    let _ = shared.live.started.set(started);
     let deadline = started + plan.duration;
     // Workers only wait on this; if they are all gone there is nobody to tell.
     let _ = start_tx.send(Some(deadline));

@@ -22,7 +22,7 @@ mod udp;
 use std::{
     io::IsTerminal,
     sync::{Arc, atomic::Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -124,10 +124,14 @@ async fn tick(bar: ProgressBar, live: Arc<Live>, duration: Duration) {
     if bar.is_hidden() {
         return;
     }
-    let started = Instant::now();
     let mut interval = tokio::time::interval(PROGRESS_TICK);
     loop {
         interval.tick().await;
+        // The level's time starts once its workers are connected.
+        let Some(started) = live.started.get() else {
+            bar.set_message("connecting");
+            continue;
+        };
         let elapsed = started.elapsed();
         let completed = live.completed.load(Ordering::Relaxed);
         let failed = live.failed.load(Ordering::Relaxed);
