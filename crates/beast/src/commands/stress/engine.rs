@@ -167,7 +167,8 @@ pub async fn run_level(
     let soft = stop.soft.clone();
     let cut_short = tokio::spawn(async move {
         tokio::select! {
-            () = soft.cancelled() => true,
+            biased;
+            () = soft.cancelled() => Instant::now() < deadline,
             () = tokio::time::sleep_until(deadline.into()) => false,
         }
     });

@@ -78,7 +78,7 @@ pub async fn run(args: &StressArgs) -> anyhow::Result<()> {
     }
     watcher.abort();
 
-    let report = Report::new(&plan, &outcomes, stop.soft.is_cancelled())?;
+    let report = Report::new(&plan, &outcomes)?;
     if args.json {
         say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {

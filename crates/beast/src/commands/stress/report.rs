@@ -26,7 +26,7 @@ pub struct Report {
     pub assets: Vec<String>,
     pub duration_ms: u64,
     pub timeout_ms: u64,
-    /// Ctrl-C cut the run short: the last level is partial and later ones did not run.
+    /// Ctrl-C cut the run short: its last level is partial, or later ones did not run.
     pub interrupted: bool,
     pub levels: Vec<Level>,
     pub totals: Stats,
@@ -92,11 +92,7 @@ impl Level {
 }
 
 impl Report {
-    pub fn new(
-        plan: &Plan,
-        outcomes: &[LevelOutcome],
-        interrupted: bool,
-    ) -> anyhow::Result<Report> {
+    pub fn new(plan: &Plan, outcomes: &[LevelOutcome]) -> anyhow::Result<Report> {
         let mut tally = Tally::default();
         let mut latency = new_histogram()?;
         let mut elapsed_s = 0.0;
@@ -117,7 +113,8 @@ impl Report {
             assets: plan.assets.clone(),
             duration_ms: u64::try_from(plan.duration.as_millis()).unwrap_or(u64::MAX),
             timeout_ms: u64::try_from(plan.timeout.as_millis()).unwrap_or(u64::MAX),
-            interrupted,
+            interrupted: outcomes.len() < plan.levels.len()
+                || outcomes.iter().any(|o| o.interrupted),
             levels: outcomes.iter().map(Level::new).collect(),
             totals: Stats::new(&tally, &latency, elapsed_s),
         })

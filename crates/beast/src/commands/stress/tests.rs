@@ -260,6 +260,8 @@ async fn ctrl_c_ends_a_level_early_and_its_requests_still_add_up() {
     let outcomes = run_all(&plan, &stop).await;
 
     assert!(outcomes[0].interrupted);
+    let report = super::report::Report::new(&plan, &outcomes).expect("report");
+    assert!(report.interrupted);
     assert!(
         outcomes[0].elapsed < Duration::from_secs(5),
         "{:?}",
@@ -323,6 +325,8 @@ async fn ctrl_c_while_a_level_waits_for_its_last_answers_leaves_it_whole() {
     });
     let outcomes = run_all(&plan, &stop).await;
     assert!(!outcomes[0].interrupted, "its time was up before the stop");
+    let report = super::report::Report::new(&plan, &outcomes).expect("report");
+    assert!(!report.interrupted, "the run ran whole");
     assert_eq!(outcomes[0].tally.errors.get("timeout"), Some(&2));
 }
 
@@ -501,7 +505,7 @@ async fn requests_take_every_asset_then_the_next_key_of_a_keys_file() {
 async fn the_path_comes_from_the_flag_or_the_target() {
     let mut with_path = args("http://127.0.0.1:1/v1/price", &[1], 1.0, 100);
     let plan = Plan::new(&with_path).await.expect("valid plan");
-    let report = super::report::Report::new(&plan, &[], false).expect("report");
+    let report = super::report::Report::new(&plan, &[]).expect("report");
     assert_eq!(report.path.as_deref(), Some("/v1/price"));
 
     with_path.path = Some("/price".to_owned());
@@ -514,14 +518,14 @@ async fn a_udp_report_says_how_many_requests_each_socket_kept_in_flight() {
     let plan = Plan::new(&args("udp://127.0.0.1:1", &[8], 1.0, 100))
         .await
         .expect("valid plan");
-    let report = super::report::Report::new(&plan, &[], false).expect("report");
+    let report = super::report::Report::new(&plan, &[]).expect("report");
     let json = serde_json::to_value(&report).expect("serializes");
     assert_eq!((&json["udp_depth"], json.get("path")), (&3.into(), None));
     assert!(super::report::header(&plan).contains("(udp, 3 in flight per socket)"));
     let plan = Plan::new(&args("http://127.0.0.1:1", &[8], 1.0, 100))
         .await
         .expect("valid plan");
-    let json = serde_json::to_value(super::report::Report::new(&plan, &[], false).expect("report"))
+    let json = serde_json::to_value(super::report::Report::new(&plan, &[]).expect("report"))
         .expect("serializes");
     assert_eq!(json.get("udp_depth"), None);
 }
