@@ -74,7 +74,8 @@ pub struct Counters {
     /// HTTP price requests (`/price`, `/prices`), refused ones included.
     pub tcp_requests: u64,
     /// UDP price requests: datagrams read as requests (JSON within the size limit), each
-    /// answered; counted as they are read.
+    /// answered but refusals for want of a key past their address's allowance (those are
+    /// also among `udp_packets_dropped`); counted as they are read.
     pub udp_requests: u64,
     /// Report requests, either protocol.
     pub report_requests: u64,

@@ -36,6 +36,8 @@ pub(crate) struct Params {
     keys_reload: Duration,
     exchanges_reload: Duration,
     udp: UdpOptions,
+    /// Longest UDP price answer.
+    udp_max_answer: usize,
     rest_timeout: Duration,
     pub(crate) http: http::HttpLimits,
     feeds: FeedOptions,
@@ -90,10 +92,9 @@ impl Params {
                 workers: std::thread::available_parallelism().map_or(2, usize::from),
                 recv_buffer_bytes: get("udp_recv_buffer_bytes") as usize,
                 send_buffer_bytes: get("udp_send_buffer_bytes") as usize,
-                max_answer_bytes: at_least("udp_max_answer_bytes", MIN_UDP_ANSWER)
-                    .min(beast_api::udp::MAX_ANSWER as u64)
-                    as usize,
             },
+            udp_max_answer: at_least("udp_max_answer_bytes", MIN_UDP_ANSWER)
+                .min(beast_api::udp::MAX_ANSWER as u64) as usize,
             rest_timeout: Duration::from_millis(get("rest_timeout_ms")),
             http: http::HttpLimits::new(
                 Duration::from_millis(get("http_header_timeout_ms")),
@@ -277,7 +278,7 @@ impl Application {
                 .unwrap_or(settings.price_udp);
             tracing::info!(listener = "price-udp", addr = %bound, sockets = sockets.len(), "listening");
             addresses.push(("price-udp".to_owned(), bound));
-            udp = Some((sockets, state.clone(), params.udp.max_answer_bytes));
+            udp = Some((sockets, state.clone(), params.udp_max_answer));
         }
         let mut report_udp = None;
         if roles.contains(&Role::Report) {
@@ -417,6 +418,7 @@ mod tests {
             ("usage_flush_ms", "fast"),
             ("governor_max_in_flight", "7"),
             ("usage_channel_capacity", "99"),
+            ("udp_max_answer_bytes", "507"),
         ]));
         assert_eq!(params.reports.rollup_delay_ms, 0, "0 is a valid delay");
         assert_eq!(params.usage.batch_size, 10_000, "0 rows a batch is not");
@@ -426,7 +428,10 @@ mod tests {
             params.usage.capacity, 200_000,
             "a request takes room for up to 100 rows at once"
         );
+        assert_eq!(params.udp_max_answer, 65_507, "below one small datagram");
         let defaults = Params::from_rows(&[]);
         assert_eq!(defaults.reports.rollup_delay_ms, 600_000);
+        let most = Params::from_rows(&rows(&[("udp_max_answer_bytes", "70000")]));
+        assert_eq!(most.udp_max_answer, 65_507, "no datagram carries more");
     }
 }

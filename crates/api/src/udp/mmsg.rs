@@ -744,7 +744,6 @@ mod tests {
             workers: 1,
             recv_buffer_bytes: 1 << 20,
             send_buffer_bytes: 1 << 20,
-            max_answer_bytes: super::super::MAX_ANSWER,
         };
         let mut sockets = super::super::bind(any.parse().unwrap(), options)?;
         UdpSocket::from_std(sockets.remove(0))

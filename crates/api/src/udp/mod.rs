@@ -5,9 +5,10 @@
 //! `{"id":..,"error":{"code":..,"message":..}}` with the HTTP error codes. Same auth, rate
 //! limits, quotas and metering as HTTP (protocol `udp`): JSON that is not a valid request is
 //! keyed like any request and its refusal (400) metered, as HTTP keys a request before it
-//! reads a bad query. Refusals for want of a valid key are answered within the sender's
-//! address's allowance of them ([`keyless_refusal`]). An answer longer than `udp_max_answer_bytes` (at most 65,507, what one
-//! IPv4 datagram carries) is refused, `too_large_for_udp`, before it is metered.
+//! reads a bad query. Refusals of requests without a valid key (`overloaded` ones too) are
+//! answered within the sender's address's allowance of them ([`keyless_refusal`]). An answer longer than `udp_max_answer_bytes` (at most 65,507, what one
+//! IPv4 datagram carries) is refused, `too_large_for_udp`: metered as that refusal, not as
+//! answers.
 //!
 //! Engine: one socket per worker, all bound to the same port with SO_REUSEPORT so the kernel
 //! spreads datagrams over them, with large receive and send buffers; datagrams are received
@@ -47,6 +48,7 @@ use crate::{
         price::{Reply, metered_price, required_asset},
         prices,
     },
+    keys::presented_hash,
     state::key_text,
 };
 use request::parse;
@@ -68,8 +70,6 @@ pub struct UdpOptions {
     pub workers: usize,
     pub recv_buffer_bytes: usize,
     pub send_buffer_bytes: usize,
-    /// Longest answer sent (at most [`MAX_ANSWER`]); a longer one is refused.
-    pub max_answer_bytes: usize,
 }
 
 /// Packet counters of a UDP listener. Every worker bumps `received`, `requests` and `sent`
@@ -139,7 +139,8 @@ pub fn bind(addr: SocketAddr, options: UdpOptions) -> io::Result<Vec<std::net::U
 }
 
 /// Serves datagrams on every socket until `cancel` fires, counting in `state.counters`, with
-/// answers of up to `max_answer` bytes; then waits for the answers still being worked out (an
+/// answers of up to `max_answer` bytes (at most [`MAX_ANSWER`]; a longer one is refused); then
+/// waits for the answers still being worked out (an
 /// on-demand fetch, a wait for room in the usage channel), as the HTTP listeners finish the
 /// requests in flight.
 pub async fn serve(
@@ -150,7 +151,6 @@ pub async fn serve(
 ) -> io::Result<()> {
     let mut workers = tokio::task::JoinSet::new();
     let slow = TaskTracker::new();
-    let max_answer = max_answer.min(MAX_ANSWER);
     for socket in sockets {
         let socket = UdpSocket::from_std(socket)?;
         let serving = worker(
@@ -298,32 +298,48 @@ async fn answer(
     peer: IpAddr,
 ) -> Option<Vec<u8>> {
     let counters: &RuntimeCounters = &state.counters;
-    let (status, reply) = match counters.enter() {
-        Ok(_in_flight) => respond(&state, &request, max_answer, peer).await?,
-        Err(e) => (e.status(), with_id(request.id.as_deref(), Err(&e))),
+    let id = request.id.as_deref();
+    let presented = key_text(Some(&request.key));
+    let (status, reply) = 'answered: {
+        // JSON with no key to read: why it is not a request says more than a missing key.
+        if let (Err(_), Some(refused)) = (&presented, &request.refused) {
+            let reply = keyless_refusal(&state, &counters.udp, peer, id, refused)?;
+            break 'answered (refused.status(), reply);
+        }
+        match counters.enter() {
+            Ok(_in_flight) => respond(&state, &request, presented, max_answer, peer).await?,
+            // Refused before its key is checked: as a keyless refusal, unless the key is valid.
+            Err(e) => {
+                let keyed = presented
+                    .is_ok_and(|k| state.keys.authenticate_hash(&presented_hash(k)).is_ok());
+                let reply = if keyed {
+                    with_id(id, Err(&e))
+                } else {
+                    keyless_refusal(&state, &counters.udp, peer, id, &e)?
+                };
+                (e.status(), reply)
+            }
+        }
     };
     counters.answered(status);
     Some(reply)
 }
 
-/// The status and reply datagram for an admitted request; `None` as [`answer`] says.
+/// The status and reply datagram for an admitted request, which `presented` its key;
+/// `None` as [`answer`] says.
 async fn respond(
     state: &AppState,
     request: &request::Request<'static>,
+    presented: Result<&str, ApiError>,
     max_answer: usize,
     peer: IpAddr,
 ) -> Option<(u16, Vec<u8>)> {
     let started = Instant::now();
     let id = request.id.as_deref();
-    let key = match state.authenticate(key_text(Some(&request.key))) {
+    let key = match state.authenticate(presented) {
         Ok(key) => key,
         Err(e) => {
-            // JSON with no key to read: why it is not a request says more than that.
-            let e = match (&e, &request.refused) {
-                (ApiError::MissingKey, Some(refused)) => refused,
-                _ => &e,
-            };
-            let reply = keyless_refusal(state, &state.counters.udp, peer, id, e)?;
+            let reply = keyless_refusal(state, &state.counters.udp, peer, id, &e)?;
             return Some((e.status(), reply));
         }
     };

@@ -195,7 +195,8 @@ async fn stress_stats_and_reset_need_the_admin_key() {
 async fn a_price_request_over_the_in_flight_limit_is_refused_overloaded_and_counted() {
     let app = spawn_app_with_on_demand_okx(&[
         ("governor_max_in_flight", "1"),
-        ("rest_timeout_ms", "2000"),
+        ("rest_timeout_ms", "4000"),
+        ("unauthenticated_per_ip_per_minute", "1"),
     ])
     .await;
     let key = app.priced_key("partner").await;
@@ -215,9 +216,15 @@ async fn a_price_request_over_the_in_flight_limit_is_refused_overloaded_and_coun
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let request = json!({"key": key, "asset": "BTC", "id": "busy"}).to_string();
         let udp = ask(&app, &socket, request.as_bytes()).await;
-        (http, udp)
+        // Without a valid key, as any refusal, within the address's allowance (one here).
+        let forged = json!({"key": "tb_forged", "asset": "BTC", "id": "f"}).to_string();
+        let first = ask(&app, &socket, forged.as_bytes()).await;
+        let second = unanswered(&app, &socket, forged.as_bytes()).await;
+        (http, udp, first, second)
     };
-    let (slow, (http, udp)) = tokio::join!(slow, refused);
+    let (slow, (http, udp, forged, silent)) = tokio::join!(slow, refused);
+    assert_eq!(forged["error"]["code"], "overloaded", "{forged}");
+    assert!(silent, "past the allowance");
     assert_eq!(
         (http.status, &http.body["error"]["code"]),
         (StatusCode::SERVICE_UNAVAILABLE, &json!("overloaded")),
@@ -245,16 +252,17 @@ async fn a_price_request_over_the_in_flight_limit_is_refused_overloaded_and_coun
         &app,
         &expected(&[
             ("tcp_requests", 3),
-            ("udp_requests", 1),
+            ("udp_requests", 3),
             ("memory_hits", 1),
             ("cache_misses", 1),
-            ("udp_packets_received", 1),
-            ("udp_packets_sent", 1),
+            ("udp_packets_received", 3),
+            ("udp_packets_sent", 2),
+            ("udp_packets_dropped", 1),
             ("bg_work_submitted", 2),
             ("bg_work_completed", 2),
             ("max_in_flight", 1),
-            ("governor_rejections", 2),
-            ("errors_5xx", 3),
+            ("governor_rejections", 4),
+            ("errors_5xx", 4),
         ]),
     )
     .await;

@@ -143,6 +143,9 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
     );
     let reply = ask(&app, &socket, deep.as_bytes()).await;
     assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    // Refused for their key: e1, e2 and e7; JSON with no key to read is not counted so.
+    let stats = app.stress_stats().await;
+    assert_eq!(stats["counters"]["auth_failures"], 3, "{stats}");
     // Garbage and oversized datagrams are dropped, and counted.
     assert!(unanswered(&app, &socket, b"\x00\x01garbage").await);
     assert!(unanswered(&app, &socket, &vec![b'{'; 4000]).await);
