@@ -245,19 +245,24 @@ async fn http_requests_reported_are_the_requests_the_server_answered() {
     assert_eq!(assets, BTreeSet::from(["BTC".to_owned(), "ETH".to_owned()]));
 }
 
+/// Stop signals whose soft stop (a first Ctrl-C) fires `after` from now.
+fn ctrl_c_after(after: Duration) -> Stop {
+    let stop = Stop::default();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        trigger.soft.cancel();
+    });
+    stop
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_ends_a_level_early_and_its_requests_still_add_up() {
     let (addr, seen) = http_server().await;
     let plan = Plan::new(&args(&format!("http://{addr}"), &[4], 30.0, 2000))
         .await
         .expect("valid plan");
-    let stop = Stop::default();
-    let trigger = stop.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        trigger.soft.cancel();
-    });
-    let outcomes = run_all(&plan, &stop).await;
+    let outcomes = run_all(&plan, &ctrl_c_after(Duration::from_millis(200))).await;
 
     assert!(outcomes[0].interrupted);
     let report = super::report::Report::new(&plan, &outcomes).expect("report");
@@ -316,14 +321,8 @@ async fn ctrl_c_while_a_level_waits_for_its_last_answers_leaves_it_whole() {
     let plan = Plan::new(&args(&format!("udp://{addr}"), &[2], 0.3, 1500))
         .await
         .expect("valid plan");
-    let stop = Stop::default();
-    let trigger = stop.clone();
     // After the level's 0.3 s, while its unanswered requests wait out their 1.5 s.
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(900)).await;
-        trigger.soft.cancel();
-    });
-    let outcomes = run_all(&plan, &stop).await;
+    let outcomes = run_all(&plan, &ctrl_c_after(Duration::from_millis(900))).await;
     assert!(!outcomes[0].interrupted, "its time was up before the stop");
     let report = super::report::Report::new(&plan, &outcomes).expect("report");
     assert!(!report.interrupted, "the run ran whole");
