@@ -67,6 +67,10 @@ if [ ${#missing[@]} -gt 0 ]; then
         "${sudo[@]}" rm -f "$policy"
         trap - EXIT
     fi
+    # Nor started at the next boot, where systemd runs.
+    if [[ " ${missing[*]} " == *" nginx "* ]] && [ -d /run/systemd/system ]; then
+        "${sudo[@]}" systemctl disable --quiet nginx || true
+    fi
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 

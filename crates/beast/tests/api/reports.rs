@@ -469,7 +469,8 @@ async fn pages_follow_the_cursor_without_gaps_or_repeats_while_rows_arrive() {
 
 #[tokio::test]
 async fn mutated_report_datagrams_are_answered_if_json_and_fit_else_dropped() {
-    let app = spawn_app().await;
+    // Mutants that spoil the key are refused: every one answered, however many.
+    let app = spawn_app_with_parameters(&[("unauthenticated_per_ip_per_minute", "0")]).await;
     let key = app.key("partner").await;
     let bases: Vec<Vec<u8>> = [
         json!({"key": key, "report": "summary", "id": "r-1"}),
