@@ -307,7 +307,7 @@ async fn answer(
             break 'answered (refused.status(), reply);
         }
         match counters.enter() {
-            Ok(_in_flight) => respond(&state, &request, presented, max_answer, peer).await?,
+            Ok(_in_flight) => respond(&state, &request, max_answer, peer).await?,
             // Refused before its key is checked: as a keyless refusal, unless the key is valid.
             Err(e) => {
                 let keyed = presented
@@ -325,18 +325,16 @@ async fn answer(
     Some(reply)
 }
 
-/// The status and reply datagram for an admitted request, which `presented` its key;
-/// `None` as [`answer`] says.
+/// The status and reply datagram for an admitted request; `None` as [`answer`] says.
 async fn respond(
     state: &AppState,
     request: &request::Request<'static>,
-    presented: Result<&str, ApiError>,
     max_answer: usize,
     peer: IpAddr,
 ) -> Option<(u16, Vec<u8>)> {
     let started = Instant::now();
     let id = request.id.as_deref();
-    let key = match state.authenticate(presented) {
+    let key = match state.authenticate(key_text(Some(&request.key))) {
         Ok(key) => key,
         Err(e) => {
             let reply = keyless_refusal(state, &state.counters.udp, peer, id, &e)?;
@@ -360,7 +358,7 @@ async fn respond(
         }
         (refused, _) => {
             let asset = match refused {
-                Some(e) => Err(e.clone()),
+                Some(e) => Err(ApiError::clone(e)),
                 None => required_asset(request.asset.as_deref()),
             };
             metered_price(state, &key, asset, request.source.as_deref(), reply)

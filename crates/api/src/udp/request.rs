@@ -32,8 +32,9 @@ pub struct Request<'a> {
     pub id: Option<Cow<'a, str>>,
     /// Why the request is refused, when it is JSON but not a valid request: answered with
     /// this error once its key (if it has one to read) is checked, and metered to it.
+    /// (Boxed: it is rare, and every request's answering future holds the field.)
     #[serde(skip)]
-    pub refused: Option<ApiError>,
+    pub refused: Option<Box<ApiError>>,
 }
 
 impl Request<'_> {
@@ -60,7 +61,7 @@ impl Request<'_> {
             assets: None,
             source: None,
             id: json.and_then(echo_id).map(Cow::Owned),
-            refused: Some(error),
+            refused: Some(Box::new(error)),
         }
     }
 }
@@ -122,9 +123,9 @@ fn checked(mut request: Request<'_>) -> Request<'_> {
         .is_some_and(|id| id.chars().count() > MAX_ID)
     {
         request.id = None;
-        request.refused = Some(ApiError::BadRequest(format!(
+        request.refused = Some(Box::new(ApiError::BadRequest(format!(
             "id is longer than {MAX_ID} characters"
-        )));
+        ))));
     }
     request
 }
@@ -312,7 +313,7 @@ mod tests {
         // Refused, keeping the key and id it has (strings) for the answer to check and echo.
         let refused = |datagram: &[u8]| {
             let r = parse(datagram).expect("answered, not dropped");
-            let code = r.refused.as_ref().map(ApiError::code);
+            let code = r.refused.as_deref().map(ApiError::code);
             (r.key.into_owned(), r.id.map(Cow::into_owned), code)
         };
         let (k, x) = (String::from("k"), Some(String::from("x")));
