@@ -21,8 +21,11 @@ use tokio::sync::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// Attempts to write one batch before its events are counted as dropped.
+/// Attempts to write one batch, once the node is stopping, before its events are counted as
+/// dropped.
 const WRITE_ATTEMPTS: usize = 8;
+/// The longest pause between two tries of a batch the store refused.
+const MAX_WRITE_PAUSE: Duration = Duration::from_secs(5);
 /// How long a filling batch waits between looks at the channel.
 const FILL_STEP: Duration = Duration::from_millis(5);
 
@@ -199,11 +202,11 @@ impl UsageWriter {
                     () = self.full.notified() => {}
                 }
             }
-            self.write(&*store, &mut batch).await;
+            self.write(&*store, &mut batch, &stop).await;
         }
         self.rx.close();
         while self.rx.recv_many(&mut batch, size).await > 0 {
-            self.write(&*store, &mut batch).await;
+            self.write(&*store, &mut batch, &stop).await;
         }
         tracing::info!(
             written = self.stats.written.load(Relaxed),
@@ -211,33 +214,40 @@ impl UsageWriter {
         );
     }
 
-    /// Writes `batch` (retrying), then empties it.
-    async fn write(&self, store: &dyn Store, batch: &mut Vec<UsageEvent>) {
-        let mut delays = ExponentialBuilder::default()
+    /// Writes `batch`, then empties it. A write the store refuses (its disk full, its lock held
+    /// by another process) is tried again, with pauses of up to 5 s, for as long as the node
+    /// runs: the rows wait, and requests wait for room behind them, rather than be lost. Once
+    /// `stop` has fired, a batch still refused after [`WRITE_ATTEMPTS`] more tries is dropped
+    /// (counted, logged): a node must be able to stop.
+    async fn write(
+        &self,
+        store: &dyn Store,
+        batch: &mut Vec<UsageEvent>,
+        stop: &CancellationToken,
+    ) {
+        let mut pauses = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(5))
-            .with_max_times(WRITE_ATTEMPTS)
+            .with_max_delay(MAX_WRITE_PAUSE)
+            .without_max_times()
             .build();
+        let mut tries_stopping = 0;
         loop {
-            match store.insert_usage(batch).await {
-                Ok(()) => {
-                    self.stats.written.fetch_add(batch.len() as u64, Relaxed);
-                    self.stats.batches.fetch_add(1, Relaxed);
+            let Err(e) = store.insert_usage(batch).await else {
+                self.stats.written.fetch_add(batch.len() as u64, Relaxed);
+                self.stats.batches.fetch_add(1, Relaxed);
+                break;
+            };
+            if stop.is_cancelled() {
+                tries_stopping += 1;
+                if tries_stopping == WRITE_ATTEMPTS {
+                    self.stats.dropped.fetch_add(batch.len() as u64, Relaxed);
+                    tracing::error!(error = %e, rows = batch.len(), "usage batch lost: the store refused it while the node stopped");
                     break;
                 }
-                Err(e) => match delays.next() {
-                    Some(delay) => {
-                        self.stats.write_retries.fetch_add(1, Relaxed);
-                        tracing::warn!(error = %e, rows = batch.len(), "usage batch write failed, retrying");
-                        tokio::time::sleep(delay).await;
-                    }
-                    None => {
-                        self.stats.dropped.fetch_add(batch.len() as u64, Relaxed);
-                        tracing::error!(error = %e, rows = batch.len(), "usage batch lost after retries");
-                        break;
-                    }
-                },
             }
+            self.stats.write_retries.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, rows = batch.len(), "usage batch write failed, retrying");
+            tokio::time::sleep(pauses.next().unwrap_or(MAX_WRITE_PAUSE)).await;
         }
         batch.clear();
     }

@@ -74,6 +74,81 @@ async fn every_event_is_written_even_when_the_channel_is_tiny() {
     );
 }
 
+/// A store whose write lock another connection (`lock`) holds, and a pipeline to write to it,
+/// in paused time: the writer's pauses, and the appender's waits for the lock, pass at once.
+struct Refusing {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    lock: rusqlite::Connection,
+    sink: UsageSink,
+    writer: UsageWriter,
+}
+
+async fn refusing_store() -> Refusing {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let lock = rusqlite::Connection::open(dir.path().join("beast.sqlite3")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    tokio::time::pause();
+    let (sink, writer) = small_pipeline(1000);
+    Refusing {
+        _dir: dir,
+        store,
+        lock,
+        sink,
+        writer,
+    }
+}
+
+#[tokio::test]
+async fn rows_wait_out_a_store_that_refuses_them_for_minutes_and_none_is_lost() {
+    let Refusing {
+        _dir,
+        store,
+        lock,
+        sink,
+        writer,
+    } = refusing_store().await;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.run(store.clone(), stop.clone()));
+    for _ in 0..120 {
+        sink.room(1).await.unwrap().record(event(1, 200));
+    }
+    // Three minutes refused: a batch used to be given up after 8 tries, about 90 s.
+    tokio::time::sleep(Duration::from_secs(180)).await;
+    let stats = sink.stats().snapshot();
+    assert_eq!((stats.written, stats.dropped), (0, 0), "{stats:?}");
+    assert!(stats.write_retries > 8, "{stats:?}");
+    lock.execute_batch("COMMIT").unwrap();
+    stop.cancel();
+    task.await.unwrap();
+    let stats = sink.stats().snapshot();
+    assert_eq!((stats.written, stats.dropped), (120, 0), "{stats:?}");
+    // The pool times its waits: in real time again.
+    tokio::time::resume();
+    assert_eq!(store.usage_count().await.unwrap(), 120);
+}
+
+#[tokio::test]
+async fn a_stopping_writer_gives_up_a_batch_the_store_still_refuses() {
+    let Refusing {
+        _dir,
+        store,
+        lock: _lock,
+        sink,
+        writer,
+    } = refusing_store().await;
+    for _ in 0..30 {
+        sink.room(1).await.unwrap().record(event(1, 200));
+    }
+    let stop = CancellationToken::new();
+    stop.cancel();
+    writer.run(store.clone(), stop).await;
+    let stats = sink.stats().snapshot();
+    assert_eq!((stats.written, stats.dropped), (0, 30), "{stats:?}");
+    assert_eq!(stats.write_retries, 7, "8 tries in all");
+}
+
 #[tokio::test]
 async fn stopping_drains_what_is_queued() {
     let dir = tempfile::tempdir().unwrap();
