@@ -94,7 +94,7 @@ pub struct Counters {
     /// Datagrams dropped unanswered: oversized, not JSON, or refused for want of a key past
     /// their address's allowance.
     pub udp_packets_dropped: u64,
-    /// Usage events accepted into the pipeline.
+    /// Usage events submitted to the pipeline: each is, in the end, written or dropped.
     pub bg_work_submitted: u64,
     /// Usage events lost (must stay 0).
     pub bg_work_dropped: u64,
@@ -110,7 +110,7 @@ pub struct Counters {
     pub rate_limited: u64,
     /// Requests refused because their key's monthly quota is used up.
     pub quota_exceeded: u64,
-    /// Requests without a key, or with one that is not valid.
+    /// Requests refused for their key (401): none, or one that is not valid.
     pub auth_failures: u64,
     /// Gauge: price requests being answered now.
     pub in_flight: u64,
@@ -216,7 +216,7 @@ impl Counters {
                 "bg_work_submitted",
                 Count,
                 self.bg_work_submitted,
-                "Usage events queued for the batch writer",
+                "Usage events submitted to the batch writer",
             ),
             f(
                 "bg_work_dropped",
@@ -345,7 +345,7 @@ pub struct Derived {
     pub cache_miss_pct: f64,
     /// Dropped datagrams among those received.
     pub udp_drop_pct: f64,
-    /// Lost usage events among those offered (accepted or lost).
+    /// Lost usage events among those submitted.
     pub bg_drop_pct: f64,
     /// Open database connections not in use.
     pub db_idle_conns: u64,
@@ -369,7 +369,7 @@ impl Derived {
             memory_hit_pct: pct(c.memory_hits, lookups),
             cache_miss_pct: pct(c.cache_misses, lookups),
             udp_drop_pct: pct(c.udp_packets_dropped, c.udp_packets_received),
-            bg_drop_pct: pct(c.bg_work_dropped, c.bg_work_submitted + c.bg_work_dropped),
+            bg_drop_pct: pct(c.bg_work_dropped, c.bg_work_submitted),
             db_idle_conns: c.db_open_conns.saturating_sub(c.db_in_use_conns),
         }
     }
@@ -518,7 +518,8 @@ impl RuntimeCounters {
             rate_limited: self.rate_limited.load(Relaxed),
             quota_exceeded: self.quota_exceeded.load(Relaxed),
             auth_failures: self.auth_failures.load(Relaxed),
-            in_flight: self.in_flight.now.load(Relaxed),
+            // A refused request is counted in for a moment, until its guard drops: not shown.
+            in_flight: self.in_flight.now.load(Relaxed).min(self.limit),
             max_in_flight: self.in_flight.max.load(Relaxed),
             governor_rejections: self.governor_rejections.load(Relaxed),
             errors_4xx: self.errors_4xx.load(Relaxed),
@@ -655,5 +656,15 @@ mod tests {
             (25.0, 0.0, 3)
         );
         assert_eq!(Derived::new(&c, Duration::ZERO).total_rps, 0.0);
+        // Every event submitted is written or dropped: a writer that lost them all lost 100 %.
+        let lost = Counters {
+            bg_work_submitted: 500,
+            bg_work_dropped: 500,
+            ..Counters::default()
+        };
+        assert_eq!(
+            Derived::new(&lost, Duration::from_secs(1)).bg_drop_pct,
+            100.0
+        );
     }
 }

@@ -119,14 +119,13 @@ pub struct Room<'a> {
 
 impl Room<'_> {
     /// Queues an event into the room taken, without waiting. One past it is counted as
+    /// submitted and dropped at once, so that every event submitted is, in the end, written or
     /// dropped.
     pub fn record(&mut self, event: UsageEvent) {
         let stats = &self.sink.stats;
+        stats.queued.fetch_add(1, Relaxed);
         match self.permits.next() {
-            Some(permit) => {
-                permit.send(event);
-                stats.queued.fetch_add(1, Relaxed);
-            }
+            Some(permit) => permit.send(event),
             None => {
                 stats.dropped.fetch_add(1, Relaxed);
             }

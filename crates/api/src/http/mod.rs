@@ -155,6 +155,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
                 .peers
                 .admit(peer, || presents_valid_key(state, request.headers()))
             {
+                // A report request refused here is counted as one refused for its key is.
+                if let "/reports/usage" | "/reports/summary" = request.uri().path() {
+                    state.counters.report_request();
+                    state.counters.auth_failure();
+                }
                 return Box::pin(std::future::ready(Ok(error_response(&e))));
             }
         }

@@ -183,8 +183,8 @@ async fn worker(
     let mut outbox: Vec<Outgoing> = Vec::with_capacity(mmsg::BATCH);
     let mut sender = Sender::new(&socket);
     while let Some(got) = receive(&socket, &mut inbox, &cancel).await {
-        stats.received.fetch_add(got as u64, Relaxed);
-        // Counted here and added once per batch: the counters are shared by every worker.
+        // Counted here and added together once per batch (received first, as snapshots read
+        // them): the counters are shared by every worker.
         let (mut requests, mut garbage, mut oversized) = (0, 0, 0);
         for i in 0..got {
             let datagram = inbox.datagram(i);
@@ -221,6 +221,7 @@ async fn worker(
             }
         }
         for (counter, n) in [
+            (&*stats.received, got as u64),
             (&*stats.requests, requests),
             (&stats.dropped_garbage, garbage),
             (&stats.dropped_oversized, oversized),
