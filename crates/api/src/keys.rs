@@ -169,6 +169,21 @@ impl KeyEntry {
         }
     }
 
+    /// This entry, counting at least what `old` (the same key's entry until now) has counted
+    /// this month.
+    fn counting_from(self, old: &KeyEntry, now_ms: i64) -> Self {
+        let counted = Usage::of(old.usage.load(Relaxed)).as_of(now_ms);
+        // Refused when this entry already counts as much: nothing to take over.
+        let _ = self.update(|u| {
+            let u = u.as_of(now_ms);
+            (u.month == counted.month && u.count < counted.count).then_some(Usage {
+                count: counted.count,
+                ..u
+            })
+        });
+        self
+    }
+
     /// Gives back `n` answers of quota room taken in `month` and not used; room taken in a
     /// month that has since ended ended with it.
     fn release(&self, n: u64, month: u32) {
@@ -244,7 +259,9 @@ impl KeyRing {
     }
 
     /// Rebuilds the ring from the store's rows, keeping the limiter and counters of keys
-    /// whose tier did not change.
+    /// whose tier did not change. A key whose tier changed gets the new tier's limits, and
+    /// keeps the month's count as this node knows it: the stored count lags by the answers
+    /// whose rows are not written yet.
     pub fn replace(&self, records: &[ApiKeyRecord], tiers: &[Tier], now_ms: i64) {
         let old = self.keys.load();
         let by_id: HashMap<i64, &Arc<KeyEntry>> = old.values().map(|e| (e.id, e)).collect();
@@ -264,7 +281,10 @@ impl KeyRing {
             };
             let entry = match by_id.get(&record.id) {
                 Some(e) if e.tier == *tier => Arc::clone(e),
-                _ => Arc::new(KeyEntry::new(record, tier.clone(), now_ms)),
+                Some(e) => {
+                    Arc::new(KeyEntry::new(record, tier.clone(), now_ms).counting_from(e, now_ms))
+                }
+                None => Arc::new(KeyEntry::new(record, tier.clone(), now_ms)),
             };
             next.insert(hash, entry);
         }
@@ -450,6 +470,46 @@ mod tests {
             retry_after_s,
             beast_core::retry_after_s(ends, next_month_start_ms(ends))
         );
+    }
+
+    #[test]
+    fn a_key_moved_to_another_tier_keeps_the_months_count_this_node_knows() {
+        let ring = KeyRing::default();
+        let now = beast_core::now_ms();
+        let record = |tier: &str, usage_count| ApiKeyRecord {
+            id: 7,
+            key_hash: hex::encode(hash_key("tb_moved")),
+            key_prefix: String::new(),
+            name: String::new(),
+            tier: tier.into(),
+            created_at_ms: 0,
+            revoked_at_ms: None,
+            usage_month: month_of(now),
+            usage_count,
+        };
+        let tier = |name: &str, monthly_quota| Tier {
+            name: name.into(),
+            requests_per_second: 1_000,
+            burst: 1_000,
+            monthly_quota,
+            reports_enabled: false,
+            monthly_report_allowance: 0,
+            unlimited: false,
+        };
+        let tiers = [tier("basic", 10), tier("pro", 20)];
+        ring.replace(&[record("basic", 2)], &tiers, now);
+        let key = ring.authenticate_hash(&hash_key("tb_moved")).unwrap();
+        key.admit(now, 6).unwrap().settle(6);
+        assert_eq!(key.used(), 8);
+        // Moved before the last six rows are stored: the stored count (2) lags.
+        ring.replace(&[record("pro", 2)], &tiers, now);
+        let moved = ring.authenticate_hash(&hash_key("tb_moved")).unwrap();
+        assert_eq!(moved.tier.monthly_quota, 20);
+        assert_eq!(moved.used(), 8);
+        // Stored ahead of this node (another node's answers): the stored count stands.
+        ring.replace(&[record("basic", 15)], &tiers, now);
+        let back = ring.authenticate_hash(&hash_key("tb_moved")).unwrap();
+        assert_eq!(back.used(), 15);
     }
 
     #[test]
