@@ -204,8 +204,15 @@ impl UsageWriter {
             self.write(&*store, &mut batch, &stop).await;
         }
         self.rx.close();
+        // Once the store has refused one batch to the end, the rest are not tried one by one:
+        // the node stops within one batch's tries, whatever is left in the channel.
+        let mut refusing = false;
         while self.rx.recv_many(&mut batch, size).await > 0 {
-            self.write(&*store, &mut batch, &stop).await;
+            if refusing {
+                self.give_up(&mut batch);
+            } else {
+                refusing = !self.write(&*store, &mut batch, &stop).await;
+            }
         }
         tracing::info!(
             written = self.stats.written.load(Relaxed),
@@ -217,13 +224,13 @@ impl UsageWriter {
     /// by another process) is tried again, with pauses of up to 5 s, for as long as the node
     /// runs: the rows wait, and requests wait for room behind them, rather than be lost. Once
     /// `stop` has fired, a batch still refused after [`WRITE_ATTEMPTS`] more tries is dropped
-    /// (counted, logged): a node must be able to stop.
+    /// (counted, logged), and `false` returned: a node must be able to stop.
     async fn write(
         &self,
         store: &dyn Store,
         batch: &mut Vec<UsageEvent>,
         stop: &CancellationToken,
-    ) {
+    ) -> bool {
         let mut pauses = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(MAX_WRITE_PAUSE)
@@ -234,20 +241,31 @@ impl UsageWriter {
             let Err(e) = store.insert_usage(batch).await else {
                 self.stats.written.fetch_add(batch.len() as u64, Relaxed);
                 self.stats.batches.fetch_add(1, Relaxed);
-                break;
+                batch.clear();
+                return true;
             };
             if stop.is_cancelled() {
                 tries_stopping += 1;
                 if tries_stopping == WRITE_ATTEMPTS {
-                    self.stats.dropped.fetch_add(batch.len() as u64, Relaxed);
-                    tracing::error!(error = %e, rows = batch.len(), "usage batch lost: the store refused it while the node stopped");
-                    break;
+                    tracing::error!(error = %e, "the store refuses usage rows while the node stops");
+                    self.give_up(batch);
+                    return false;
                 }
             }
             self.stats.write_retries.fetch_add(1, Relaxed);
             tracing::warn!(error = %e, rows = batch.len(), "usage batch write failed, retrying");
-            tokio::time::sleep(pauses.next().unwrap_or(MAX_WRITE_PAUSE)).await;
+            // A stop cuts the pause short: its tries are the last.
+            tokio::select! {
+                () = tokio::time::sleep(pauses.next().unwrap_or(MAX_WRITE_PAUSE)) => {}
+                () = stop.cancelled() => {}
+            }
         }
+    }
+
+    /// Drops `batch`, counted and logged, and empties it.
+    fn give_up(&self, batch: &mut Vec<UsageEvent>) {
+        self.stats.dropped.fetch_add(batch.len() as u64, Relaxed);
+        tracing::error!(rows = batch.len(), "usage batch lost");
         batch.clear();
     }
 }
