@@ -57,8 +57,9 @@ pub struct KeyEntry {
     /// `None` for unlimited (partner) tiers.
     limiter: Option<Limiter>,
     /// This month's quota use ([`Usage`]): answers given, with the room held by requests
-    /// being answered, and which month that is.
-    usage: AtomicU64,
+    /// being answered, and which month that is. Shared with the key's next entry when its
+    /// tier changes ([`KeyEntry::counting_from`]).
+    usage: Arc<AtomicU64>,
 }
 
 /// A key's quota use in one word, so that room is taken, given back, or started again in a new
@@ -125,7 +126,7 @@ impl KeyEntry {
             id: record.id,
             tier,
             limiter,
-            usage: AtomicU64::new(Usage::in_month_of(now_ms, used).word()),
+            usage: Arc::new(AtomicU64::new(Usage::in_month_of(now_ms, used).word())),
         }
     }
 
@@ -169,15 +170,18 @@ impl KeyEntry {
         }
     }
 
-    /// This entry, counting at least what `old` (the same key's entry until now) has counted
-    /// this month.
-    fn counting_from(self, old: &KeyEntry, now_ms: i64) -> Self {
-        let counted = Usage::of(old.usage.load(Relaxed)).as_of(now_ms);
-        // Refused when this entry already counts as much: nothing to take over.
+    /// This entry, counting on the quota use of `old` (the same key's entry until now): the
+    /// rows of its latest answers may not be stored yet, and requests still being answered
+    /// settle the room they hold there. The stored count (this entry's until now) stands if
+    /// it is ahead: another node's answers.
+    fn counting_from(mut self, old: &KeyEntry, now_ms: i64) -> Self {
+        let stored = Usage::of(self.usage.load(Relaxed));
+        self.usage = Arc::clone(&old.usage);
+        // Refused when the shared count is as high already: nothing to raise.
         let _ = self.update(|u| {
             let u = u.as_of(now_ms);
-            (u.month == counted.month && u.count < counted.count).then_some(Usage {
-                count: counted.count,
+            (u.month == stored.month && u.count < stored.count).then_some(Usage {
+                count: stored.count,
                 ..u
             })
         });
@@ -500,12 +504,17 @@ mod tests {
         ring.replace(&[record("basic", 2)], &tiers, now);
         let key = ring.authenticate_hash(&hash_key("tb_moved")).unwrap();
         key.admit(now, 6).unwrap().settle(6);
-        assert_eq!(key.used(), 8);
-        // Moved before the last six rows are stored: the stored count (2) lags.
+        let held = key.admit(now, 2).unwrap();
+        assert_eq!(key.used(), 10);
+        // Moved before the last six rows are stored (the stored count, 2, lags), and while a
+        // request holds room for two more answers.
         ring.replace(&[record("pro", 2)], &tiers, now);
         let moved = ring.authenticate_hash(&hash_key("tb_moved")).unwrap();
         assert_eq!(moved.tier.monthly_quota, 20);
-        assert_eq!(moved.used(), 8);
+        assert_eq!(moved.used(), 10);
+        // That request gave one answer: the other's room comes back to the key as it is now.
+        held.settle(1);
+        assert_eq!(moved.used(), 9);
         // Stored ahead of this node (another node's answers): the stored count stands.
         ring.replace(&[record("basic", 15)], &tiers, now);
         let back = ring.authenticate_hash(&hash_key("tb_moved")).unwrap();

@@ -147,7 +147,10 @@ async fn a_stopping_writer_gives_up_what_the_store_still_refuses_after_one_batch
     writer.run(store.clone(), stop).await;
     let stats = sink.stats().snapshot();
     assert_eq!((stats.written, stats.dropped), (0, 120), "{stats:?}");
-    assert_eq!(stats.write_retries, 7, "8 tries in all, for the first batch only");
+    assert_eq!(
+        stats.write_retries, 7,
+        "8 tries in all, for the first batch only"
+    );
 }
 
 #[tokio::test]
