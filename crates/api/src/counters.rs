@@ -110,7 +110,8 @@ pub struct Counters {
     pub rate_limited: u64,
     /// Requests refused because their key's monthly quota is used up.
     pub quota_exceeded: u64,
-    /// Requests refused for their key (401): none, or one that is not valid.
+    /// Price and report requests refused for their key (none, or one that is not valid): 401,
+    /// or 429 when their address has no unpaid requests left.
     pub auth_failures: u64,
     /// Gauge: price requests being answered now.
     pub in_flight: u64,
@@ -368,7 +369,12 @@ impl Derived {
             total_rps: rate(c.tcp_requests + c.udp_requests + c.report_requests),
             memory_hit_pct: pct(c.memory_hits, lookups),
             cache_miss_pct: pct(c.cache_misses, lookups),
-            udp_drop_pct: pct(c.udp_packets_dropped, c.udp_packets_received),
+            // A batch's receipt is counted before its drops: a reset between the two leaves
+            // more drops than receipts in the new window, for a moment.
+            udp_drop_pct: pct(
+                c.udp_packets_dropped.min(c.udp_packets_received),
+                c.udp_packets_received,
+            ),
             bg_drop_pct: pct(c.bg_work_dropped, c.bg_work_submitted),
             db_idle_conns: c.db_open_conns.saturating_sub(c.db_in_use_conns),
         }

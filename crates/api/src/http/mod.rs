@@ -155,8 +155,16 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
                 .peers
                 .admit(peer, || presents_valid_key(state, request.headers()))
             {
-                // A report request refused here is counted as one refused for its key is.
-                if let "/reports/usage" | "/reports/summary" = request.uri().path() {
+                // A report request (on the report listener) refused here is counted as one
+                // refused for its key is.
+                let report = matches!(
+                    (request.method(), request.uri().path()),
+                    (
+                        &Method::GET | &Method::HEAD,
+                        "/reports/usage" | "/reports/summary"
+                    )
+                );
+                if report && !self.answers_price {
                     state.counters.report_request();
                     state.counters.auth_failure();
                 }

@@ -75,12 +75,16 @@ pub async fn serve(
             };
             let (state, socket, mut sender) = (state.clone(), socket.clone(), sender.clone());
             tokio::spawn(async move {
-                let bytes = answer(&state, request, to.ip()).await;
-                let mut alone: Vec<_> = bytes
-                    .map(|bytes| Outgoing { bytes, to, from })
-                    .into_iter()
-                    .collect();
-                udp::flush(&socket, &state.counters.report_udp, &mut sender, &mut alone).await;
+                let stats = &state.counters.report_udp;
+                match answer(&state, request, to.ip()).await {
+                    Some(bytes) => {
+                        let mut alone = vec![Outgoing { bytes, to, from }];
+                        udp::flush(&socket, stats, &mut sender, &mut alone).await;
+                    }
+                    None => {
+                        stats.unanswered_keyless.fetch_add(1, Relaxed);
+                    }
+                }
                 drop(permit);
             });
         }
@@ -98,17 +102,16 @@ async fn answer(
     peer: IpAddr,
 ) -> Option<Vec<u8>> {
     state.counters.report_request();
-    let stats = &state.counters.report_udp;
     let mut request = match request {
         Ok(request) => request,
-        Err(e) => return udp::keyless_refusal(state, stats, peer, None, &e),
+        Err(e) => return udp::keyless_refusal(state, peer, None, &e),
     };
     let id = echo_id(&request);
     let reply = |body: Result<Vec<u8>, &ApiError>| with_id(id.as_deref(), body);
     let key = key_text(request.get("key").and_then(Value::as_str));
     let caller = match state.caller_of(key) {
         Ok(c) => c,
-        Err(e) => return udp::keyless_refusal(state, stats, peer, id.as_deref(), &e),
+        Err(e) => return udp::keyless_refusal(state, peer, id.as_deref(), &e),
     };
     let report = match request
         .get("report")

@@ -6,9 +6,9 @@
 //! limits, quotas and metering as HTTP (protocol `udp`): JSON that is not a valid request is
 //! keyed like any request and its refusal (400) metered, as HTTP keys a request before it
 //! reads a bad query. Refusals of requests without a valid key (`overloaded` ones too) are
-//! answered within the sender's address's allowance of them ([`keyless_refusal`]). An answer longer than `udp_max_answer_bytes` (at most 65,507, what one
-//! IPv4 datagram carries) is refused, `too_large_for_udp`: metered as that refusal, not as
-//! answers.
+//! answered within the sender's address's allowance of them ([`keyless_refusal`]). An answer
+//! longer than `udp_max_answer_bytes` (at most 65,507, what one IPv4 datagram carries) is
+//! refused, `too_large_for_udp`: metered as that refusal, not as answers.
 //!
 //! Engine: one socket per worker, all bound to the same port with SO_REUSEPORT so the kernel
 //! spreads datagrams over them, with large receive and send buffers; datagrams are received
@@ -183,9 +183,10 @@ async fn worker(
     let mut outbox: Vec<Outgoing> = Vec::with_capacity(mmsg::BATCH);
     let mut sender = Sender::new(&socket);
     while let Some(got) = receive(&socket, &mut inbox, &cancel).await {
-        // Counted here and added together once per batch (received first, as snapshots read
-        // them): the counters are shared by every worker.
-        let (mut requests, mut garbage, mut oversized) = (0, 0, 0);
+        // Received first, as snapshots read them: no snapshot shows a drop before its receipt.
+        stats.received.fetch_add(got as u64, Relaxed);
+        // Counted here and added once per batch: the counters are shared by every worker.
+        let (mut requests, mut garbage, mut oversized, mut keyless) = (0, 0, 0, 0);
         for i in 0..got {
             let datagram = inbox.datagram(i);
             let Some(to) = datagram.peer else {
@@ -209,22 +210,26 @@ async fn worker(
             // (an on-demand REST fetch, a full usage channel) finishes in its own task, so
             // this socket keeps receiving.
             match (&mut answering).now_or_never() {
-                Some(bytes) => outbox.extend(bytes.map(reply)),
+                Some(Some(bytes)) => outbox.push(reply(bytes)),
+                Some(None) => keyless += 1,
                 None => {
                     let (socket, counters) = (socket.clone(), counters.clone());
                     let mut sender = sender.clone();
                     slow.spawn(async move {
-                        let mut alone: Vec<_> = answering.await.map(reply).into_iter().collect();
-                        flush(&socket, &counters.udp, &mut sender, &mut alone).await
+                        let Some(bytes) = answering.await else {
+                            counters.udp.unanswered_keyless.fetch_add(1, Relaxed);
+                            return;
+                        };
+                        flush(&socket, &counters.udp, &mut sender, &mut vec![reply(bytes)]).await
                     });
                 }
             }
         }
         for (counter, n) in [
-            (&*stats.received, got as u64),
             (&*stats.requests, requests),
             (&stats.dropped_garbage, garbage),
             (&stats.dropped_oversized, oversized),
+            (&stats.unanswered_keyless, keyless),
         ] {
             if n > 0 {
                 counter.fetch_add(n, Relaxed);
@@ -304,7 +309,7 @@ async fn answer(
     let (status, reply) = 'answered: {
         // JSON with no key to read: why it is not a request says more than a missing key.
         if let (Err(_), Some(refused)) = (&presented, &request.refused) {
-            let reply = keyless_refusal(&state, &counters.udp, peer, id, refused)?;
+            let reply = keyless_refusal(&state, peer, id, refused)?;
             break 'answered (refused.status(), reply);
         }
         match counters.enter() {
@@ -316,7 +321,7 @@ async fn answer(
                 let reply = if keyed {
                     with_id(id, Err(&e))
                 } else {
-                    keyless_refusal(&state, &counters.udp, peer, id, &e)?
+                    keyless_refusal(&state, peer, id, &e)?
                 };
                 (e.status(), reply)
             }
@@ -338,7 +343,7 @@ async fn respond(
     let key = match state.authenticate(key_text(Some(&request.key))) {
         Ok(key) => key,
         Err(e) => {
-            let reply = keyless_refusal(state, &state.counters.udp, peer, id, &e)?;
+            let reply = keyless_refusal(state, peer, id, &e)?;
             return Some((e.status(), reply));
         }
     };
@@ -375,21 +380,21 @@ async fn respond(
 
 /// The refusal `e` of a request from `peer` for want of a valid key, with its `id`: sent only
 /// within the address's allowance of them (`unauthenticated_per_ip_per_minute`, apart from
-/// HTTP's; `None` past it, counted in `stats` as unanswered). A datagram's source address can
-/// be forged, and a refusal is larger than the datagram that asks for it: unlimited, anyone
-/// could flood an address with refusals through the node, unseen and unmetered.
+/// HTTP's; `None` past it, for the caller to count as `unanswered_keyless`). A datagram's
+/// source address can be forged, and a refusal is larger than the datagram that asks for it:
+/// unlimited, anyone could flood an address with refusals through the node, unseen and
+/// unmetered.
 pub(crate) fn keyless_refusal(
     state: &AppState,
-    stats: &UdpStats,
     peer: IpAddr,
     id: Option<&str>,
     e: &ApiError,
 ) -> Option<Vec<u8>> {
-    if state.udp_refusals.admit(peer, || false).is_err() {
-        stats.unanswered_keyless.fetch_add(1, Relaxed);
-        return None;
-    }
-    Some(with_id(id, Err(e)))
+    state
+        .udp_refusals
+        .admit(peer, || false)
+        .is_ok()
+        .then(|| with_id(id, Err(e)))
 }
 
 /// A reply with the request id first: `{"id":"x",...}`, built in one buffer. A body without

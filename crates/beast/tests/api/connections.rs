@@ -396,8 +396,11 @@ async fn requests_no_key_pays_for_are_limited_per_address_and_keyed_ones_are_not
         let added = after[counter].as_u64().unwrap() - before[counter].as_u64().unwrap();
         assert_eq!(added, 3, "{counter}: {before} then {after}");
     }
-    // So is a report request, as a request and a refused key, though refused before routing.
+    // So is a report request, as a request and a refused key, though refused before routing;
+    // the price listener has no reports to ask.
     let (status, _, body) = ask_from(one, app.report, "GET", "/reports/usage", &wrong).await;
+    assert_eq!(status, LIMITED, "{body}");
+    let (status, _, body) = ask_from(one, app.price, "GET", "/reports/usage", &wrong).await;
     assert_eq!(status, LIMITED, "{body}");
     let reported = app.stress_stats().await["counters"].clone();
     for counter in ["report_requests", "auth_failures"] {
