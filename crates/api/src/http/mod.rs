@@ -139,7 +139,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
         let routed_price = match (request.method(), request.uri().path()) {
             (&Method::GET, "/price") if self.answers_price => {
                 // Allocated per request: `map`, not an `async` block awaiting it, which would
-                // hold the future twice (3,960 bytes then, 992 now: within glibc's per-thread
+                // hold the future twice (3,960 bytes then, 896 now: within glibc's per-thread
                 // cache of small blocks, which ends at 1,032).
                 return Box::pin(
                     price::answer(state.clone(), &request.into_parts().0, self.peer).map(Ok),

@@ -297,38 +297,56 @@ pub(crate) async fn flush(
 /// admitted by the governor (it counts as in flight until answered), then authenticated and
 /// metered; its answer is at most `max_answer` bytes. `None`: a refusal for want of a key past
 /// the address's allowance, unanswered.
-async fn answer(
+///
+/// Not an `async fn`, which would hold its arguments twice (see [`metered_price`]); what
+/// happens before the one wait is done in a block of its own, so that none of it is held
+/// across it.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn's future holds its arguments twice"
+)]
+fn answer(
     state: AppState,
     request: request::Request<'static>,
     max_answer: usize,
     peer: IpAddr,
-) -> Option<Vec<u8>> {
-    let counters: &RuntimeCounters = &state.counters;
-    let id = request.id.as_deref();
-    let presented = key_text(Some(&request.key));
-    let (status, reply) = 'answered: {
-        // JSON with no key to read: why it is not a request says more than a missing key.
-        if let (Err(_), Some(refused)) = (&presented, &request.refused) {
-            let reply = keyless_refusal(&state, peer, id, refused)?;
-            break 'answered (refused.status(), reply);
-        }
-        match counters.enter() {
-            Ok(_in_flight) => respond(&state, &request, max_answer, peer).await?,
-            // Refused before its key is checked: as a keyless refusal, unless the key is valid.
-            Err(e) => {
-                let keyed = presented
-                    .is_ok_and(|k| state.keys.authenticate_hash(&presented_hash(k)).is_ok());
-                let reply = if keyed {
-                    with_id(id, Err(&e))
-                } else {
-                    keyless_refusal(&state, peer, id, &e)?
-                };
-                (e.status(), reply)
-            }
-        }
-    };
-    counters.answered(status);
-    Some(reply)
+) -> impl Future<Output = Option<Vec<u8>>> + Send + 'static {
+    async move {
+        let counters: &RuntimeCounters = &state.counters;
+        let id = request.id.as_deref();
+        let (status, reply) = 'answered: {
+            let in_flight = {
+                let presented = key_text(Some(&request.key));
+                // JSON with no key to read: why it is not a request says more than a missing
+                // key.
+                if let (Err(_), Some(refused)) = (&presented, &request.refused) {
+                    let reply = keyless_refusal(&state, peer, id, refused)?;
+                    break 'answered (refused.status(), reply);
+                }
+                match counters.enter() {
+                    Ok(in_flight) => in_flight,
+                    // Refused before its key is checked: as a keyless refusal, unless the key
+                    // is valid.
+                    Err(e) => {
+                        let keyed = presented.is_ok_and(|k| {
+                            state.keys.authenticate_hash(&presented_hash(k)).is_ok()
+                        });
+                        let reply = if keyed {
+                            with_id(id, Err(&e))
+                        } else {
+                            keyless_refusal(&state, peer, id, &e)?
+                        };
+                        break 'answered (e.status(), reply);
+                    }
+                }
+            };
+            let answered = respond(&state, &request, max_answer, peer).await;
+            drop(in_flight);
+            answered?
+        };
+        counters.answered(status);
+        Some(reply)
+    }
 }
 
 /// The status and reply datagram for an admitted request; `None` as [`answer`] says.
@@ -348,17 +366,19 @@ async fn respond(
         }
     };
     // The price is rendered straight after the id, into the datagram's one buffer.
-    let reply = Reply {
+    let out = begun(id);
+    let at = out.len();
+    let reply = move |out| Reply {
         protocol: Protocol::Udp,
         started,
-        out: begun(id),
+        out,
         max: max_answer,
     };
-    let at = reply.out.len();
     let answered = match (&request.refused, &request.assets) {
+        // Boxed: a batch is the rarer request, and its future the larger.
         (None, Some(names)) => {
             let assets = prices::asset_list(names.iter().map(|n| n.as_ref()), MAX_BATCH);
-            prices::metered_prices(state, &key, assets, reply)
+            Box::pin(prices::metered_prices(state, &key, assets, reply(out)))
                 .await
                 .map(|(status, reply)| (status.as_u16(), reply))
         }
@@ -367,7 +387,7 @@ async fn respond(
                 Some(e) => Err(ApiError::clone(e)),
                 None => required_asset(request.asset.as_deref()),
             };
-            metered_price(state, &key, asset, request.source.as_deref(), reply)
+            metered_price(state, &key, asset, request.source.as_deref(), reply(out))
                 .await
                 .map(|reply| (200, reply))
         }
