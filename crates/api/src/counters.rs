@@ -75,7 +75,7 @@ pub struct Counters {
     pub tcp_requests: u64,
     /// UDP price requests: datagrams read as requests (JSON within the size limit), each
     /// answered but refusals for want of a key past their address's allowance (those are
-    /// also among `udp_packets_dropped`); counted as they are read.
+    /// also among `udp_packets_dropped`); counted once per batch of datagrams read.
     pub udp_requests: u64,
     /// Report requests, either protocol.
     pub report_requests: u64,

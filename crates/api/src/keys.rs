@@ -173,7 +173,8 @@ impl KeyEntry {
     /// This entry, counting on the quota use of `old` (the same key's entry until now): the
     /// rows of its latest answers may not be stored yet, and requests still being answered
     /// settle the room they hold there. The stored count (this entry's until now) stands if
-    /// it is ahead: another node's answers.
+    /// it is ahead (another process's answers); the room requests hold at that moment is then
+    /// given back from it when they settle, so it may fall short by that much.
     fn counting_from(mut self, old: &KeyEntry, now_ms: i64) -> Self {
         let stored = Usage::of(self.usage.load(Relaxed));
         self.usage = Arc::clone(&old.usage);

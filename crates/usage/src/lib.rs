@@ -173,6 +173,8 @@ impl UsageWriter {
     pub async fn run(mut self, store: Arc<dyn Store>, stop: CancellationToken) {
         let size = self.options.batch_size.max(1);
         let mut batch = Vec::with_capacity(size);
+        // Whether the store refused a batch to the end (only ever while stopping).
+        let mut refusing = false;
         loop {
             // Stop first: under constant load shutdown must not wait for a quiet moment.
             let got = tokio::select! {
@@ -201,12 +203,11 @@ impl UsageWriter {
                     () = self.full.notified() => {}
                 }
             }
-            self.write(&*store, &mut batch, &stop).await;
+            refusing = !self.write(&*store, &mut batch, &stop).await;
         }
         self.rx.close();
         // Once the store has refused one batch to the end, the rest are not tried one by one:
         // the node stops within one batch's tries, whatever is left in the channel.
-        let mut refusing = false;
         while self.rx.recv_many(&mut batch, size).await > 0 {
             if refusing {
                 self.give_up(&mut batch);
@@ -254,10 +255,16 @@ impl UsageWriter {
             }
             self.stats.write_retries.fetch_add(1, Relaxed);
             tracing::warn!(error = %e, rows = batch.len(), "usage batch write failed, retrying");
-            // A stop cuts the pause short: its tries are the last.
-            tokio::select! {
-                () = tokio::time::sleep(pauses.next().unwrap_or(MAX_WRITE_PAUSE)) => {}
-                () = stop.cancelled() => {}
+            // A stop cuts the pause it comes in short (the tries it leaves are the last); the
+            // pauses between those are kept, for an error that passes to pass.
+            let pause = tokio::time::sleep(pauses.next().unwrap_or(MAX_WRITE_PAUSE));
+            if stop.is_cancelled() {
+                pause.await;
+            } else {
+                tokio::select! {
+                    () = pause => {}
+                    () = stop.cancelled() => {}
+                }
             }
         }
     }

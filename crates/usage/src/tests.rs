@@ -154,6 +154,34 @@ async fn a_stopping_writer_gives_up_what_the_store_still_refuses_after_one_batch
 }
 
 #[tokio::test]
+async fn a_stop_while_a_batch_is_retried_takes_that_batchs_last_tries_only() {
+    let Refusing {
+        _dir,
+        store,
+        lock: _lock,
+        sink,
+        writer,
+    } = refusing_store().await;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.run(store.clone(), stop.clone()));
+    for _ in 0..120 {
+        sink.room(1).await.unwrap().record(event(1, 200));
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let before = sink.stats().snapshot().write_retries;
+    assert!(before > 0, "the first batch is being retried");
+    stop.cancel();
+    task.await.unwrap();
+    let stats = sink.stats().snapshot();
+    assert_eq!((stats.written, stats.dropped), (0, 120), "{stats:?}");
+    assert_eq!(
+        stats.write_retries - before,
+        7,
+        "8 tries after the stop, in all"
+    );
+}
+
+#[tokio::test]
 async fn stopping_drains_what_is_queued() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
