@@ -74,8 +74,9 @@ async fn every_event_is_written_even_when_the_channel_is_tiny() {
     );
 }
 
-/// A store whose write lock another connection (`lock`) holds, and a pipeline to write to it,
-/// in paused time: the writer's pauses, and the appender's waits for the lock, pass at once.
+/// A store whose write lock another connection (`lock`) holds, and a pipeline to write to it
+/// with 120 rows queued (three batches of up to 50), in paused time: the writer's pauses, and
+/// the appender's waits for the lock, pass at once.
 struct Refusing {
     _dir: tempfile::TempDir,
     store: Arc<SqliteStore>,
@@ -91,6 +92,9 @@ async fn refusing_store() -> Refusing {
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     tokio::time::pause();
     let (sink, writer) = small_pipeline(1000);
+    for _ in 0..120 {
+        sink.room(1).await.unwrap().record(event(1, 200));
+    }
     Refusing {
         _dir: dir,
         store,
@@ -102,77 +106,46 @@ async fn refusing_store() -> Refusing {
 
 #[tokio::test]
 async fn rows_wait_out_a_store_that_refuses_them_for_minutes_and_none_is_lost() {
-    let Refusing {
-        _dir,
-        store,
-        lock,
-        sink,
-        writer,
-    } = refusing_store().await;
+    let r = refusing_store().await;
     let stop = CancellationToken::new();
-    let task = tokio::spawn(writer.run(store.clone(), stop.clone()));
-    for _ in 0..120 {
-        sink.room(1).await.unwrap().record(event(1, 200));
-    }
+    let task = tokio::spawn(r.writer.run(r.store.clone(), stop.clone()));
     // Three minutes refused: a batch used to be given up after 8 tries, about 90 s.
     tokio::time::sleep(Duration::from_secs(180)).await;
-    let stats = sink.stats().snapshot();
+    let stats = r.sink.stats().snapshot();
     assert_eq!((stats.written, stats.dropped), (0, 0), "{stats:?}");
     assert!(stats.write_retries > 8, "{stats:?}");
-    lock.execute_batch("COMMIT").unwrap();
+    r.lock.execute_batch("COMMIT").unwrap();
     stop.cancel();
     task.await.unwrap();
-    let stats = sink.stats().snapshot();
+    let stats = r.sink.stats().snapshot();
     assert_eq!((stats.written, stats.dropped), (120, 0), "{stats:?}");
     // The pool times its waits: in real time again.
     tokio::time::resume();
-    assert_eq!(store.usage_count().await.unwrap(), 120);
+    assert_eq!(r.store.usage_count().await.unwrap(), 120);
 }
 
 #[tokio::test]
 async fn a_stopping_writer_gives_up_what_the_store_still_refuses_after_one_batchs_tries() {
-    let Refusing {
-        _dir,
-        store,
-        lock: _lock,
-        sink,
-        writer,
-    } = refusing_store().await;
-    // Three batches of up to 50.
-    for _ in 0..120 {
-        sink.room(1).await.unwrap().record(event(1, 200));
-    }
+    let r = refusing_store().await;
     let stop = CancellationToken::new();
     stop.cancel();
-    writer.run(store.clone(), stop).await;
-    let stats = sink.stats().snapshot();
+    r.writer.run(r.store.clone(), stop).await;
+    let stats = r.sink.stats().snapshot();
     assert_eq!((stats.written, stats.dropped), (0, 120), "{stats:?}");
-    assert_eq!(
-        stats.write_retries, 7,
-        "8 tries in all, for the first batch only"
-    );
+    assert_eq!(stats.write_retries, 7, "8 tries, for the first batch only");
 }
 
 #[tokio::test]
 async fn a_stop_while_a_batch_is_retried_takes_that_batchs_last_tries_only() {
-    let Refusing {
-        _dir,
-        store,
-        lock: _lock,
-        sink,
-        writer,
-    } = refusing_store().await;
+    let r = refusing_store().await;
     let stop = CancellationToken::new();
-    let task = tokio::spawn(writer.run(store.clone(), stop.clone()));
-    for _ in 0..120 {
-        sink.room(1).await.unwrap().record(event(1, 200));
-    }
+    let task = tokio::spawn(r.writer.run(r.store.clone(), stop.clone()));
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let before = sink.stats().snapshot().write_retries;
+    let before = r.sink.stats().snapshot().write_retries;
     assert!(before > 0, "the first batch is being retried");
     stop.cancel();
     task.await.unwrap();
-    let stats = sink.stats().snapshot();
+    let stats = r.sink.stats().snapshot();
     assert_eq!((stats.written, stats.dropped), (0, 120), "{stats:?}");
     assert_eq!(
         stats.write_retries - before,
