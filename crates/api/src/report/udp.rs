@@ -78,8 +78,8 @@ pub async fn serve(
                 let stats = &state.counters.report_udp;
                 match answer(&state, request, to.ip()).await {
                     Some(bytes) => {
-                        let mut alone = vec![Outgoing { bytes, to, from }];
-                        udp::flush(&socket, stats, &mut sender, &mut alone).await;
+                        let alone = Outgoing { bytes, to, from };
+                        udp::flush(&socket, stats, &mut sender, std::slice::from_ref(&alone)).await;
                     }
                     None => {
                         stats.unanswered_keyless.fetch_add(1, Relaxed);
@@ -104,14 +104,14 @@ async fn answer(
     state.counters.report_request();
     let mut request = match request {
         Ok(request) => request,
-        Err(e) => return udp::keyless_refusal(state, peer, None, &e),
+        Err(e) => return udp::keyless_refusal(state, peer, || false, None, &e),
     };
     let id = echo_id(&request);
     let reply = |body: Result<Vec<u8>, &ApiError>| with_id(id.as_deref(), body);
     let key = key_text(request.get("key").and_then(Value::as_str));
     let caller = match state.caller_of(key) {
         Ok(c) => c,
-        Err(e) => return udp::keyless_refusal(state, peer, id.as_deref(), &e),
+        Err(e) => return udp::keyless_refusal(state, peer, || false, id.as_deref(), &e),
     };
     let report = match request
         .get("report")

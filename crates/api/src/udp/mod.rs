@@ -140,9 +140,8 @@ pub fn bind(addr: SocketAddr, options: UdpOptions) -> io::Result<Vec<std::net::U
 
 /// Serves datagrams on every socket until `cancel` fires, counting in `state.counters`, with
 /// answers of up to `max_answer` bytes (at most [`MAX_ANSWER`]; a longer one is refused); then
-/// waits for the answers still being worked out (an
-/// on-demand fetch, a wait for room in the usage channel), as the HTTP listeners finish the
-/// requests in flight.
+/// waits for the answers still being worked out (an on-demand fetch, a wait for room in the
+/// usage channel), as the HTTP listeners finish the requests in flight.
 pub async fn serve(
     state: AppState,
     sockets: Vec<std::net::UdpSocket>,
@@ -220,7 +219,14 @@ async fn worker(
                             counters.udp.unanswered_keyless.fetch_add(1, Relaxed);
                             return;
                         };
-                        flush(&socket, &counters.udp, &mut sender, &mut vec![reply(bytes)]).await
+                        let alone = reply(bytes);
+                        flush(
+                            &socket,
+                            &counters.udp,
+                            &mut sender,
+                            std::slice::from_ref(&alone),
+                        )
+                        .await
                     });
                 }
             }
@@ -235,7 +241,8 @@ async fn worker(
                 counter.fetch_add(n, Relaxed);
             }
         }
-        flush(&socket, stats, &mut sender, &mut outbox).await;
+        flush(&socket, stats, &mut sender, &outbox).await;
+        outbox.clear();
         // Under a constant stream of datagrams, still let this thread's other tasks run.
         tokio::task::consume_budget().await;
     }
@@ -277,7 +284,7 @@ pub(crate) async fn flush(
     socket: &UdpSocket,
     stats: &UdpStats,
     sender: &mut Sender,
-    outbox: &mut Vec<Outgoing>,
+    outbox: &[Outgoing],
 ) {
     let mut done = 0;
     while done < outbox.len() {
@@ -290,7 +297,6 @@ pub(crate) async fn flush(
             done += 1;
         }
     }
-    outbox.clear();
 }
 
 /// Answers one request from `peer` (perhaps one refused as it was read), counting its status:
@@ -320,22 +326,19 @@ fn answer(
                 // JSON with no key to read: why it is not a request says more than a missing
                 // key.
                 if let (Err(_), Some(refused)) = (&presented, &request.refused) {
-                    let reply = keyless_refusal(&state, peer, id, refused)?;
+                    let reply = keyless_refusal(&state, peer, || false, id, refused)?;
                     break 'answered (refused.status(), reply);
                 }
                 match counters.enter() {
                     Ok(in_flight) => in_flight,
-                    // Refused before its key is checked: as a keyless refusal, unless the key
-                    // is valid.
+                    // Refused before its key is checked: a valid key pays for the refusal.
                     Err(e) => {
-                        let keyed = presented.is_ok_and(|k| {
-                            state.keys.authenticate_hash(&presented_hash(k)).is_ok()
-                        });
-                        let reply = if keyed {
-                            with_id(id, Err(&e))
-                        } else {
-                            keyless_refusal(&state, peer, id, &e)?
+                        let pays = || {
+                            presented.is_ok_and(|k| {
+                                state.keys.authenticate_hash(&presented_hash(k)).is_ok()
+                            })
                         };
+                        let reply = keyless_refusal(&state, peer, pays, id, &e)?;
                         break 'answered (e.status(), reply);
                     }
                 }
@@ -361,11 +364,12 @@ async fn respond(
     let key = match state.authenticate(key_text(Some(&request.key))) {
         Ok(key) => key,
         Err(e) => {
-            let reply = keyless_refusal(state, peer, id, &e)?;
+            let reply = keyless_refusal(state, peer, || false, id, &e)?;
             return Some((e.status(), reply));
         }
     };
-    // The price is rendered straight after the id, into the datagram's one buffer.
+    // The price is rendered straight after the id, into the datagram's one buffer. The reply
+    // is made in the call (a `Reply` held here would be held in this future too).
     let out = begun(id);
     let at = out.len();
     let reply = move |out| Reply {
@@ -398,21 +402,22 @@ async fn respond(
     })
 }
 
-/// The refusal `e` of a request from `peer` for want of a valid key, with its `id`: sent only
-/// within the address's allowance of them (`unauthenticated_per_ip_per_minute`, apart from
-/// HTTP's; `None` past it, for the caller to count as `unanswered_keyless`). A datagram's
-/// source address can be forged, and a refusal is larger than the datagram that asks for it:
-/// unlimited, anyone could flood an address with refusals through the node, unseen and
-/// unmetered.
+/// The refusal `e` of a request from `peer`, with its `id`: unless it `pays` (presents a valid
+/// key; asked only with the allowance on), sent only within the address's allowance of them
+/// (`unauthenticated_per_ip_per_minute`, apart from HTTP's; `None` past it, for the caller to
+/// count as `unanswered_keyless`). A datagram's source address can be forged, and a refusal is
+/// larger than the datagram that asks for it: unlimited, anyone could flood an address with
+/// refusals through the node, unseen and unmetered.
 pub(crate) fn keyless_refusal(
     state: &AppState,
     peer: IpAddr,
+    pays: impl FnOnce() -> bool,
     id: Option<&str>,
     e: &ApiError,
 ) -> Option<Vec<u8>> {
     state
         .udp_refusals
-        .admit(peer, || false)
+        .admit(peer, pays)
         .is_ok()
         .then(|| with_id(id, Err(e)))
 }
