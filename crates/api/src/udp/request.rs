@@ -81,16 +81,19 @@ pub(crate) fn echo_id(request: &Value) -> Option<String> {
 /// its `Value` and typed readers keep, so a request nested deeper is answered, not dropped.
 pub(crate) fn read<'a, T: Deserialize<'a>>(datagram: &'a [u8]) -> Result<T, Option<ApiError>> {
     // serde_json would read an array as a struct too, its elements as the fields in order.
-    let read = if datagram.trim_ascii_start().starts_with(b"{") {
-        serde_json::from_slice(datagram).map_err(|e| format!("bad request: {e}"))
+    let message = if datagram.trim_ascii_start().starts_with(b"{") {
+        match serde_json::from_slice(datagram) {
+            Ok(read) => return Ok(read),
+            // Cut short: JSON at no depth, with no second pass to say so.
+            Err(e) if e.is_eof() => return Err(None),
+            Err(e) => format!("bad request: {e}"),
+        }
     } else {
-        Err("bad request: a request is a JSON object".to_owned())
+        "bad request: a request is a JSON object".to_owned()
     };
-    read.map_err(|message| {
-        let json = std::str::from_utf8(datagram)
-            .is_ok_and(|text| serde_json::from_str::<IgnoredAny>(text).is_ok());
-        json.then_some(ApiError::BadRequest(message))
-    })
+    let json = std::str::from_utf8(datagram)
+        .is_ok_and(|text| serde_json::from_str::<IgnoredAny>(text).is_ok());
+    Err(json.then_some(ApiError::BadRequest(message)))
 }
 
 /// Reads a datagram: the fast [`scan`] when it can, serde_json otherwise; `None` for garbage.
