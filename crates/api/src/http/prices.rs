@@ -99,18 +99,17 @@ pub(crate) async fn metered_prices(
     // Concurrently: assets fetched on demand do not wait for each other.
     let answers = join_all(assets.iter().map(|a| state.price_answer(a, None, now))).await;
     let results: Vec<_> = assets.iter().zip(answers).collect();
-    reply.out.extend_from_slice(b"{\"prices\":{");
+    let body = &mut reply.out;
+    body.extend_from_slice(b"{\"prices\":{");
     let mut first = true;
     for (asset, answer) in results
         .iter()
         .filter_map(|(a, r)| r.as_ref().ok().map(|(x, _)| (a, x)))
     {
-        reply
-            .out
-            .extend_from_slice(if first { b"\"" } else { b",\"" });
-        reply.out.extend_from_slice(asset.as_bytes());
-        reply.out.extend_from_slice(b"\":");
-        answer.template.render_into(now, &mut reply.out);
+        body.extend_from_slice(if first { b"\"" } else { b",\"" });
+        body.extend_from_slice(asset.as_bytes());
+        body.extend_from_slice(b"\":");
+        answer.template.render_into(now, body);
         first = false;
     }
     let errors: serde_json::Map<String, serde_json::Value> = results
@@ -121,11 +120,9 @@ pub(crate) async fn metered_prices(
                 .map(|e| ((*a).clone(), e.to_json()["error"].clone()))
         })
         .collect();
-    reply.out.extend_from_slice(b"},\"errors\":");
-    reply
-        .out
-        .extend_from_slice(serde_json::Value::Object(errors).to_string().as_bytes());
-    reply.out.push(b'}');
+    body.extend_from_slice(b"},\"errors\":");
+    body.extend_from_slice(serde_json::Value::Object(errors).to_string().as_bytes());
+    body.push(b'}');
     // Whole, or refused whole: an answer is never cut.
     if let Err(e) = reply.fits("GET /prices") {
         return refused(e).await;
