@@ -347,17 +347,13 @@ def targets(rows, concurrency):
         verdict = {True: "met", False: "NOT MET", None: "-"}[judged]
         print(f"  {what:<34} {figure:>10}  {target:<34} {verdict}")
 
-def udp_timeouts(rows):
-    """UDP requests that got no answer within the client's timeout."""
-    return sum(r.get("error_kinds", {}).get("timeout", 0) for r in rows
-               if r["name"] == "node-udp-stress")
-
 def loss(rows):
     udp = [r for r in rows if r["name"] == "node-udp-stress"]
     if not udp:
         return
     sent = sum(r["requests"] for r in udp)
-    lost = udp_timeouts(udp)
+    # No answer within the client's timeout.
+    lost = sum(r.get("error_kinds", {}).get("timeout", 0) for r in udp)
     share = 100 * lost / sent if sent else 0
     print(f"\nudp loss: {lost} of {sent} requests unanswered ({share:.4f} %; target < 0.01 %)")
 
