@@ -74,18 +74,18 @@ async fn every_event_is_written_even_when_the_channel_is_tiny() {
     );
 }
 
-/// A store whose write lock another connection (`lock`) holds, and a pipeline to write to it
-/// with 120 rows queued (three batches of up to 50), in paused time: the writer's pauses, and
-/// the appender's waits for the lock, pass at once.
+/// A store whose write lock another connection (`lock`) holds, and a pipeline writing to it
+/// (until `stop`, in `task`) with 120 rows queued (three batches of up to 50), in paused time:
+/// the writer's pauses, and the appender's waits for the lock, pass at once.
 struct Refusing {
     _dir: tempfile::TempDir,
     store: Arc<SqliteStore>,
     lock: rusqlite::Connection,
     sink: UsageSink,
-    writer: UsageWriter,
+    task: tokio::task::JoinHandle<()>,
 }
 
-async fn refusing_store() -> Refusing {
+async fn refusing_store(stop: &CancellationToken) -> Refusing {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
     let lock = rusqlite::Connection::open(dir.path().join("beast.sqlite3")).unwrap();
@@ -95,20 +95,20 @@ async fn refusing_store() -> Refusing {
     for _ in 0..120 {
         sink.room(1).await.unwrap().record(event(1, 200));
     }
+    let task = tokio::spawn(writer.run(store.clone(), stop.clone()));
     Refusing {
         _dir: dir,
         store,
         lock,
         sink,
-        writer,
+        task,
     }
 }
 
 #[tokio::test]
 async fn rows_wait_out_a_store_that_refuses_them_for_minutes_and_none_is_lost() {
-    let r = refusing_store().await;
     let stop = CancellationToken::new();
-    let task = tokio::spawn(r.writer.run(r.store.clone(), stop.clone()));
+    let r = refusing_store(&stop).await;
     // Three minutes refused: a batch used to be given up after 8 tries, about 90 s.
     tokio::time::sleep(Duration::from_secs(180)).await;
     let stats = r.sink.stats().snapshot();
@@ -116,7 +116,7 @@ async fn rows_wait_out_a_store_that_refuses_them_for_minutes_and_none_is_lost() 
     assert!(stats.write_retries > 8, "{stats:?}");
     r.lock.execute_batch("COMMIT").unwrap();
     stop.cancel();
-    task.await.unwrap();
+    r.task.await.unwrap();
     let stats = r.sink.stats().snapshot();
     assert_eq!((stats.written, stats.dropped), (120, 0), "{stats:?}");
     // The pool times its waits: in real time again.
@@ -126,10 +126,10 @@ async fn rows_wait_out_a_store_that_refuses_them_for_minutes_and_none_is_lost() 
 
 #[tokio::test]
 async fn a_stopping_writer_gives_up_what_the_store_still_refuses_after_one_batchs_tries() {
-    let r = refusing_store().await;
     let stop = CancellationToken::new();
     stop.cancel();
-    r.writer.run(r.store.clone(), stop).await;
+    let r = refusing_store(&stop).await;
+    r.task.await.unwrap();
     let stats = r.sink.stats().snapshot();
     assert_eq!((stats.written, stats.dropped), (0, 120), "{stats:?}");
     assert_eq!(stats.write_retries, 7, "8 tries, for the first batch only");
@@ -137,14 +137,13 @@ async fn a_stopping_writer_gives_up_what_the_store_still_refuses_after_one_batch
 
 #[tokio::test]
 async fn a_stop_while_a_batch_is_retried_takes_that_batchs_last_tries_only() {
-    let r = refusing_store().await;
     let stop = CancellationToken::new();
-    let task = tokio::spawn(r.writer.run(r.store.clone(), stop.clone()));
+    let r = refusing_store(&stop).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     let before = r.sink.stats().snapshot().write_retries;
     assert!(before > 0, "the first batch is being retried");
     stop.cancel();
-    task.await.unwrap();
+    r.task.await.unwrap();
     let stats = r.sink.stats().snapshot();
     assert_eq!((stats.written, stats.dropped), (0, 120), "{stats:?}");
     assert_eq!(
