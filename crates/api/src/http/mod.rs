@@ -136,7 +136,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
         let Some(state) = &self.public else {
             return Box::pin(self.router.clone().call(request));
         };
-        let routed_price = match (request.method(), request.uri().path()) {
+        // Keyed routes spend the address's allowance themselves, once their key is refused.
+        let keyed_route = match (request.method(), request.uri().path()) {
             (&Method::GET, "/price") if self.answers_price => {
                 // Allocated per request: `map`, not an `async` block awaiting it, which would
                 // hold the future twice (3,960 bytes then, 896 now: within glibc's per-thread
@@ -146,28 +147,19 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
                 );
             }
             (&Method::GET | &Method::HEAD, "/price" | "/prices") => self.answers_price,
+            // The report listener's (the price listener has none).
+            (&Method::GET | &Method::HEAD, "/reports/usage" | "/reports/summary") => {
+                !self.answers_price
+            }
             _ => false,
         };
         if let Some(peer) = self.peer {
-            if routed_price {
+            if keyed_route {
                 request.extensions_mut().insert(Peer(peer));
             } else if let Err(e) = state
                 .peers
                 .admit(peer, || presents_valid_key(state, request.headers()))
             {
-                // A report request (on the report listener) refused here is counted as one
-                // refused for its key is.
-                let report = matches!(
-                    (request.method(), request.uri().path()),
-                    (
-                        &Method::GET | &Method::HEAD,
-                        "/reports/usage" | "/reports/summary"
-                    )
-                );
-                if report && !self.answers_price {
-                    state.counters.report_request();
-                    state.counters.auth_failure();
-                }
                 return Box::pin(std::future::ready(Ok(error_response(&e))));
             }
         }
@@ -297,9 +289,11 @@ pub fn health_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The client address of a routed price request on a public listener, for [`keyed_price`].
+/// The client address of a routed price or report request on a public listener, whose
+/// allowance of unpaid requests it spends once its key is refused (see [`keyed_price`] and
+/// `AppState::admit_http`).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(IpAddr);
+pub(crate) struct Peer(pub(crate) IpAddr);
 
 impl Peer {
     /// The address a routed request was sent from, if its listener limits by address.

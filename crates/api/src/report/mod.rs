@@ -28,7 +28,7 @@ use beast_store::{Allowance, Cursor, ReportLogEntry, keys::hash_key};
 
 use crate::{
     AppState,
-    http::{error_response, presented_key, typed_response},
+    http::{Peer, error_response, presented_key, typed_response},
     internal,
     keys::KeyEntry,
 };
@@ -109,18 +109,21 @@ impl AppState {
         }
     }
 
-    /// Admits an HTTP report request: its key (401 unlogged), then as
+    /// Admits an HTTP report request: its key (401 unlogged; from `peer` on a public listener,
+    /// a refused key also spends one of the address's unpaid requests, 429 past them), then as
     /// [`AppState::admit_report`] does; a refusal is logged and answered here.
     pub(crate) async fn admit_http(
         &self,
         headers: &HeaderMap,
+        peer: Option<Peer>,
         query: Option<String>,
         report: Report,
     ) -> Result<(ReportRequest, Ticket), Response> {
         self.counters.report_request();
-        let caller = self
-            .caller_of(presented_key(headers))
-            .map_err(|e| error_response(&e))?;
+        let caller = self.caller_of(presented_key(headers)).map_err(|e| {
+            let limited = peer.and_then(|Peer(p)| self.peers.admit(p, || false).err());
+            error_response(limited.as_ref().unwrap_or(&e))
+        })?;
         let query = query.unwrap_or_default();
         let mut ticket = Ticket::new(&caller, report, Protocol::Http, &query);
         let admitted = match crate::http::parse_query::<ReportParams>(Some(&query)) {

@@ -5,6 +5,7 @@
 use std::io;
 
 use axum::{
+    Extension,
     body::Body,
     extract::{RawQuery, State},
     http::HeaderMap,
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::body_response;
-use crate::AppState;
+use crate::{AppState, http::Peer};
 
 /// Chunks of an export waiting for a slow reader.
 const EXPORT_CHUNKS_IN_FLIGHT: usize = 8;
@@ -26,9 +27,13 @@ const EXPORT_CHUNKS_IN_FLIGHT: usize = 8;
 pub async fn usage(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let (request, ticket) = match state.admit_http(&headers, query, Report::Usage).await {
+    let (request, ticket) = match state
+        .admit_http(&headers, peer.map(|Extension(p)| p), query, Report::Usage)
+        .await
+    {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
