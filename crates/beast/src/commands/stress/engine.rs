@@ -108,13 +108,14 @@ struct Shared {
     live: Arc<Live>,
 }
 
-/// Runs one level of `concurrency` workers against the plan's target.
+/// Runs the plan's level number `level` (an index into its levels) against its target.
 pub async fn run_level(
     plan: &Plan,
-    concurrency: usize,
+    level: usize,
     stop: &Stop,
     live: Arc<Live>,
 ) -> anyhow::Result<LevelOutcome> {
+    let concurrency = plan.levels[level];
     let shared = Arc::new(Shared {
         latency: Mutex::new(new_histogram()?),
         live,
@@ -123,7 +124,7 @@ pub async fn run_level(
     let (start_tx, start_rx) = watch::channel(None);
     let per_worker = plan.per_worker();
     let count = plan.workers(concurrency);
-    let first_id = plan.worker_ids(count);
+    let first_id = plan.first_worker_id(level);
     let mut workers = Vec::with_capacity(count);
     for index in 0..count {
         let worker = Worker {
@@ -207,7 +208,7 @@ pub async fn run_level(
 pub struct Worker {
     /// Its place in its level.
     pub index: usize,
-    /// Unique over the run ([`Plan::worker_ids`]).
+    /// Unique over the run ([`Plan::first_worker_id`]).
     pub id: usize,
     ready: Arc<Semaphore>,
     start: watch::Receiver<Option<Instant>>,

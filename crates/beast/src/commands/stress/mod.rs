@@ -53,14 +53,14 @@ pub async fn run(args: &StressArgs) -> anyhow::Result<()> {
         say!("{}", report::header(&plan))?;
     }
     let mut outcomes = Vec::with_capacity(plan.levels.len());
-    for &concurrency in &plan.levels {
+    for (level, &concurrency) in plan.levels.iter().enumerate() {
         if stop.soft.is_cancelled() {
             break;
         }
         let live = Arc::new(Live::default());
         let bar = progress_bar(show_progress, concurrency, plan.duration);
         let ticker = tokio::spawn(tick(bar.clone(), live.clone(), plan.duration));
-        let outcome = engine::run_level(&plan, concurrency, &stop, live).await;
+        let outcome = engine::run_level(&plan, level, &stop, live).await;
         ticker.abort();
         bar.finish_and_clear();
         let outcome = outcome?;

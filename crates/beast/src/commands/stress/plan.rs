@@ -4,10 +4,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering::Relaxed},
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -41,8 +38,6 @@ pub struct Plan {
     pub timeout: Duration,
     /// UDP: requests in flight per socket.
     pub udp_depth: usize,
-    /// The id the next level's first worker gets: ids are unique over the run.
-    next_worker_id: AtomicUsize,
 }
 
 /// Where the load goes, with the requests prepared for that protocol.
@@ -75,12 +70,12 @@ impl Plan {
         concurrency.div_ceil(self.per_worker())
     }
 
-    /// The id of the first of `count` workers of a level, the others following it: no two
-    /// workers of a run share one, so neither do their UDP request ids (a late answer to an
-    /// earlier level cannot be taken for an answer to this one's, whatever port its socket
-    /// is given).
-    pub fn worker_ids(&self, count: usize) -> usize {
-        self.next_worker_id.fetch_add(count, Relaxed)
+    /// The id of the first worker of level `level` (an index into `levels`), the others
+    /// following it: the levels before it numbered theirs from 0, so no two workers of a run
+    /// share one, and neither do their UDP request ids (a late answer to an earlier level
+    /// cannot be taken for an answer to this one's, whatever port its socket is given).
+    pub fn first_worker_id(&self, level: usize) -> usize {
+        self.levels[..level].iter().map(|&c| self.workers(c)).sum()
     }
 
     /// Validates the arguments and resolves the target's host.
@@ -173,7 +168,6 @@ impl Plan {
             duration: Duration::from_secs_f64(args.duration_s),
             timeout: Duration::from_millis(args.timeout_ms),
             udp_depth: args.udp_depth,
-            next_worker_id: AtomicUsize::new(0),
         })
     }
 }
