@@ -5,7 +5,9 @@ use serde_json::json;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
-    #[error("an API key is required (Authorization: Bearer <key> or X-API-Key)")]
+    #[error(
+        "an API key is required (HTTP: Authorization: Bearer <key> or X-API-Key; UDP: the request's \"key\")"
+    )]
     MissingKey,
     #[error("the API key is not valid or has been revoked")]
     InvalidKey,

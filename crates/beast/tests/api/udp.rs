@@ -122,6 +122,10 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
             "{request}: {reply}"
         );
     }
+    // A client without a key is told where a UDP request carries it.
+    let reply = ask(&app, &socket, br#"{"asset":"BTC"}"#).await;
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(r#"UDP: the request's "key""#), "{reply}");
     // A request is an object: an array is not read as its fields in order.
     let array = json!([key, "BTC"]).to_string();
     let reply = ask(&app, &socket, array.as_bytes()).await;
@@ -143,9 +147,10 @@ async fn udp_answers_like_http_with_the_id_echoed_and_is_metered() {
     );
     let reply = ask(&app, &socket, deep.as_bytes()).await;
     assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
-    // Refused for their key: e1, e2 and e7; JSON with no key to read is not counted so.
+    // Refused for their key: e1, e2, e7 and the one told where its key goes; JSON with no key
+    // to read is not counted so.
     let stats = app.stress_stats().await;
-    assert_eq!(stats["counters"]["auth_failures"], 3, "{stats}");
+    assert_eq!(stats["counters"]["auth_failures"], 4, "{stats}");
     // Garbage and oversized datagrams are dropped, and counted.
     assert!(unanswered(&app, &socket, b"\x00\x01garbage").await);
     assert!(unanswered(&app, &socket, &vec![b'{'; 4000]).await);
