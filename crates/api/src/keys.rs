@@ -28,26 +28,9 @@ use crate::follow::follow;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 
-/// The hash ([`hash_key`]) of the key a price request presents, whatever the protocol (and
-/// any request's, for the per-address limit).
-/// SHA-256 is most of what checking a key costs, and a thread mostly sees the same key request
-/// after request (a client keeps its key, and its connection's requests mostly run on one
-/// thread), so each thread keeps the last key it hashed, with its hash. Compared in constant
-/// time (`subtle`): a request cannot time how much of its key matches the one kept, which may
-/// be another client's. (Admin and report requests, few, hash afresh.)
-pub(crate) fn presented_hash(key: &str) -> [u8; 32] {
-    thread_local! {
-        static LAST: RefCell<(Vec<u8>, [u8; 32])> = RefCell::new((Vec::new(), hash_key("")));
-    }
-    LAST.with_borrow_mut(|(kept, hash)| {
-        if !bool::from(kept.as_slice().ct_eq(key.as_bytes())) {
-            // The buffer is reused: a thread serving many keys does not allocate per key.
-            kept.clear();
-            kept.extend_from_slice(key.as_bytes());
-            *hash = hash_key(key);
-        }
-        *hash
-    })
+thread_local! {
+    /// This thread's last API key presented, with its hash ([`KeyRing::presented_hash`]).
+    static LAST: RefCell<(Vec<u8>, [u8; 32])> = RefCell::new((Vec::new(), hash_key("")));
 }
 
 /// One active key as the hot path sees it.
@@ -254,6 +237,29 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
+    /// The hash ([`hash_key`]) of a key a request presents, whatever the protocol.
+    /// SHA-256 is most of what checking a key costs, and a thread mostly sees the same key
+    /// request after request (a client keeps its key, and its connection's requests mostly run
+    /// on one thread), so each thread keeps the last key it hashed that is an active API key,
+    /// with its hash: never the admin key, nor a key guessed or revoked. Compared in constant
+    /// time (`subtle`): a request cannot time how much of its key matches the one kept, which
+    /// may be another client's.
+    pub(crate) fn presented_hash(&self, key: &str) -> [u8; 32] {
+        LAST.with_borrow_mut(|(kept, hash)| {
+            if bool::from(kept.as_slice().ct_eq(key.as_bytes())) {
+                return *hash;
+            }
+            let fresh = hash_key(key);
+            if self.keys.load().contains_key(&fresh) {
+                // The buffer is reused: a thread serving many keys does not allocate per key.
+                kept.clear();
+                kept.extend_from_slice(key.as_bytes());
+                *hash = fresh;
+            }
+            fresh
+        })
+    }
+
     /// The active key whose hash this is, or `InvalidKey`.
     pub fn authenticate_hash(&self, hash: &[u8; 32]) -> Result<Arc<KeyEntry>, ApiError> {
         self.keys
@@ -344,36 +350,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_presented_key_hashes_as_stored_whatever_the_thread_hashed_before() {
-        for key in [
-            "tb_a", "tb_a", "tb_b", "tb_a", "tb_ab", "tb_", "", "tb_a", "tb_a",
+    fn a_presented_key_hashes_as_stored_and_only_api_keys_are_kept() {
+        let ring = KeyRing::default();
+        let now = beast_core::now_ms();
+        let keys = [
+            record(1, "tb_a", "t", 0, now),
+            record(2, "tb_ab", "t", 0, now),
+        ];
+        ring.replace(&keys, &[tier("t", 1, false)], now);
+        let kept = || LAST.with_borrow(|(kept, _)| String::from_utf8_lossy(kept).into_owned());
+        for (key, then_kept) in [
+            ("tb_a", "tb_a"),
+            ("tb_a", "tb_a"),
+            // Not an API key (the admin key, a guess): hashed, and not kept.
+            ("admin-key", "tb_a"),
+            ("tb_ab", "tb_ab"),
+            ("tb_", "tb_ab"),
+            ("", "tb_ab"),
+            ("tb_a", "tb_a"),
         ] {
-            assert_eq!(presented_hash(key), hash_key(key), "{key:?}");
+            assert_eq!(ring.presented_hash(key), hash_key(key), "{key:?}");
+            assert_eq!(kept(), then_kept, "after {key:?}");
         }
     }
 
-    fn entry(monthly_quota: u64, unlimited: bool) -> KeyEntry {
-        let record = ApiKeyRecord {
-            id: 1,
-            key_hash: String::new(),
+    /// The row of `key`, in `tier`, with `usage_count` answers stored in the month of `now_ms`.
+    fn record(id: i64, key: &str, tier: &str, usage_count: i64, now_ms: i64) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id,
+            key_hash: hex::encode(hash_key(key)),
             key_prefix: String::new(),
             name: String::new(),
-            tier: "t".into(),
+            tier: tier.into(),
             created_at_ms: 0,
             revoked_at_ms: None,
-            usage_month: String::new(),
-            usage_count: 0,
-        };
-        let tier = Tier {
-            name: "t".into(),
+            usage_month: month_of(now_ms),
+            usage_count,
+        }
+    }
+
+    /// A tier of `monthly_quota` answers a month, at rates no test reaches.
+    fn tier(name: &str, monthly_quota: u64, unlimited: bool) -> Tier {
+        Tier {
+            name: name.into(),
             requests_per_second: 1_000_000,
             burst: 1_000_000,
             monthly_quota,
             reports_enabled: false,
             monthly_report_allowance: 0,
             unlimited,
-        };
-        KeyEntry::new(&record, tier, beast_core::now_ms())
+        }
+    }
+
+    fn entry(monthly_quota: u64, unlimited: bool) -> KeyEntry {
+        let now = beast_core::now_ms();
+        let tier = tier("t", monthly_quota, unlimited);
+        KeyEntry::new(&record(1, "tb_k", "t", 0, now), tier, now)
     }
 
     impl KeyEntry {
@@ -481,27 +513,8 @@ mod tests {
     fn a_key_moved_to_another_tier_keeps_the_months_count_this_node_knows() {
         let ring = KeyRing::default();
         let now = beast_core::now_ms();
-        let record = |tier: &str, usage_count| ApiKeyRecord {
-            id: 7,
-            key_hash: hex::encode(hash_key("tb_moved")),
-            key_prefix: String::new(),
-            name: String::new(),
-            tier: tier.into(),
-            created_at_ms: 0,
-            revoked_at_ms: None,
-            usage_month: month_of(now),
-            usage_count,
-        };
-        let tier = |name: &str, monthly_quota| Tier {
-            name: name.into(),
-            requests_per_second: 1_000,
-            burst: 1_000,
-            monthly_quota,
-            reports_enabled: false,
-            monthly_report_allowance: 0,
-            unlimited: false,
-        };
-        let tiers = [tier("basic", 10), tier("pro", 20)];
+        let record = |tier: &str, usage_count| record(7, "tb_moved", tier, usage_count, now);
+        let tiers = [tier("basic", 10, false), tier("pro", 20, false)];
         ring.replace(&[record("basic", 2)], &tiers, now);
         let key = ring.authenticate_hash(&hash_key("tb_moved")).unwrap();
         key.admit(now, 6).unwrap().settle(6);

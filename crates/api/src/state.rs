@@ -10,10 +10,7 @@ use beast_feeds::FeedManager;
 use beast_store::Store;
 use beast_usage::{Room, UsageSink};
 
-use crate::{
-    AdminKey, Catalog, KeyRing,
-    keys::{KeyEntry, presented_hash},
-};
+use crate::{AdminKey, Catalog, KeyRing, keys::KeyEntry};
 
 /// What every handler and listener shares, behind one `Arc`: a request clones the state
 /// more than once (extractors, the router's handler), and one count on one cache line is far
@@ -92,10 +89,10 @@ impl AppState {
         &self,
         presented: Result<&str, ApiError>,
     ) -> Result<Arc<KeyEntry>, ApiError> {
-        self.authenticate_hash(presented.map(presented_hash).as_ref())
+        self.authenticate_hash(presented.map(|k| self.keys.presented_hash(k)).as_ref())
     }
 
-    /// [`AppState::authenticate`] for a key already hashed ([`presented_hash`]), so a key checked
+    /// [`AppState::authenticate`] for a key already hashed ([`KeyRing::presented_hash`]), so a key checked
     /// against the admin key too is hashed once.
     pub(crate) fn authenticate_hash(
         &self,

@@ -43,8 +43,7 @@ impl AdminKey {
         }
     }
 
-    /// Whether `presented` is the admin key ([`AdminKey::verify_hash`] of its hash), hashed
-    /// afresh: the thread's last key ([`crate::keys::presented_hash`]) is for the hot paths.
+    /// Whether `presented` is the admin key ([`AdminKey::verify_hash`] of its hash).
     pub(crate) fn verify(&self, presented: &str) -> bool {
         self.verify_hash(&hash_key(presented))
     }

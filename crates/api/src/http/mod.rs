@@ -41,11 +41,7 @@ use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::{
-    AppState,
-    keys::{KeyEntry, presented_hash},
-    state::key_text,
-};
+use crate::{AppState, keys::KeyEntry, state::key_text};
 
 /// The price listener's routes, with the admin API under `/admin`. Served through
 /// [`Endpoint::price`], which answers `GET /price` before routing: a layer added here would
@@ -315,10 +311,10 @@ pub(crate) struct Presented {
 }
 
 impl Presented {
-    pub(crate) fn read(headers: &HeaderMap) -> Self {
+    pub(crate) fn read(state: &AppState, headers: &HeaderMap) -> Self {
         Self {
             started: Instant::now(),
-            hash: presented_key(headers).map(presented_hash),
+            hash: presented_key(headers).map(|k| state.keys.presented_hash(k)),
         }
     }
 }
@@ -419,8 +415,7 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
 /// it for both.
 fn presents_valid_key(state: &AppState, headers: &HeaderMap) -> bool {
     presented_key(headers).is_ok_and(|k| {
-        // Afresh, not through the thread's memo: this may be the admin key.
-        let hash = beast_store::keys::hash_key(k);
+        let hash = state.keys.presented_hash(k);
         state.keys.authenticate_hash(&hash).is_ok() || state.admin.verify_hash(&hash)
     })
 }

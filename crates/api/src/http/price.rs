@@ -38,7 +38,7 @@ pub(crate) fn answer(
     head: &Parts,
     peer: Option<IpAddr>,
 ) -> impl Future<Output = Response> + Send + 'static {
-    let presented = Presented::read(&head.headers);
+    let presented = Presented::read(&state, &head.headers);
     let query = parse_query::<PriceQuery>(head.uri.query());
     async move {
         keyed_price(&state, presented, peer, async |key, started| {

@@ -61,7 +61,7 @@ pub(crate) fn asset_list<'a>(
 /// thousands.
 pub async fn prices(State(state): State<AppState>, request: Request) -> Response {
     let (head, _) = request.into_parts();
-    let (presented, peer) = (Presented::read(&head.headers), Peer::of(&head));
+    let (presented, peer) = (Presented::read(&state, &head.headers), Peer::of(&head));
     keyed_price(&state, presented, peer, async |key, started| {
         let assets = requested_assets(parse_query(head.uri.query()));
         match metered_prices(&state, &key, assets, Reply::http(started)).await {

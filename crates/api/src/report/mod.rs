@@ -24,7 +24,7 @@ use beast_core::{
 use beast_reports::{
     Format, Report, ReportParams, ReportRequest, query::format_cursor, usage::Page,
 };
-use beast_store::{Allowance, Cursor, ReportLogEntry, keys::hash_key};
+use beast_store::{Allowance, Cursor, ReportLogEntry};
 
 use crate::{
     AppState,
@@ -102,8 +102,8 @@ impl Ticket {
 impl AppState {
     /// The caller a key names: the admin key, or an active API key (refusals counted).
     pub(crate) fn caller_of(&self, key: Result<&str, ApiError>) -> Result<Caller, ApiError> {
-        // Hashed once for both checks, afresh (see `presented_hash`).
-        match key.map(hash_key) {
+        // Hashed once for both checks.
+        match key.map(|k| self.keys.presented_hash(k)) {
             Ok(hash) if self.admin.verify_hash(&hash) => Ok(Caller::Admin),
             hash => self.authenticate_hash(hash.as_ref()).map(Caller::Key),
         }

@@ -48,7 +48,6 @@ use crate::{
         price::{Reply, metered_price, required_asset},
         prices,
     },
-    keys::presented_hash,
     state::key_text,
 };
 use request::parse;
@@ -335,7 +334,10 @@ fn answer(
                     Err(e) => {
                         let pays = || {
                             presented.is_ok_and(|k| {
-                                state.keys.authenticate_hash(&presented_hash(k)).is_ok()
+                                state
+                                    .keys
+                                    .authenticate_hash(&state.keys.presented_hash(k))
+                                    .is_ok()
                             })
                         };
                         let reply = keyless_refusal(&state, peer, pays, id, &e)?;
