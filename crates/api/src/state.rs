@@ -65,6 +65,9 @@ pub struct Shared {
     /// [`crate::udp::keyless_refusal`]): apart from `peers`, as a datagram's source address
     /// can be forged, and what a forger spends here silences only such refusals.
     pub udp_refusals: Arc<crate::peers::PeerLimits>,
+    /// The longest UDP price answer (`udp_max_answer_bytes`, at most
+    /// [`crate::udp::MAX_ANSWER`]): a longer one is refused.
+    pub udp_max_answer: usize,
 }
 
 /// The empty source list of error rows, shared rather than allocated per row.

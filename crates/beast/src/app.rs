@@ -127,8 +127,8 @@ pub struct Application {
     servers: Vec<(TcpListener, http::Endpoint)>,
     /// The HTTP listeners' limits (header time and size, stalled writes).
     http: http::HttpLimits,
-    /// The UDP price listener's sockets, the state they answer with, and their longest answer.
-    udp: Option<(Vec<std::net::UdpSocket>, AppState, usize)>,
+    /// The UDP price listener's sockets and the state they answer with.
+    udp: Option<(Vec<std::net::UdpSocket>, AppState)>,
     /// The UDP report listener's socket.
     report_udp: Option<(std::net::UdpSocket, AppState)>,
     addresses: Vec<(String, SocketAddr)>,
@@ -215,6 +215,7 @@ impl Application {
             reports: params.reports,
             peers: Arc::new(beast_api::peers::PeerLimits::new(params.unpaid_per_minute)),
             udp_refusals: Arc::new(beast_api::peers::PeerLimits::new(params.unpaid_per_minute)),
+            udp_max_answer: params.udp_max_answer,
         });
         if runs_feeds {
             state.apply_exchanges().await?;
@@ -278,7 +279,7 @@ impl Application {
                 .unwrap_or(settings.price_udp);
             tracing::info!(listener = "price-udp", addr = %bound, sockets = sockets.len(), "listening");
             addresses.push(("price-udp".to_owned(), bound));
-            udp = Some((sockets, state.clone(), params.udp_max_answer));
+            udp = Some((sockets, state.clone()));
         }
         let mut report_udp = None;
         if roles.contains(&Role::Report) {
@@ -347,9 +348,8 @@ impl Application {
                 Ok(())
             });
         }
-        if let Some((sockets, state, max_answer)) = self.udp {
-            let stop = stop.clone();
-            servers.spawn(beast_api::udp::serve(state, sockets, max_answer, stop));
+        if let Some((sockets, state)) = self.udp {
+            servers.spawn(beast_api::udp::serve(state, sockets, stop.clone()));
         }
         if let Some((socket, state)) = self.report_udp {
             servers.spawn(beast_api::report::udp::serve(state, socket, stop.clone()));

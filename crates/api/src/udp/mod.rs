@@ -137,28 +137,19 @@ pub fn bind(addr: SocketAddr, options: UdpOptions) -> io::Result<Vec<std::net::U
     Ok(sockets)
 }
 
-/// Serves datagrams on every socket until `cancel` fires, counting in `state.counters`, with
-/// answers of up to `max_answer` bytes (at most [`MAX_ANSWER`]; a longer one is refused); then
+/// Serves datagrams on every socket until `cancel` fires, counting in `state.counters`; then
 /// waits for the answers still being worked out (an on-demand fetch, a wait for room in the
 /// usage channel), as the HTTP listeners finish the requests in flight.
 pub async fn serve(
     state: AppState,
     sockets: Vec<std::net::UdpSocket>,
-    max_answer: usize,
     cancel: CancellationToken,
 ) -> io::Result<()> {
     let mut workers = tokio::task::JoinSet::new();
     let slow = TaskTracker::new();
     for socket in sockets {
         let socket = UdpSocket::from_std(socket)?;
-        let serving = worker(
-            state.clone(),
-            socket,
-            max_answer,
-            slow.clone(),
-            cancel.clone(),
-        );
-        workers.spawn(serving);
+        workers.spawn(worker(state.clone(), socket, slow.clone(), cancel.clone()));
     }
     while workers.join_next().await.is_some() {}
     slow.close();
@@ -167,13 +158,7 @@ pub async fn serve(
 }
 
 /// One socket's loop; answers that must wait are finished in tasks of `slow`.
-async fn worker(
-    state: AppState,
-    socket: UdpSocket,
-    max_answer: usize,
-    slow: TaskTracker,
-    cancel: CancellationToken,
-) {
+async fn worker(state: AppState, socket: UdpSocket, slow: TaskTracker, cancel: CancellationToken) {
     let socket = Arc::new(socket);
     let counters = state.counters.clone();
     let stats = &counters.udp;
@@ -203,7 +188,7 @@ async fn worker(
             };
             requests += 1;
             let asked = request.into_owned();
-            let mut answering = Box::pin(answer(state.clone(), asked, max_answer, to.ip()));
+            let mut answering = Box::pin(answer(state.clone(), asked, to.ip()));
             // Memory answers complete at once and go out with the batch. One that must wait
             // (an on-demand REST fetch, a full usage channel) finishes in its own task, so
             // this socket keeps receiving.
@@ -300,8 +285,8 @@ pub(crate) async fn flush(
 
 /// Answers one request from `peer` (perhaps one refused as it was read), counting its status:
 /// admitted by the governor (it counts as in flight until answered), then authenticated and
-/// metered; its answer is at most `max_answer` bytes. `None`: a refusal for want of a key past
-/// the address's allowance, unanswered.
+/// metered; its answer is at most `udp_max_answer` bytes. `None`: a refusal for want of a key
+/// past the address's allowance, unanswered.
 ///
 /// Not an `async fn`, which would hold its arguments twice (see [`metered_price`]); what
 /// happens before the one wait is done in a block of its own, so that none of it is held
@@ -313,7 +298,6 @@ pub(crate) async fn flush(
 fn answer(
     state: AppState,
     request: request::Request<'static>,
-    max_answer: usize,
     peer: IpAddr,
 ) -> impl Future<Output = Option<Vec<u8>>> + Send + 'static {
     async move {
@@ -345,31 +329,27 @@ fn answer(
                     }
                 }
             };
-            let answered = respond(&state, &request, max_answer, peer).await;
+            let answered = respond(&state, &request).await;
             drop(in_flight);
-            answered?
+            match answered {
+                Ok(answered) => answered,
+                Err(e) => (e.status(), keyless_refusal(&state, peer, || false, id, &e)?),
+            }
         };
         counters.answered(status);
         Some(reply)
     }
 }
 
-/// The status and reply datagram for an admitted request; `None` as [`answer`] says.
+/// The status and reply datagram for an admitted request, or the refusal of its key (for
+/// [`answer`] to send within the address's allowance).
 async fn respond(
     state: &AppState,
     request: &request::Request<'static>,
-    max_answer: usize,
-    peer: IpAddr,
-) -> Option<(u16, Vec<u8>)> {
+) -> Result<(u16, Vec<u8>), ApiError> {
     let started = Instant::now();
+    let key = state.authenticate(key_text(Some(&request.key)))?;
     let id = request.id.as_deref();
-    let key = match state.authenticate(key_text(Some(&request.key))) {
-        Ok(key) => key,
-        Err(e) => {
-            let reply = keyless_refusal(state, peer, || false, id, &e)?;
-            return Some((e.status(), reply));
-        }
-    };
     // The price is rendered straight after the id, into the datagram's one buffer. The reply
     // is made in the call (a `Reply` held here would be held in this future too).
     let out = begun(id);
@@ -378,7 +358,7 @@ async fn respond(
         protocol: Protocol::Udp,
         started,
         out,
-        max: max_answer,
+        max: state.udp_max_answer,
     };
     let answered = match (&request.refused, &request.assets) {
         // Boxed: a batch is the rarer request, and its future the larger.
@@ -398,7 +378,7 @@ async fn respond(
                 .map(|reply| (200, reply))
         }
     };
-    Some(match answered {
+    Ok(match answered {
         Ok((status, reply)) => (status, joined(reply, at)),
         Err(e) => (e.status(), with_id(id, Err(&e))),
     })
