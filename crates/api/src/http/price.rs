@@ -83,14 +83,7 @@ impl Reply {
     /// Whether what is rendered fits; if not, the answer is refused, pointing to `instead`
     /// (the HTTP endpoint to ask). Only a datagram has a limit.
     pub(crate) fn fits(&self, instead: &'static str) -> Result<(), ApiError> {
-        if self.out.len() <= self.max {
-            return Ok(());
-        }
-        Err(ApiError::TooLargeForUdp {
-            bytes: self.out.len(),
-            max: self.max,
-            instead,
-        })
+        crate::udp::fits(self.out.len(), self.max, instead)
     }
 }
 

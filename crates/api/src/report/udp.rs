@@ -133,15 +133,9 @@ async fn answer(
         Ok(answer) => {
             let body = reply(Ok(answer.body));
             let max = state.reports.udp_max_bytes;
-            if body.len() > max {
-                let e = ApiError::TooLargeForUdp {
-                    bytes: body.len(),
-                    max,
-                    instead: report.http_request(),
-                };
-                (e.status(), 0, reply(Err(&e)))
-            } else {
-                (200, answer.rows, body)
+            match udp::fits(body.len(), max, report.http_request()) {
+                Ok(()) => (200, answer.rows, body),
+                Err(e) => (e.status(), 0, reply(Err(&e))),
             }
         }
         Err(e) => (e.status(), 0, reply(Err(&e))),

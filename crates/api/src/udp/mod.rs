@@ -384,6 +384,19 @@ async fn respond(
     })
 }
 
+/// Whether an answer of `bytes` fits in `max`, what a datagram takes; if not, its refusal,
+/// pointing to `instead` (the HTTP request to make).
+pub(crate) fn fits(bytes: usize, max: usize, instead: &'static str) -> Result<(), ApiError> {
+    if bytes <= max {
+        return Ok(());
+    }
+    Err(ApiError::TooLargeForUdp {
+        bytes,
+        max,
+        instead,
+    })
+}
+
 /// The refusal `e` of a request from `peer`, with its `id`: unless it `pays` (presents a valid
 /// key; asked only with the allowance on), sent only within the address's allowance of them
 /// (`unauthenticated_per_ip_per_minute`, apart from HTTP's; `None` past it, for the caller to
