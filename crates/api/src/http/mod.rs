@@ -144,7 +144,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Endpoint {
             }
             (&Method::GET | &Method::HEAD, "/price" | "/prices") => self.answers_price,
             // The report listener's (the price listener has none).
-            (&Method::GET | &Method::HEAD, "/reports/usage" | "/reports/summary") => {
+            (&Method::GET | &Method::HEAD, crate::report::USAGE | crate::report::SUMMARY) => {
                 !self.answers_price
             }
             _ => false,
@@ -351,14 +351,26 @@ pub(crate) async fn keyed_price<F: Future<Output = Response>>(
             Err(e) => {
                 // Refused as an API key; the admin key still pays (as on every path).
                 let admin = || hash.is_ok_and(|h| state.admin.verify_hash(h));
-                let limited = peer.and_then(|p| state.peers.admit(p, admin).err());
-                break 'answered error_response(limited.as_ref().unwrap_or(&e));
+                break 'answered key_refused(state, peer, admin, &e);
             }
         };
         answer(key, presented.started).await
     };
     counters.answered(response.status().as_u16());
     response
+}
+
+/// The answer to a keyed request whose key is refused (`e`): from `peer` (on a public
+/// listener) it spends one of the address's unpaid requests, unless it `pays` (presents the
+/// admin key), and past them is answered 429 instead.
+pub(crate) fn key_refused(
+    state: &AppState,
+    peer: Option<IpAddr>,
+    pays: impl FnOnce() -> bool,
+    e: &ApiError,
+) -> Response {
+    let limited = peer.and_then(|p| state.peers.admit(p, pays).err());
+    error_response(limited.as_ref().unwrap_or(e))
 }
 
 pub(crate) async fn not_found() -> Response {

@@ -28,16 +28,21 @@ use beast_store::{Allowance, Cursor, ReportLogEntry};
 
 use crate::{
     AppState,
-    http::{Peer, error_response, presented_key, typed_response},
+    http::{Peer, error_response, key_refused, presented_key, typed_response},
     internal,
     keys::KeyEntry,
 };
 
+/// The reports' paths: keyed routes, which spend an address's allowance of unpaid requests
+/// themselves once their key is refused ([`crate::http::key_refused`]).
+pub(crate) const USAGE: &str = "/reports/usage";
+pub(crate) const SUMMARY: &str = "/reports/summary";
+
 /// The report listener's routes (with `/health`).
 pub fn report_router(state: AppState) -> Router {
     Router::new()
-        .route("/reports/usage", get(usage::usage))
-        .route("/reports/summary", get(summary::summary))
+        .route(USAGE, get(usage::usage))
+        .route(SUMMARY, get(summary::summary))
         .route("/health", get(crate::http::health::health))
         .fallback(crate::http::not_found)
         .with_state(state)
@@ -120,10 +125,9 @@ impl AppState {
         report: Report,
     ) -> Result<(ReportRequest, Ticket), Response> {
         self.counters.report_request();
-        let caller = self.caller_of(presented_key(headers)).map_err(|e| {
-            let limited = peer.and_then(|Peer(p)| self.peers.admit(p, || false).err());
-            error_response(limited.as_ref().unwrap_or(&e))
-        })?;
+        let caller = self
+            .caller_of(presented_key(headers))
+            .map_err(|e| key_refused(self, peer.map(|Peer(p)| p), || false, &e))?;
         let query = query.unwrap_or_default();
         let mut ticket = Ticket::new(&caller, report, Protocol::Http, &query);
         let admitted = match crate::http::parse_query::<ReportParams>(Some(&query)) {
