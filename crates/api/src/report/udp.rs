@@ -75,16 +75,10 @@ pub async fn serve(
             };
             let (state, socket, mut sender) = (state.clone(), socket.clone(), sender.clone());
             tokio::spawn(async move {
+                let answer = answer(&state, request, to.ip()).await;
+                let alone = answer.map(|bytes| Outgoing { bytes, to, from });
                 let stats = &state.counters.report_udp;
-                match answer(&state, request, to.ip()).await {
-                    Some(bytes) => {
-                        let alone = Outgoing { bytes, to, from };
-                        udp::flush(&socket, stats, &mut sender, std::slice::from_ref(&alone)).await;
-                    }
-                    None => {
-                        stats.unanswered_keyless.fetch_add(1, Relaxed);
-                    }
-                }
+                udp::send_alone(&socket, stats, &mut sender, alone).await;
                 drop(permit);
             });
         }

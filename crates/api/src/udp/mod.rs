@@ -199,18 +199,8 @@ async fn worker(state: AppState, socket: UdpSocket, slow: TaskTracker, cancel: C
                     let (socket, counters) = (socket.clone(), counters.clone());
                     let mut sender = sender.clone();
                     slow.spawn(async move {
-                        let Some(bytes) = answering.await else {
-                            counters.udp.unanswered_keyless.fetch_add(1, Relaxed);
-                            return;
-                        };
-                        let alone = reply(bytes);
-                        flush(
-                            &socket,
-                            &counters.udp,
-                            &mut sender,
-                            std::slice::from_ref(&alone),
-                        )
-                        .await
+                        let answer = answering.await.map(reply);
+                        send_alone(&socket, &counters.udp, &mut sender, answer).await
                     });
                 }
             }
@@ -261,15 +251,26 @@ pub(crate) async fn receive(
     }
 }
 
-/// Sends every reply of a batch (or one on its own), [`mmsg::BATCH`] per system call, waiting
-/// for room in the socket's buffer if need be. A reply the kernel refuses is counted and
-/// skipped.
-pub(crate) async fn flush(
+/// Sends one answer worked out apart from its batch, or counts it unanswered (`None`: a refusal
+/// for want of a key past its address's allowance).
+pub(crate) async fn send_alone(
     socket: &UdpSocket,
     stats: &UdpStats,
     sender: &mut Sender,
-    outbox: &[Outgoing],
+    answer: Option<Outgoing>,
 ) {
+    match answer {
+        Some(alone) => flush(socket, stats, sender, std::slice::from_ref(&alone)).await,
+        None => {
+            stats.unanswered_keyless.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Sends every reply of a batch (or one on its own), [`mmsg::BATCH`] per system call, waiting
+/// for room in the socket's buffer if need be. A reply the kernel refuses is counted and
+/// skipped.
+async fn flush(socket: &UdpSocket, stats: &UdpStats, sender: &mut Sender, outbox: &[Outgoing]) {
     let mut done = 0;
     while done < outbox.len() {
         let (sent, result) = sender.send_all(socket, &outbox[done..]).await;
